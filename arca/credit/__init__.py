@@ -1,0 +1,50 @@
+"""arca.credit: token-level credit assignment on padded ``(B, T)`` batches.
+
+Pure torch, no trainer imports: use it from TRL (``arca.trainer``), verl, or a
+hand-written loop. Every function takes a completion ``mask`` (1 = real token,
+0 = padding on either side), never loops over the batch in Python, and returns
+tensors with no autograd history (the weights are constants in the estimator).
+
+Typical use::
+
+    from arca.credit import token_weights, group_advantages, weighted_pg_loss
+    adv = group_advantages(rewards, group_size=4)                   # (B,)
+    w = token_weights("arca", mask=mask, h_adapted=h, h_base=h0)    # (B, T)
+    loss = weighted_pg_loss(logps, adv, w, mask)
+"""
+
+from arca.credit.advantages import ESTIMATORS, Estimator, group_advantages
+from arca.credit.diagnostics import concentration_summary, effective_token_ratio, gini
+from arca.credit.loss import weighted_pg_loss
+from arca.credit.schemes import (
+    Scheme,
+    available_schemes,
+    get_scheme,
+    hidden_residual_norm,
+    next_real_index,
+    register_scheme,
+    token_scores,
+    unregister_scheme,
+)
+from arca.credit.weights import EpsMode, normalize, token_weights
+
+__all__ = [
+    "ESTIMATORS",
+    "EpsMode",
+    "Estimator",
+    "Scheme",
+    "available_schemes",
+    "concentration_summary",
+    "effective_token_ratio",
+    "get_scheme",
+    "gini",
+    "group_advantages",
+    "hidden_residual_norm",
+    "next_real_index",
+    "normalize",
+    "register_scheme",
+    "token_scores",
+    "token_weights",
+    "unregister_scheme",
+    "weighted_pg_loss",
+]

@@ -1,0 +1,76 @@
+"""Input validation shared by the credit functions.
+
+Every check raises ``ValueError`` with the name of the offending argument, so a
+bad batch fails loudly at the boundary instead of producing NaN weights three
+steps later.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def as_bool_mask(mask: Tensor, name: str = "mask") -> Tensor:
+    """Return ``mask`` as a bool ``(B, T)`` tensor; it must hold only 0/1."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (B, T), got {tuple(mask.shape)}")
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_floating_point() or mask.is_complex() or mask.dtype in _INT_DTYPES:
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"`{name}` must contain only 0 and 1 (1 = real completion token)")
+        return mask != 0
+    raise TypeError(f"`{name}` has unsupported dtype {mask.dtype}")
+
+
+_INT_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+
+
+def check_like_mask(x: Tensor, mask: Tensor, name: str, *, trailing: int = 0) -> None:
+    """``x`` must be ``(B, T)`` (or ``(B, T, *trailing dims)``) matching ``mask``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2 + trailing or x.shape[:2] != mask.shape:
+        want = "(B, T)" if trailing == 0 else "(B, T, d)"
+        raise ValueError(
+            f"`{name}` must have shape {want} matching mask {tuple(mask.shape)}, "
+            f"got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got {x.dtype}")
+    if x.device != mask.device:
+        raise ValueError(f"`{name}` is on {x.device} but mask is on {mask.device}")
+
+
+def check_finite(x: Tensor, mask: Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN/Inf at a real (mask=1) position.
+
+    Padding may hold anything (``-inf`` log-probs are common there). ``x`` is
+    ``(B, T)`` or ``(B, T, d)``; for the latter a position is bad if any of its
+    ``d`` features is.
+    """
+    bad = ~torch.isfinite(x)
+    if bad.dim() == 3:
+        bad = bad.any(dim=-1)
+    bad &= mask
+    if bool(bad.any()):
+        b, t = (int(i) for i in bad.nonzero()[0])
+        n = int(bad.sum())
+        raise ValueError(
+            f"`{name}` has {n} non-finite value(s) at real completion positions "
+            f"(first at row {b}, position {t}); mask them out or fix the upstream pass"
+        )
+
+
+def float_dtype(*xs: Tensor) -> torch.dtype:
+    """The dtype credit math runs in: float64 if any input is, else float32.
+
+    Half-precision inputs are promoted so that normalisation and diagnostics do
+    not lose the small score differences they exist to measure.
+    """
+    if any(x.dtype == torch.float64 for x in xs):
+        return torch.float64
+    return torch.float32

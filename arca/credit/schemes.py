@@ -1,0 +1,266 @@
+"""Token salience schemes (paper section 3.3 and 3.5) and their registry.
+
+A scheme maps per-token quantities the policy already computes to a raw,
+non-negative salience ``alpha_t`` of shape ``(B, T)``. Normalisation into
+weights is separate (:func:`arca.credit.normalize`), so every scheme shares
+one floor and one set of diagnostics.
+
+Built-in schemes and the inputs they need (all ``(B, T)`` unless noted):
+
+============  =======================  ==========================================
+name          inputs                   alpha_t
+============  =======================  ==========================================
+uniform       --                       1
+surprisal     logps                    -log pi(y_t)                   (eq. 10)
+entropy       entropies                max(0, H_t - H_next)           (eq. 12-13)
+divergence    logps, ref_logps         |log pi(y_t) - log pi_ref(y_t)| (eq. 14)
+arca          h_adapted, h_base (BTd)  ||h_adapted_t - h_base_t||_2    (eq. 15)
+============  =======================  ==========================================
+
+Add a scheme with :func:`register_scheme`; it then works everywhere a scheme
+name is accepted (``token_scores``, ``token_weights``, the trainer config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from arca.credit._checks import as_bool_mask, check_finite, check_like_mask, float_dtype
+
+ScoreFn = Callable[..., Tensor]
+
+#: Inputs whose last dimension is the hidden size, ``(B, T, d)``.
+HIDDEN_INPUTS = frozenset({"h_adapted", "h_base"})
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered salience scheme.
+
+    ``fn`` is called as ``fn(mask=<bool (B,T)>, **{name: tensor for name in requires})``
+    and returns raw scores ``(B, T)``. Values at padding are ignored (set to 0
+    afterwards), so ``fn`` need not mask. ``requires`` names the inputs the
+    scheme reads; a trainer uses it to decide which forward passes to run.
+    """
+
+    name: str
+    fn: ScoreFn
+    requires: tuple[str, ...]
+    description: str = ""
+
+
+_REGISTRY: dict[str, Scheme] = {}
+
+
+def register_scheme(
+    name: str,
+    fn: ScoreFn | None = None,
+    *,
+    requires: tuple[str, ...] | list[str] = (),
+    description: str = "",
+    overwrite: bool = False,
+) -> ScoreFn | Callable[[ScoreFn], ScoreFn]:
+    """Register a salience scheme under ``name``; usable as a decorator.
+
+    Example::
+
+        @register_scheme("neg_logp_sq", requires=("logps",))
+        def neg_logp_sq(*, mask, logps):
+            return logps.square()
+
+    Inputs named in ``requires`` other than the built-in ones (``logps``,
+    ``ref_logps``, ``entropies``, ``h_adapted``, ``h_base``) are passed through
+    the ``**extra`` keywords of :func:`token_scores`; they must be ``(B, T)``
+    float tensors.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("scheme name must be a non-empty string")
+
+    def _register(f: ScoreFn) -> ScoreFn:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(
+                f"scheme {name!r} is already registered; pass overwrite=True to replace it"
+            )
+        _REGISTRY[name] = Scheme(name, f, tuple(requires), description or (f.__doc__ or ""))
+        return f
+
+    return _register(fn) if fn is not None else _register
+
+
+def unregister_scheme(name: str) -> None:
+    """Remove a scheme (mainly for tests and notebooks)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_scheme(name: str) -> Scheme:
+    """Look up a scheme; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown token-weighting scheme {name!r}; valid schemes: {', '.join(available_schemes())}"
+        ) from None
+
+
+def available_schemes() -> list[str]:
+    """Names of all registered schemes, built-in first, in registration order."""
+    return list(_REGISTRY)
+
+
+def token_scores(
+    scheme: str,
+    *,
+    mask: Tensor,
+    logps: Tensor | None = None,
+    ref_logps: Tensor | None = None,
+    entropies: Tensor | None = None,
+    h_adapted: Tensor | None = None,
+    h_base: Tensor | None = None,
+    check_finite_inputs: bool = True,
+    **extra: Tensor,
+) -> Tensor:
+    """Raw salience ``alpha`` of ``scheme`` for a padded batch.
+
+    Args:
+        scheme: a registered scheme name (see :func:`available_schemes`).
+        mask: ``(B, T)`` 1 for real completion tokens, 0 for padding (either side).
+        logps: ``(B, T)`` log pi_theta(y_t | y_<t, x) of the sampled tokens.
+        ref_logps: ``(B, T)`` the same under the reference (adapter-disabled) model.
+        entropies: ``(B, T)`` predictive entropy H_t of the distribution that
+            sampled token t.
+        h_adapted, h_base: ``(B, T, d)`` the hidden state that feeds the LM head
+            at the position emitting token t, adapter on / off.
+        check_finite_inputs: raise on NaN/Inf at real positions (one device sync
+            per input; turn off only in a loop you have already validated).
+        **extra: further ``(B, T)`` inputs named by user-registered schemes.
+
+    Returns:
+        ``(B, T)`` float tensor (float32, or float64 if an input is), ``>= 0``,
+        exactly 0 on padding, with no autograd history.
+
+    Raises:
+        ValueError: unknown scheme (lists the valid ones), a missing input (names
+            it), a shape mismatch, NaN/Inf at a real position, or a scheme that
+            returned negative or non-finite scores.
+    """
+    spec = get_scheme(scheme)
+    bmask = as_bool_mask(mask)
+    given = {
+        "logps": logps,
+        "ref_logps": ref_logps,
+        "entropies": entropies,
+        "h_adapted": h_adapted,
+        "h_base": h_base,
+        **extra,
+    }
+    inputs: dict[str, Tensor] = {}
+    for name in spec.requires:
+        x = given.get(name)
+        if x is None:
+            raise ValueError(
+                f"scheme {scheme!r} needs `{name}` (it requires: {', '.join(spec.requires)})"
+            )
+        check_like_mask(x, bmask, name, trailing=1 if name in HIDDEN_INPUTS else 0)
+        if check_finite_inputs:
+            check_finite(x, bmask, name)
+        inputs[name] = x.detach()
+
+    dtype = float_dtype(*inputs.values())
+    with torch.no_grad():
+        raw = spec.fn(mask=bmask, **inputs)
+        if not isinstance(raw, Tensor) or raw.shape != bmask.shape:
+            got = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
+            raise ValueError(
+                f"scheme {scheme!r} must return a (B, T) tensor matching mask "
+                f"{tuple(bmask.shape)}, got {got}"
+            )
+        raw = raw.to(dtype)
+        real = raw[bmask]
+        if real.numel() and not bool(torch.isfinite(real).all()):
+            raise ValueError(f"scheme {scheme!r} produced non-finite scores at real positions")
+        if real.numel() and bool((real < 0).any()):
+            raise ValueError(
+                f"scheme {scheme!r} produced negative scores (min {float(real.min()):.3g}); "
+                "salience must be >= 0"
+            )
+        return torch.where(bmask, raw, torch.zeros((), dtype=dtype, device=raw.device))
+
+
+# ---------------------------------------------------------------- built-ins
+# Each returns values at padding that token_scores then zeroes; torch.where is
+# used instead of multiplication wherever padding may hold -inf/NaN.
+
+
+@register_scheme("uniform", description="w_t = 1/T: GRPO/RLOO's scalar broadcast (eq. 9)")
+def _uniform(*, mask: Tensor) -> Tensor:
+    return torch.ones(mask.shape, device=mask.device)
+
+
+@register_scheme(
+    "surprisal", requires=("logps",), description="-log pi(y_t): low-probability tokens (eq. 10)"
+)
+def _surprisal(*, mask: Tensor, logps: Tensor) -> Tensor:
+    # log-probs can round to a hair above 0 for near-certain tokens.
+    return (-logps.to(float_dtype(logps))).clamp_min(0.0)
+
+
+@register_scheme(
+    "entropy",
+    requires=("entropies",),
+    description="max(0, H_t - H_next): commitment points (eq. 12-13)",
+)
+def _entropy_reduction(*, mask: Tensor, entropies: Tensor) -> Tensor:
+    H = torch.where(mask, entropies.to(float_dtype(entropies)), 0.0)
+    nxt = next_real_index(mask)
+    has_next = nxt < mask.shape[1]
+    H_next = torch.gather(H, 1, nxt.clamp(max=mask.shape[1] - 1))
+    # The last real token of each row has no successor: eq. 13 sets it to 0.
+    return torch.where(has_next, (H - H_next).clamp_min(0.0), 0.0)
+
+
+@register_scheme(
+    "divergence",
+    requires=("logps", "ref_logps"),
+    description="|log pi(y_t) - log pi_ref(y_t)|: drift from the reference (eq. 14)",
+)
+def _divergence(*, mask: Tensor, logps: Tensor, ref_logps: Tensor) -> Tensor:
+    dt = float_dtype(logps, ref_logps)
+    return (logps.to(dt) - ref_logps.to(dt)).abs()
+
+
+@register_scheme(
+    "arca",
+    requires=("h_adapted", "h_base"),
+    description="||h_adapted_t - h_base_t||_2: where the adapter acts (eq. 15)",
+)
+def _arca(*, mask: Tensor, h_adapted: Tensor, h_base: Tensor) -> Tensor:
+    return hidden_residual_norm(h_adapted, h_base)
+
+
+def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
+    """``||h_adapted - h_base||_2`` over the last dim, ``(B, T, d) -> (B, T)``.
+
+    The difference is taken in float32 (float64 if an input is): in bf16 two
+    nearly equal hidden states subtract to rounding noise.
+    """
+    dt = float_dtype(h_adapted, h_base)
+    return torch.linalg.vector_norm(h_adapted.to(dt) - h_base.to(dt), dim=-1)
+
+
+def next_real_index(mask: Tensor) -> Tensor:
+    """For each position, the index of the next real token in its row.
+
+    ``(B, T) bool -> (B, T) long``; ``T`` where no real token follows. Works for
+    left, right or interior padding: ``H_next`` is always the next *real*
+    token's entropy, never a padding value.
+    """
+    B, T = mask.shape
+    pos = torch.arange(T, device=mask.device).expand(B, T)
+    real_pos = torch.where(mask, pos, T)
+    # Shift left by one so position t sees only s > t, then a reversed running min.
+    after = torch.cat([real_pos[:, 1:], real_pos.new_full((B, 1), T)], dim=1)
+    return after.flip(1).cummin(dim=1).values.flip(1)

@@ -42,10 +42,14 @@ def grouped_rewards(draw):
 @given(data=grouped_rewards(), eps=st.sampled_from([0.0, 1e-6, 1e-2]), unbiased=st.booleans())
 def test_advantages_match_reference(data, estimator, eps, unbiased, device):
     rewards, k = data
-    got = group_advantages(torch.tensor(rewards, device=device), k, estimator, eps, unbiased_std=unbiased)
+    got = group_advantages(
+        torch.tensor(rewards, device=device), k, estimator, eps, unbiased_std=unbiased
+    )
     expect = reference_advantages(rewards, k, estimator, eps, unbiased)
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got.cpu().double(), torch.tensor(expect, dtype=torch.float64), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        got.cpu().double(), torch.tensor(expect, dtype=torch.float64), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_equal_groups_get_zero_advantage_even_when_the_float_mean_is_inexact():
@@ -74,7 +78,10 @@ def test_dr_grpo_variant_is_mean_centred_only():
         (dict(rewards=torch.zeros(2, 2), group_size=2), "1-D tensor"),
         (dict(rewards=torch.zeros(4), group_size=2, estimator="ppo"), "valid: grpo, rloo"),
         (dict(rewards=torch.zeros(4), group_size=2, eps=-1.0), "eps must be >= 0"),
-        (dict(rewards=torch.tensor([0.0, float("nan")]), group_size=2), "non-finite value at index 1"),
+        (
+            dict(rewards=torch.tensor([0.0, float("nan")]), group_size=2),
+            "non-finite value at index 1",
+        ),
     ],
 )
 def test_advantage_errors(kwargs, match):
@@ -86,7 +93,11 @@ def test_advantage_errors(kwargs, match):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@given(r=ragged_floats(-8.0, 0.0, min_len=0), side=st.sampled_from(["left", "right"]), seed=st.integers(0, 2**16))
+@given(
+    r=ragged_floats(-8.0, 0.0, min_len=0),
+    side=st.sampled_from(["left", "right"]),
+    seed=st.integers(0, 2**16),
+)
 def test_loss_gradient_equals_hand_derived(r, side, seed, device):
     """d/d logp_it of -mean_i A_i sum_t w_it logp_it is -A_i w_it / B (0 on padding)."""
     lp, mask = r.layout(side, fill=float("-inf"), device=device)
@@ -99,7 +110,13 @@ def test_loss_gradient_equals_hand_derived(r, side, seed, device):
     loss.backward()
     expect = torch.where(mask, -adv[:, None] * w / B, 0.0)
     torch.testing.assert_close(lp.grad, expect)
-    value = -sum(float(adv[i]) * float((w[i] * torch.where(mask[i], lp[i].detach(), 0.0)).sum()) for i in range(B)) / B
+    value = (
+        -sum(
+            float(adv[i]) * float((w[i] * torch.where(mask[i], lp[i].detach(), 0.0)).sum())
+            for i in range(B)
+        )
+        / B
+    )
     assert loss.item() == pytest.approx(value, rel=1e-5, abs=1e-5)
 
 
@@ -131,4 +148,9 @@ def test_loss_input_errors():
     with pytest.raises(ValueError, match="`weights` must have shape"):
         weighted_pg_loss(lp, torch.zeros(2), torch.zeros(2, 4), mask)
     with pytest.raises(ValueError, match="`logps` has 1 non-finite"):
-        weighted_pg_loss(torch.tensor([[0.0, float("nan"), 0.0], [0, 0, 0]]), torch.zeros(2), torch.zeros(2, 3), mask)
+        weighted_pg_loss(
+            torch.tensor([[0.0, float("nan"), 0.0], [0, 0, 0]]),
+            torch.zeros(2),
+            torch.zeros(2, 3),
+            mask,
+        )

@@ -80,3 +80,13 @@ def test_gini_is_n_log_n_not_quadratic_in_memory():
     g = gini(w, mask)
     # Uniform(0,1) samples have Gini 1/3.
     torch.testing.assert_close(g, torch.full((4,), 1 / 3), atol=0.02, rtol=0)
+
+
+def test_regime_thresholds():
+    from arca.credit import classify_regime
+
+    assert classify_regime(0.0, 1.0) == "uniform broadcast"
+    assert classify_regime(0.9, 0.06) == "spuriously sparse"  # the paper's baselines
+    assert classify_regime(0.4, 0.6) == "middle regime"
+    assert classify_regime(0.4, 0.6, sparse_ratio_below=0.7) == "spuriously sparse"
+    assert classify_regime(float("nan"), 0.5) == "n/a"

@@ -16,14 +16,34 @@ MASK = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
 @pytest.mark.parametrize(
     "scheme, inputs, match",
     [
-        ("nope", {}, r"unknown token-weighting scheme 'nope'; valid schemes: uniform, surprisal, entropy, divergence, arca"),
+        (
+            "nope",
+            {},
+            r"unknown token-weighting scheme 'nope'; valid schemes: uniform, surprisal, entropy, divergence, arca",
+        ),
         ("surprisal", {}, r"scheme 'surprisal' needs `logps`"),
         ("entropy", {"logps": torch.zeros(2, 4)}, r"needs `entropies`"),
-        ("divergence", {"logps": torch.zeros(2, 4)}, r"needs `ref_logps` \(it requires: logps, ref_logps\)"),
+        (
+            "divergence",
+            {"logps": torch.zeros(2, 4)},
+            r"needs `ref_logps` \(it requires: logps, ref_logps\)",
+        ),
         ("arca", {"h_adapted": torch.zeros(2, 4, 3)}, r"needs `h_base`"),
-        ("surprisal", {"logps": torch.zeros(2, 5)}, r"`logps` must have shape \(B, T\) matching mask \(2, 4\), got \(2, 5\)"),
-        ("arca", {"h_adapted": torch.zeros(2, 4), "h_base": torch.zeros(2, 4)}, r"`h_adapted` must have shape \(B, T, d\)"),
-        ("surprisal", {"logps": torch.zeros(2, 4, dtype=torch.long)}, r"`logps` must be a floating-point"),
+        (
+            "surprisal",
+            {"logps": torch.zeros(2, 5)},
+            r"`logps` must have shape \(B, T\) matching mask \(2, 4\), got \(2, 5\)",
+        ),
+        (
+            "arca",
+            {"h_adapted": torch.zeros(2, 4), "h_base": torch.zeros(2, 4)},
+            r"`h_adapted` must have shape \(B, T, d\)",
+        ),
+        (
+            "surprisal",
+            {"logps": torch.zeros(2, 4, dtype=torch.long)},
+            r"`logps` must be a floating-point",
+        ),
     ],
 )
 def test_scheme_input_errors_name_the_input(scheme, inputs, match):
@@ -35,7 +55,9 @@ def test_scheme_input_errors_name_the_input(scheme, inputs, match):
 def test_non_finite_at_real_positions_is_an_error_with_location(bad):
     lp = torch.zeros(2, 4)
     lp[1, 2] = bad
-    with pytest.raises(ValueError, match=r"`logps` has 1 non-finite value\(s\) .* row 1, position 2"):
+    with pytest.raises(
+        ValueError, match=r"`logps` has 1 non-finite value\(s\) .* row 1, position 2"
+    ):
         token_weights("surprisal", mask=MASK, logps=lp)
     h = torch.zeros(2, 4, 3)
     h[0, 1, 2] = bad

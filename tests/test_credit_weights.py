@@ -35,7 +35,10 @@ def scheme_batch(draw, min_len: int = 0):
     ha = ragged_like(logps, lambda n: torch.randn(n, d, generator=g))
     # h_base: sometimes identical to h_adapted at some positions (zero residual).
     hb = Ragged(
-        [h + torch.randn(h.shape, generator=g) * (torch.rand(h.shape[0], 1, generator=g) > 0.3) for h in ha.rows],
+        [
+            h + torch.randn(h.shape, generator=g) * (torch.rand(h.shape[0], 1, generator=g) > 0.3)
+            for h in ha.rows
+        ],
         logps.T,
     )
     return {"logps": logps, "ref_logps": ref, "entropies": ent, "h_adapted": ha, "h_base": hb}
@@ -93,7 +96,10 @@ def test_left_and_right_padding_agree(scheme, batch):
 def test_padding_values_never_leak(scheme, batch):
     """NaN padding (as laid out) and zero padding give identical results."""
     nan_in, mask = laid_out(batch, "right")
-    zero_in = {k: torch.where(mask.view(*mask.shape, *[1] * (v.dim() - 2)), v, 0.0) for k, v in nan_in.items()}
+    zero_in = {
+        k: torch.where(mask.view(*mask.shape, *[1] * (v.dim() - 2)), v, 0.0)
+        for k, v in nan_in.items()
+    }
     torch.testing.assert_close(
         token_weights(scheme, mask=mask, **nan_in), token_weights(scheme, mask=mask, **zero_in)
     )
@@ -115,7 +121,11 @@ def test_outputs_carry_no_autograd_history(scheme):
         assert not out.requires_grad and out.grad_fn is None
 
 
-@given(r=ragged_floats(0.0, 1e3, min_len=1), c=st.floats(0.0, 1e4), eps=st.sampled_from([0.0, 1e-8, 0.1]))
+@given(
+    r=ragged_floats(0.0, 1e3, min_len=1),
+    c=st.floats(0.0, 1e4),
+    eps=st.sampled_from([0.0, 1e-8, 0.1]),
+)
 def test_equal_scores_give_uniform_weights(r, c, eps):
     _, mask = r.layout("right")
     scores = torch.full(mask.shape, c)
@@ -137,7 +147,9 @@ def test_normalize_matches_eq8(r, eps):
         if not vals:
             continue
         expect = [v / total for v in vals] if total > 0 else [1 / len(vals)] * len(vals)
-        torch.testing.assert_close(wr.double(), torch.tensor(expect, dtype=torch.float64), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            wr.double(), torch.tensor(expect, dtype=torch.float64), atol=1e-6, rtol=1e-5
+        )
 
 
 @given(r=ragged_floats(0.0, 10.0, min_len=1), scale=st.floats(1e-6, 1e6))
@@ -153,8 +165,13 @@ def test_absolute_floor_flattens_vanishing_scores_relative_floor_keeps_shape():
     mask = torch.ones(1, 4, dtype=torch.bool)
     shape = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     tiny = shape * 1e-10
-    torch.testing.assert_close(normalize(tiny, mask, 1e-4), torch.full((1, 4), 0.25), atol=1e-6, rtol=0)
-    torch.testing.assert_close(normalize(tiny, mask, 1e-4, eps_mode="relative"), normalize(shape, mask, 1e-4, eps_mode="relative"))
+    torch.testing.assert_close(
+        normalize(tiny, mask, 1e-4), torch.full((1, 4), 0.25), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        normalize(tiny, mask, 1e-4, eps_mode="relative"),
+        normalize(shape, mask, 1e-4, eps_mode="relative"),
+    )
     torch.testing.assert_close(normalize(shape, mask, 0.0), shape / 10)
 
 
@@ -180,7 +197,9 @@ def test_entropy_reduction_by_hand_both_padding_sides():
 
 
 def test_next_real_index_skips_padding_and_holes():
-    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    mask = torch.tensor(
+        [[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0]], dtype=torch.bool
+    )
     assert next_real_index(mask).tolist() == [[2, 2, 3, 5, 5, 6], [6] * 6, [1, 2, 6, 6, 6, 6]]
 
 
@@ -236,7 +255,12 @@ def test_registered_scheme_with_its_own_input():
             token_weights("position", mask=mask)
         with pytest.raises(ValueError, match="already registered"):
             register_scheme("position", position)
-        register_scheme("position", lambda *, mask, positions: positions * 2, requires=("positions",), overwrite=True)
+        register_scheme(
+            "position",
+            lambda *, mask, positions: positions * 2,
+            requires=("positions",),
+            overwrite=True,
+        )
     finally:
         unregister_scheme("position")
     assert "position" not in available_schemes()
@@ -258,6 +282,11 @@ def test_registered_scheme_output_is_validated():
 
 def test_float64_inputs_stay_float64():
     mask = torch.ones(1, 3)
-    w = token_weights("surprisal", mask=mask, logps=torch.tensor([[-1.0, -2.0, -3.0]], dtype=torch.float64), eps=0.0)
+    w = token_weights(
+        "surprisal",
+        mask=mask,
+        logps=torch.tensor([[-1.0, -2.0, -3.0]], dtype=torch.float64),
+        eps=0.0,
+    )
     assert w.dtype == torch.float64
     assert math.isclose(float(w[0, 2]), 0.5, rel_tol=1e-12)

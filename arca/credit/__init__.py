@@ -14,7 +14,13 @@ Typical use::
 """
 
 from arca.credit.advantages import ESTIMATORS, Estimator, group_advantages
-from arca.credit.diagnostics import concentration_summary, effective_token_ratio, gini
+from arca.credit.diagnostics import (
+    REGIMES,
+    classify_regime,
+    concentration_summary,
+    effective_token_ratio,
+    gini,
+)
 from arca.credit.loss import weighted_pg_loss
 from arca.credit.schemes import (
     Scheme,
@@ -30,6 +36,8 @@ from arca.credit.weights import EpsMode, normalize, token_weights
 
 __all__ = [
     "ESTIMATORS",
+    "REGIMES",
+    "classify_regime",
     "EpsMode",
     "Estimator",
     "Scheme",

@@ -59,7 +59,9 @@ def group_advantages(
             "each prompt's completions must be consecutive and complete"
         )
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        raise ValueError(
+            f"unknown advantage estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}"
+        )
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     r = rewards.detach()

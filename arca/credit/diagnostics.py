@@ -85,4 +85,43 @@ def concentration_summary(weights: Tensor, mask: Tensor) -> dict[str, float]:
     return {"gini": float(g[ok].mean()), "effective_ratio": float(e[ok].mean()), "rows": rows}
 
 
-__all__ = ["gini", "effective_token_ratio", "concentration_summary"]
+#: Default regime thresholds (arca's choice; the paper names the regimes but
+#: gives no cut-offs). Its Table 3 puts the output-distribution baselines at
+#: EffN/T 0.05-0.07 ("spuriously sparse") and uniform at exactly G = 0.
+UNIFORM_GINI_BELOW = 0.05
+SPARSE_RATIO_BELOW = 0.15
+
+REGIMES = ("uniform broadcast", "middle regime", "spuriously sparse")
+
+
+def classify_regime(
+    gini_value: float,
+    effective_ratio: float,
+    *,
+    uniform_gini_below: float = UNIFORM_GINI_BELOW,
+    sparse_ratio_below: float = SPARSE_RATIO_BELOW,
+) -> str:
+    """Name the concentration regime of a (mean) weight distribution.
+
+    ``"uniform broadcast"`` if ``gini < uniform_gini_below``; else
+    ``"spuriously sparse"`` if ``effective_ratio < sparse_ratio_below``; else
+    ``"middle regime"``. NaN inputs give ``"n/a"``.
+    """
+    if math.isnan(gini_value) or math.isnan(effective_ratio):
+        return "n/a"
+    if gini_value < uniform_gini_below:
+        return REGIMES[0]
+    if effective_ratio < sparse_ratio_below:
+        return REGIMES[2]
+    return REGIMES[1]
+
+
+__all__ = [
+    "REGIMES",
+    "SPARSE_RATIO_BELOW",
+    "UNIFORM_GINI_BELOW",
+    "classify_regime",
+    "concentration_summary",
+    "effective_token_ratio",
+    "gini",
+]

@@ -29,7 +29,9 @@ def weighted_pg_loss(logps: Tensor, advantages: Tensor, weights: Tensor, mask: T
     check_like_mask(logps, bmask, "logps")
     check_like_mask(weights, bmask, "weights")
     if not isinstance(advantages, Tensor) or advantages.shape != bmask.shape[:1]:
-        got = tuple(advantages.shape) if isinstance(advantages, Tensor) else type(advantages).__name__
+        got = (
+            tuple(advantages.shape) if isinstance(advantages, Tensor) else type(advantages).__name__
+        )
         raise ValueError(f"`advantages` must have shape (B,) = {tuple(bmask.shape[:1])}, got {got}")
     check_finite(logps.detach(), bmask, "logps")
     lp = torch.where(bmask, logps, torch.zeros((), dtype=logps.dtype, device=logps.device))

@@ -63,6 +63,10 @@ def normalize(
             raise ValueError("scores must be >= 0 at real positions (salience is a magnitude)")
         n = bmask.sum(dim=1, keepdim=True).to(dt)
         if eps_mode == "relative":
+            # Dividing by the row max first makes the result exactly scale-free,
+            # tiny (even subnormal) scores included.
+            top = a.amax(dim=1, keepdim=True)
+            a = a / torch.where(top > 0, top, 1.0)
             floor = eps * a.sum(dim=1, keepdim=True) / n.clamp_min(1)
         else:
             floor = torch.full_like(n, eps)

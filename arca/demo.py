@@ -1,0 +1,239 @@
+"""``arca demo``: token-signal degeneration under LoRA, end to end, offline.
+
+The paper's mechanism (section 3.4, Props. 2-3) on a real Qwen3-architecture
+model with a real peft LoRA adapter, in well under a minute on a CPU:
+
+1. build a small Qwen3 model from a config (random init: no download),
+   wrap it in a rank-r LoRA adapter;
+2. sample K completions for each of a few prompts (GRPO's group layout);
+3. grow the adapter (every ``lora_B`` set to ``scale * D`` for a fixed random
+   direction ``D``) through several orders of magnitude, and at each scale
+   score the same completions with the adapter on and off;
+4. print each scheme's Gini, effective-token ratio and regime per scale.
+
+What to look for: divergence weights are flat while the adapter is small
+(the eps floor dominates, Prop. 2) and their shape then changes with the
+scale; surprisal/entropy follow the base model; ARCA's weights do not depend
+on the adapter's magnitude (paper C.7) once the residual is above the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arca.credit import (
+    available_schemes,
+    classify_regime,
+    concentration_summary,
+    token_weights,
+)
+from arca.credit.schemes import hidden_residual_norm
+from arca.io import atomic_write_json
+from arca.models import add_lora, tiny_qwen3
+from arca.scoring import completion_mask, scheme_inputs
+
+BUILTIN_SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca")
+DEFAULT_SCALES = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+# The library default, and a floor large enough to dominate small scores (Prop. 2).
+DEFAULT_EPS = (1e-8, 1e-3)
+
+
+def _set_adapter_scale(
+    model: torch.nn.Module, directions: dict[str, torch.Tensor], scale: float
+) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in directions:
+                p.copy_(scale * directions[name])
+
+
+def run_demo(
+    *,
+    out_dir: str | Path = "runs/demo",
+    seed: int = 1337,
+    prompts: int = 4,
+    group_size: int = 4,
+    prompt_len: int = 16,
+    max_new_tokens: int = 64,
+    rank: int = 16,
+    scales: tuple[float, ...] = DEFAULT_SCALES,
+    eps_values: tuple[float, ...] = DEFAULT_EPS,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the degeneration demo; returns (and writes ``demo.json``) the results."""
+    if group_size < 2 or prompts < 1:
+        raise ValueError("need prompts >= 1 and group_size >= 2")
+    t0 = time.perf_counter()
+    model = tiny_qwen3(seed=seed, initializer_range=0.2)
+    cfg = model.config
+    model = add_lora(model, rank=rank)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(
+        f"[1/3] model: random-init Qwen3 ({cfg.num_hidden_layers} layers, d={cfg.hidden_size}, "
+        f"vocab {cfg.vocab_size}) + LoRA rank {rank} ({n_params:,} trainable parameters)"
+    )
+
+    g = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.randint(3, cfg.vocab_size, (prompts, prompt_len), generator=g)
+    prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)
+    torch.manual_seed(seed)
+    model.eval()
+    seqs = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=torch.ones_like(prompt_ids),
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.95,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=cfg.pad_token_id,
+        eos_token_id=cfg.eos_token_id,
+    )
+    completion = seqs[:, prompt_len:]
+    C = completion.shape[1]
+    mask = completion_mask(completion, cfg.eos_token_id)
+    attn = torch.cat([torch.ones_like(prompt_ids), mask], dim=1)
+    log(
+        f"[2/3] sampled {seqs.shape[0]} completions ({prompts} prompts x K={group_size}), "
+        f"{int(mask.sum())} completion tokens, mean length {mask.sum(1).float().mean():.1f}"
+    )
+
+    directions = {
+        n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters() if "lora_B" in n
+    }
+    rows: list[dict[str, Any]] = []
+    for i, scale in enumerate(scales, 1):
+        _set_adapter_scale(model, directions, scale)
+        inputs = scheme_inputs(model, seqs, attn, C)
+        resid = hidden_residual_norm(inputs["h_adapted"], inputs["h_base"])[mask.bool()]
+        div = (inputs["logps"] - inputs["ref_logps"]).abs()[mask.bool()]
+        row: dict[str, Any] = {
+            "scale": scale,
+            "beta": float(resid.max()),
+            "residual_mean": float(resid.mean()),
+            "max_abs_logp_shift": float(div.max()),
+            "by_eps": {},
+        }
+        for eps in eps_values:
+            per_scheme = row["by_eps"][repr(eps)] = {}
+            for scheme in BUILTIN_SCHEMES:
+                w = token_weights(scheme, mask=mask, eps=eps, **inputs)
+                s = concentration_summary(w, mask)
+                s["regime"] = classify_regime(s["gini"], s["effective_ratio"])
+                per_scheme[scheme] = s
+        rows.append(row)
+        log(
+            f"[3/3] adapter scale {scale:.0e} ({i}/{len(scales)}): beta = max||dh|| = {row['beta']:.2e}, "
+            f"max|dlogp| = {row['max_abs_logp_shift']:.2e}  ({time.perf_counter() - t0:.1f}s)"
+        )
+
+    result = {
+        "model": "random-init Qwen3 (arca.models.tiny_qwen3)",
+        "seed": seed,
+        "lora_rank": rank,
+        "eps": list(eps_values),
+        "completions": int(seqs.shape[0]),
+        "completion_tokens": int(mask.sum()),
+        "schemes": list(BUILTIN_SCHEMES),
+        "registered_schemes": available_schemes(),
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    path = atomic_write_json(Path(out_dir) / "demo.json", result)
+    for eps in eps_values:
+        log("")
+        log(format_table(result, eps))
+    log("")
+    log(_LEGEND)
+    log(f"wrote {path} in {result['seconds']:.1f}s")
+    return result
+
+
+def format_table(result: dict[str, Any], eps: float) -> str:
+    """Gini / EffN/T per scheme (columns) and adapter scale (rows) at floor ``eps``."""
+    schemes = result["schemes"]
+    head = f"{'adapter scale':>13} {'beta':>9} | " + " | ".join(f"{s:^17}" for s in schemes)
+    sub = f"{'':>13} {'':>9} | " + " | ".join(f"{'Gini':>7} {'EffN/T':>7}  " for _ in schemes)
+    lines = [
+        f"Token-weight concentration, eps = {eps:g}",
+        head,
+        sub,
+        "-" * len(head),
+    ]
+    for row in result["rows"]:
+        cells = []
+        for s in schemes:
+            d = row["by_eps"][repr(eps)][s]
+            cells.append(f"{d['gini']:7.3f} {d['effective_ratio']:7.3f}{_mark(d['regime'])} ")
+        lines.append(f"{row['scale']:>13.0e} {row['beta']:9.2e} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+_LEGEND = """\
+U = uniform broadcast (Gini < 0.05), S = spuriously sparse (EffN/T < 0.15), blank = middle regime.
+beta = max_t ||h_adapted_t - h_base_t|| shrinks in proportion to the adapter scale until it reaches
+float32 rounding noise (beta ~1e-5 with the defaults): rows below that show noise, not the adapter."""
+
+
+def _mark(regime: str) -> str:
+    return {"uniform broadcast": "U", "spuriously sparse": "S"}.get(regime, " ")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: token-signal degeneration as a LoRA adapter grows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--group-size", type=int, default=4, help="completions per prompt (K)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    p.add_argument(
+        "--eps",
+        type=_floats,
+        default=DEFAULT_EPS,
+        help="comma-separated normalisation floors (paper eq. 8), one table each (default: 1e-8,1e-3)",
+    )
+    p.add_argument(
+        "--scales",
+        type=_floats,
+        default=DEFAULT_SCALES,
+        help="comma-separated lora_B scales (default: "
+        + ",".join(f"{s:g}" for s in DEFAULT_SCALES)
+        + ")",
+    )
+    p.set_defaults(func=_main)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1e-4,1e-2, got {text!r}") from None
+    if not vals or any(not (v >= 0 and math.isfinite(v)) for v in vals):
+        raise argparse.ArgumentTypeError(f"need finite values >= 0, got {text!r}")
+    return vals
+
+
+def _main(args: argparse.Namespace) -> int:
+    run_demo(
+        out_dir=args.out,
+        seed=args.seed,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        rank=args.rank,
+        scales=args.scales,
+        eps_values=args.eps,
+    )
+    return 0

@@ -1,0 +1,113 @@
+"""Per-token inputs of the credit schemes from a Hugging Face causal LM.
+
+Two no-grad passes over ``prompt + completion`` give everything the built-in
+schemes read: one with the LoRA adapter on (``logps``, ``entropies``,
+``h_adapted``) and one inside ``peft``'s ``disable_adapter()`` (``ref_logps``,
+``h_base``). The hidden state is captured with a hook on the LM head's input,
+which is by definition "the state that feeds the LM head" whatever the
+architecture.
+
+This module is for analysis and diagnosis. The trainer (``arca.trainer``)
+reuses TRL's own passes instead, so it pays for no extra forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import Tensor, nn
+
+
+@contextmanager
+def capture_lm_head_input(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Collect the input of ``model.get_output_embeddings()`` for each call."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to hook")
+    captured: list[Tensor] = []
+    handle = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off (LoRA dropout included) for scoring, restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def completion_token_stats(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    n_completion: int,
+    *,
+    adapter: bool = True,
+) -> dict[str, Tensor]:
+    """One no-grad pass: statistics of the last ``n_completion`` tokens.
+
+    Args:
+        model: a causal LM (a ``peft.PeftModel`` when ``adapter=False``).
+        input_ids, attention_mask: ``(B, P + C)``, prompts left-padded and
+            completions right-padded, as ``generate`` returns them.
+        n_completion: ``C``.
+        adapter: ``False`` runs the pass inside ``model.disable_adapter()``.
+
+    Returns:
+        ``logps`` ``(B, C)``: log-prob of each completion token; ``entropies``
+        ``(B, C)``: entropy of the distribution it was drawn from; ``hidden``
+        ``(B, C, d)``: the LM-head input at the position emitting it.
+        All float32 except ``hidden``, which keeps the model's dtype.
+    """
+    if not adapter and not hasattr(model, "disable_adapter"):
+        raise ValueError("adapter=False needs a peft model with disable_adapter()")
+    ctx = model.disable_adapter() if not adapter else nullcontext()
+    with ctx, eval_mode(model), capture_lm_head_input(model) as captured:
+        # Position t's logits predict token t+1: keep C+1 positions, drop the last.
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1
+        )
+    logp_all = out.logits[:, :-1].float().log_softmax(dim=-1)
+    targets = input_ids[:, -n_completion:]
+    logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropies = -(logp_all.exp() * logp_all).sum(dim=-1)
+    hidden = captured[-1][:, -(n_completion + 1) : -1]
+    return {"logps": logps, "entropies": entropies, "hidden": hidden}
+
+
+def scheme_inputs(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_completion: int
+) -> dict[str, Tensor]:
+    """All built-in schemes' inputs: one adapted and one adapter-disabled pass.
+
+    Returns ``logps``, ``entropies``, ``h_adapted`` (adapter on) and
+    ``ref_logps``, ``h_base`` (adapter off), ready for
+    :func:`arca.credit.token_weights`.
+    """
+    on = completion_token_stats(model, input_ids, attention_mask, n_completion, adapter=True)
+    off = completion_token_stats(model, input_ids, attention_mask, n_completion, adapter=False)
+    return {
+        "logps": on["logps"],
+        "entropies": on["entropies"],
+        "h_adapted": on["hidden"],
+        "ref_logps": off["logps"],
+        "h_base": off["hidden"],
+    }
+
+
+def completion_mask(completion_ids: Tensor, eos_token_id: int) -> Tensor:
+    """``(B, C)`` mask: 1 up to and including each row's first EOS, 0 after."""
+    is_eos = completion_ids == eos_token_id
+    # Count EOS tokens strictly before each position; real while that count is 0.
+    before = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()
+    return (before == 0).int()

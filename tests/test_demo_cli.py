@@ -1,0 +1,91 @@
+"""The main job: `arca demo` end to end, and CLI error handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from arca.cli import main
+from arca.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = run_demo(
+        out_dir=out,
+        prompts=2,
+        group_size=2,
+        max_new_tokens=24,
+        scales=(1e-6, 1e-3, 1e-2),
+        log=lambda _: None,
+    )
+    return out, result
+
+
+def test_demo_writes_results_that_show_the_papers_mechanism(demo):
+    out, result = demo
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["rows"] == result["rows"] and len(saved["rows"]) == 3
+    small, mid, large = (r["by_eps"] for r in result["rows"])
+    for row in (small, mid, large):
+        assert row["1e-08"]["uniform"]["gini"] == pytest.approx(0.0, abs=1e-6)
+        assert row["1e-08"]["uniform"]["regime"] == "uniform broadcast"
+    # C.7: ARCA's weights do not depend on the adapter's magnitude (above noise and floor).
+    assert small["1e-08"]["arca"]["gini"] == pytest.approx(mid["1e-08"]["arca"]["gini"], abs=0.01)
+    assert mid["1e-08"]["arca"]["gini"] > 0.02
+    # Prop. 2: a floor that dominates the divergence score flattens it to uniform.
+    assert small["0.001"]["divergence"]["regime"] == "uniform broadcast"
+    assert large["0.001"]["divergence"]["gini"] > 0.1
+    # beta grows with the adapter.
+    betas = [r["beta"] for r in result["rows"]]
+    assert betas == sorted(betas) and betas[-1] > 100 * betas[0]
+
+
+def test_cli_demo_prints_tables(tmp_path, capsys):
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--prompts",
+            "1",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--scales",
+            "1e-3",
+            "--eps",
+            "1e-8",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Token-weight concentration, eps = 1e-08" in text
+    assert all(s in text for s in ("uniform", "surprisal", "entropy", "divergence", "arca"))
+    assert (tmp_path / "demo.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--scales", "1e-3,abc"], "expected numbers"),
+        (["demo", "--eps", "-1"], "need finite values >= 0"),
+        (["demo", "--group-size", "1", "--out", "/tmp/x"], "group_size >= 2"),
+        (["nope"], "invalid choice"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_without_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out

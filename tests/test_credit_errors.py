@@ -102,3 +102,15 @@ def test_importing_the_core_imports_no_trainer():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_huge_finite_hidden_states_are_not_mistaken_for_inf():
+    """The fast finiteness test sums rows in float32; a sum that overflows is not an error."""
+    from arca.credit._checks import check_finite
+
+    h = torch.full((1, 2, 8), 3e38)  # each row sums to 2.4e39: inf in float32
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    check_finite(h, mask, "h_base")  # no error
+    h[0, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="`h_base` has 1 non-finite .* row 0, position 1"):
+        check_finite(h, mask, "h_base")

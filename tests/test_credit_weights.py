@@ -206,15 +206,16 @@ def test_next_real_index_skips_padding_and_holes():
 # -------------------------------------------------------------------- arca
 
 
-def test_arca_is_float32_norm_of_bf16_residual():
+@pytest.mark.parametrize("device", DEVICES)
+def test_arca_is_float32_norm_of_bf16_residual(device):
     """Residual of two nearly equal bf16 states, computed in float32, matches float64."""
     g = torch.Generator().manual_seed(0)
     base = torch.randn(2, 7, 64, generator=g) * 30
-    h_base = base.to(torch.bfloat16)
-    h_adapted = (base + 1e-2 * torch.randn(2, 7, 64, generator=g)).to(torch.bfloat16)
-    mask = torch.ones(2, 7, dtype=torch.bool)
+    h_base = base.to(torch.bfloat16).to(device)
+    h_adapted = (base + 1e-2 * torch.randn(2, 7, 64, generator=g)).to(torch.bfloat16).to(device)
+    mask = torch.ones(2, 7, dtype=torch.bool, device=device)
     a = token_scores("arca", mask=mask, h_adapted=h_adapted, h_base=h_base)
-    assert a.dtype == torch.float32
+    assert a.dtype == torch.float32 and a.device.type == device
     ref = torch.linalg.vector_norm(h_adapted.double() - h_base.double(), dim=-1)
     torch.testing.assert_close(a.double(), ref, rtol=1e-6, atol=0)
 

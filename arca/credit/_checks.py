@@ -52,9 +52,16 @@ def check_finite(x: Tensor, mask: Tensor, name: str) -> None:
     ``(B, T)`` or ``(B, T, d)``; for the latter a position is bad if any of its
     ``d`` features is.
     """
-    bad = ~torch.isfinite(x)
-    if bad.dim() == 3:
-        bad = bad.any(dim=-1)
+    if x.dim() == 3:
+        # A row sum is non-finite iff the row holds NaN/Inf -- or overflows, so
+        # the exact elementwise test runs only when a sum is (rarely) non-finite.
+        # One reduction in the input's own dtype instead of a (B, T, d) bool
+        # tensor or an upcast copy: ~10x faster on CPU.
+        if bool(torch.isfinite(x.sum(dim=-1))[mask].all()):
+            return
+        bad = (~torch.isfinite(x)).any(dim=-1)
+    else:
+        bad = ~torch.isfinite(x)
     bad &= mask
     if bool(bad.any()):
         b, t = (int(i) for i in bad.nonzero()[0])

@@ -248,7 +248,9 @@ def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
     nearly equal hidden states subtract to rounding noise.
     """
     dt = float_dtype(h_adapted, h_base)
-    return torch.linalg.vector_norm(h_adapted.to(dt) - h_base.to(dt), dim=-1)
+    # copy=True: the in-place subtraction must never write into the caller's tensor.
+    diff = h_adapted.to(dt, copy=True).sub_(h_base.to(dt))
+    return torch.linalg.vector_norm(diff, dim=-1)
 
 
 def next_real_index(mask: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ from arca import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from arca import demo
+    from arca import demo, evaluate
+    from arca.models import tiny
 
     parser = argparse.ArgumentParser(
         prog="arca",
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_parser(sub)
+    evaluate.add_parser(sub)
+    tiny.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,321 @@
+"""Held-out evaluation: greedy accuracy and pass@k (paper 4.1).
+
+Generation is Hugging Face ``generate`` in left-padded batches; ``k`` or more
+samples per problem at the paper's temperature 1.0 / top-p 0.95 give the
+unbiased pass@k estimate ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021).
+Every completion is written to a JSONL file with its reward, the summary to a
+JSON file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arca.io import atomic_write_json, atomic_write_text
+from arca.tasks.base import make_prompt
+from arca.tasks.grading import math_rewards
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct.
+
+    ``1 - C(n-c, k) / C(n, k)``: the probability that ``k`` of the ``n`` samples,
+    drawn without replacement, include a correct one. Needs ``n >= k >= 1``.
+    """
+    for name, v in (("n", n), ("c", c), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+    if k < 1 or n < k:
+        raise ValueError(f"pass@k needs n >= k >= 1, got n={n}, k={k}")
+    if not 0 <= c <= n:
+        raise ValueError(f"c must be in [0, n], got c={c}, n={n}")
+    if n - c < k:
+        return 1.0
+    # Product form: exact, and no huge binomials.
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def _prompts(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return [r["prompt"] if "prompt" in r else make_prompt(r["problem"]) for r in rows]
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    num_samples: int = 1,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[str]]:
+    """Completions of each prompt: ``num_samples`` per prompt (1 when greedy).
+
+    Prompts are left-padded into batches of ``batch_size`` prompts; ``progress``
+    is called with the number of prompts finished after each batch.
+    """
+    if greedy and num_samples != 1:
+        raise ValueError("greedy decoding gives one completion per prompt; use num_samples=1")
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    device = next(model.parameters()).device
+    out: list[list[str]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
+            kwargs: dict[str, Any] = (
+                {"do_sample": False}
+                if greedy
+                else {
+                    "do_sample": True,
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    "num_return_sequences": num_samples,
+                }
+            )
+            seqs = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **kwargs,
+            )
+            texts = tokenizer.batch_decode(
+                seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            out += [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(chunk))]
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+def greedy_accuracy(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+) -> float:
+    """Fraction of ``rows`` (``problem``/``prompt`` and ``answer``) solved greedily."""
+    comps = generate(
+        model, tokenizer, _prompts(rows), max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    rewards = math_rewards([c[0] for c in comps], [r["answer"] for r in rows])
+    return sum(rewards) / max(1, len(rows))
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    k: int = 4,
+    num_samples: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+    seed: int = 1337,
+    out_dir: str | Path | None = None,
+    reward: Callable[[Sequence[str], Sequence[str]], list[float]] = math_rewards,
+    show_progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Greedy accuracy and pass@k of ``model`` on ``rows``.
+
+    Writes ``results.json`` (the returned summary) and ``completions.jsonl``
+    (one line per completion: problem index, mode, sample number, completion,
+    reward) to ``out_dir`` if given.
+    """
+    n = num_samples if num_samples is not None else k
+    if k < 1 or n < k:
+        raise ValueError(f"pass@{k} needs at least k={k} samples per problem, got {n}")
+    if not rows:
+        raise ValueError("no problems to evaluate")
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    prompts = _prompts(rows)
+    answers = [str(r["answer"]) for r in rows]
+    bar = tqdm(total=2 * len(rows), desc="eval", unit="problem", disable=not show_progress)
+    greedy = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=bar.update,
+    )
+    torch.manual_seed(seed)
+    samples = generate(
+        model,
+        tokenizer,
+        prompts,
+        num_samples=n,
+        greedy=False,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=max(1, batch_size // n),
+        progress=bar.update,
+    )
+    bar.close()
+    g_rewards = reward([c[0] for c in greedy], answers)
+    flat = [c for s in samples for c in s]
+    s_rewards = reward(flat, [a for a in answers for _ in range(n)])
+    correct = [int(sum(s_rewards[i * n : (i + 1) * n])) for i in range(len(rows))]
+    summary = {
+        "problems": len(rows),
+        "greedy_accuracy": sum(g_rewards) / len(rows),
+        f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct) / len(rows),
+        "sample_accuracy": sum(s_rewards) / len(s_rewards),
+        "k": k,
+        "samples_per_problem": n,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 1),
+        **(meta or {}),
+    }
+    if out_dir is not None:
+        import json
+
+        out = Path(out_dir)
+        lines = []
+        for i, r in enumerate(rows):
+            base = {"index": i, "problem": r.get("problem", ""), "answer": answers[i]}
+            lines.append(
+                {
+                    **base,
+                    "mode": "greedy",
+                    "sample": 0,
+                    "completion": greedy[i][0],
+                    "reward": g_rewards[i],
+                }
+            )
+            for j in range(n):
+                lines.append(
+                    {
+                        **base,
+                        "mode": "sample",
+                        "sample": j,
+                        "completion": samples[i][j],
+                        "reward": s_rewards[i * n + j],
+                    }
+                )
+        atomic_write_text(out / "completions.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+        atomic_write_json(out / "results.json", summary)
+    return summary
+
+
+# ------------------------------------------------------------------- CLI
+
+
+def load_policy(model: str, adapter: str | None = None, *, dtype: str = "auto") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), a local folder
+    or a Hub id, optionally with a LoRA adapter folder on top."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model == "tiny":
+        from arca.models import tiny
+
+        path: str = str(tiny.ensure_built())
+    else:
+        path = model
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    tok = AutoTokenizer.from_pretrained(path)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not Path(adapter, "adapter_config.json").exists():
+            raise FileNotFoundError(
+                f"{adapter}: not a LoRA adapter folder (no adapter_config.json)"
+            )
+        m = PeftModel.from_pretrained(m, adapter)
+    if torch.cuda.is_available():
+        m = m.to("cuda")
+    return m, tok
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="greedy accuracy and pass@k on a task's held-out set")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), a model folder, or a Hub id")
+    p.add_argument("--adapter", help="a LoRA adapter folder (from save_pretrained)")
+    p.add_argument("--task", default="arithmetic", choices=["arithmetic", "math", "gsm8k"])
+    p.add_argument(
+        "--data", help="MATH/GSM8K source: a .jsonl/.json/.parquet file, a folder, or a Hub id"
+    )
+    p.add_argument("--heldout-size", type=int, default=200, help="held-out problems (paper: 200)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N held-out problems")
+    p.add_argument("--k", type=int, default=4, help="pass@k (paper: 4)")
+    p.add_argument("--samples", type=int, help="samples per problem for pass@k (default: k)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument(
+        "--skip-malformed", action="store_true", help="skip (and count) malformed data rows"
+    )
+    p.add_argument(
+        "--out", default="runs/eval", help="folder for results.json and completions.jsonl"
+    )
+    p.set_defaults(func=_main)
+
+
+def _main(args: Any) -> int:
+    from arca.tasks.loaders import load_task
+
+    task = load_task(
+        args.task, args.data, heldout_size=args.heldout_size, skip_malformed=args.skip_malformed
+    )
+    if task.skipped:
+        print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
+    rows = task.heldout.to_list()[: args.limit] if args.limit else task.heldout.to_list()
+    model, tok = load_policy(args.model, args.adapter, dtype=args.dtype)
+    meta = {"model": args.model, "adapter": args.adapter, "task": args.task, "source": task.source}
+    res = evaluate(
+        model,
+        tok,
+        rows,
+        k=args.k,
+        num_samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out_dir=args.out,
+        meta=meta,
+    )
+    print(
+        f"{args.task}: {res['problems']} problems  greedy accuracy {res['greedy_accuracy']:.1%}  "
+        f"pass@{args.k} {res[f'pass@{args.k}']:.1%}  ({res['seconds']:.0f}s)"
+    )
+    print(f"wrote {Path(args.out) / 'results.json'} and completions.jsonl")
+    return 0

@@ -1,0 +1,91 @@
+"""What a task is: prompts with reference answers, and a 0/1 reward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from arca.tasks.grading import math_reward, math_rewards
+
+#: The one prompt template (paper 4.1: solve step by step, answer in \boxed{}).
+PROMPT_TEMPLATE = (
+    "Solve the problem step by step. Put the final answer in \\boxed{{}}.\n"
+    "Problem: {problem}\n"
+    "Solution:"
+)
+
+
+def make_prompt(problem: str) -> str:
+    """The prompt for one problem; every task and the evaluator use this."""
+    return PROMPT_TEMPLATE.format(problem=problem.strip())
+
+
+class TaskDataError(ValueError):
+    """A task's input data is malformed; the message names the file and row."""
+
+
+@dataclass
+class Task:
+    """Train and held-out rows (``prompt``, ``answer``, ``problem`` columns) and a reward.
+
+    ``train`` and ``heldout`` are ``datasets.Dataset`` objects, the format TRL's
+    trainers take: the ``answer`` column reaches reward functions as a keyword.
+    ``skipped`` counts input rows dropped as malformed (only with
+    ``skip_malformed=True``); ``skipped_examples`` holds the first few reasons.
+    """
+
+    name: str
+    train: Any
+    heldout: Any
+    reward_fn: Callable[[str, str], float] = math_reward
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def reward(self, completion: str, answer: str) -> float:
+        """1.0 if ``completion``'s final boxed answer matches ``answer``, else 0.0."""
+        return self.reward_fn(completion, answer)
+
+    def rewards(self, completions: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Batch form of :meth:`reward` (graded concurrently for math answers)."""
+        if self.reward_fn is math_reward:
+            return math_rewards(completions, answers)
+        return [self.reward_fn(c, a) for c, a in zip(completions, answers, strict=True)]
+
+    def trl_reward(self) -> Callable[..., list[float]]:
+        """This task's reward in TRL's reward-function convention."""
+
+        def reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+            return self.rewards(texts, answer)
+
+        reward.__name__ = f"{self.name}_reward"
+        return reward
+
+
+def rows_to_dataset(rows: list[dict[str, str]]) -> Any:
+    """``[{problem, answer, ...}]`` -> a ``datasets.Dataset`` with a ``prompt`` column."""
+    from datasets import Dataset
+
+    for r in rows:
+        r["prompt"] = make_prompt(r["problem"])
+    cols = ["prompt", "answer", "problem"]
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in cols})
+
+
+def split_heldout(rows: list[dict[str, str]], heldout_size: int, seed: int) -> tuple[list, list]:
+    """Shuffle with ``seed`` and hold out the first ``heldout_size`` rows."""
+    import random
+
+    if heldout_size < 0:
+        raise ValueError(f"heldout_size must be >= 0, got {heldout_size}")
+    if heldout_size >= len(rows):
+        raise ValueError(
+            f"heldout_size={heldout_size} leaves no training rows (the data has {len(rows)} rows)"
+        )
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = [rows[i] for i in order[:heldout_size]]
+    train = [rows[i] for i in order[heldout_size:]]
+    return train, held

@@ -1,0 +1,243 @@
+"""MATH and GSM8K from local files or the Hugging Face Hub, and ``load_task``.
+
+Local sources: a ``.jsonl`` file, a ``.json`` file (a list of rows, or one row
+as in the original MATH release's one-problem-per-file layout), a ``.parquet``
+file, or a folder of such files (read recursively, in sorted order). Anything
+else that does not exist on disk is taken as a Hub dataset id and loaded with
+``datasets.load_dataset`` (the only path that touches the network).
+
+A malformed row (missing or empty column, no boxed answer, no ``####``) raises
+:class:`TaskDataError` naming the file and row; with ``skip_malformed=True`` it
+is skipped and counted in ``Task.skipped`` instead. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from arca.tasks.arithmetic import DEFAULT_LEVEL, load_arithmetic
+from arca.tasks.base import Task, TaskDataError, rows_to_dataset, split_heldout
+from arca.tasks.boxed import extract_boxed
+
+#: Hendrycks MATH (all subjects, one config) as used by TRL/open-r1 recipes.
+MATH_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
+GSM8K_HUB_ID = "openai/gsm8k"
+_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+Row = dict[str, Any]
+Where = str  # "file.jsonl: line 7", "openai/gsm8k[train]: row 12"
+
+
+def _looks_local(source: str) -> bool:
+    return (
+        source.endswith(_SUFFIXES)
+        or source.startswith((".", "/", "~"))
+        or os.sep + os.sep in source
+    )
+
+
+def _read_file(path: Path) -> Iterator[tuple[Where, Any]]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}: line {n}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TaskDataError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise TaskDataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        items = data if isinstance(data, list) else [data]
+        for n, row in enumerate(items, 1):
+            yield (f"{path}: row {n}" if isinstance(data, list) else str(path)), row
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield f"{path}: row {n}", row
+    else:
+        raise TaskDataError(f"{path}: unsupported file type (use {', '.join(_SUFFIXES)})")
+
+
+def read_rows(
+    source: str, *, hub_config: str | None = None, split: str = "train"
+) -> Iterator[tuple[Where, Any]]:
+    """``(where, row)`` pairs from a local file/folder or a Hub dataset."""
+    path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+        if not files:
+            raise TaskDataError(f"{path}: folder holds no {', '.join(_SUFFIXES)} files")
+        for f in files:
+            yield from _read_file(f)
+    elif path.is_file():
+        yield from _read_file(path)
+    elif _looks_local(source):
+        raise FileNotFoundError(f"no such file or folder: {source}")
+    else:
+        from datasets import load_dataset
+
+        ds = load_dataset(source, hub_config, split=split)
+        for n, row in enumerate(ds, 1):
+            yield f"{source}[{split}]: row {n}", row
+
+
+def _text(row: Any, col: str, where: Where) -> str:
+    if not isinstance(row, dict):
+        raise TaskDataError(f"{where}: expected an object with fields, got {type(row).__name__}")
+    if col not in row:
+        raise TaskDataError(
+            f"{where}: missing column '{col}' (has: {', '.join(sorted(row)) or 'none'})"
+        )
+    v = row[col]
+    if not isinstance(v, str) or not v.strip():
+        raise TaskDataError(f"{where}: column '{col}' is empty or not text")
+    return v
+
+
+def math_row(row: Any, where: Where) -> Row:
+    """A MATH row: the reference is the last ``\\boxed{}`` of ``solution``."""
+    problem = _text(row, "problem", where)
+    if "solution" not in row and "answer" in row:  # answer-only variants (e.g. MATH-500 style)
+        return {"problem": problem, "answer": _text(row, "answer", where).strip()}
+    solution = _text(row, "solution", where)
+    answer = extract_boxed(solution)
+    if not answer:
+        raise TaskDataError(f"{where}: the solution has no \\boxed{{...}} answer")
+    return {"problem": problem, "answer": answer}
+
+
+def gsm8k_row(row: Any, where: Where) -> Row:
+    """A GSM8K row: the reference follows ``####`` in ``answer`` (commas dropped)."""
+    question = _text(row, "question", where)
+    answer = _text(row, "answer", where)
+    if "####" not in answer:
+        raise TaskDataError(f"{where}: the answer has no '#### <number>' line")
+    ref = answer.rsplit("####", 1)[1].strip().replace(",", "")
+    if not ref:
+        raise TaskDataError(f"{where}: nothing after '####'")
+    return {"problem": question, "answer": ref}
+
+
+def _load(
+    name: str,
+    source: str,
+    parse: Callable[[Any, Where], Row],
+    *,
+    heldout_size: int,
+    seed: int,
+    skip_malformed: bool,
+    hub_config: str | None,
+    split: str,
+) -> Task:
+    rows: list[Row] = []
+    skipped: list[str] = []
+    for where, raw in read_rows(source, hub_config=hub_config, split=split):
+        try:
+            rows.append(parse(raw, where))
+        except TaskDataError as e:
+            if not skip_malformed:
+                raise
+            skipped.append(str(e))
+    if not rows:
+        detail = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
+        raise TaskDataError(f"{source}: no usable rows{detail}")
+    train, held = split_heldout(rows, heldout_size, seed)
+    return Task(
+        name=name,
+        train=rows_to_dataset(train),
+        heldout=rows_to_dataset(held),
+        skipped=len(skipped),
+        skipped_examples=skipped[:5],
+        source=source,
+    )
+
+
+def load_math(
+    source: str = MATH_HUB_ID,
+    *,
+    heldout_size: int = 200,
+    seed: int = 1337,
+    skip_malformed: bool = False,
+    hub_config: str | None = None,
+    split: str = "train",
+) -> Task:
+    """The MATH task (paper 4.1): ``problem``/``solution`` rows, 200 held out by default."""
+    return _load(
+        "math",
+        source,
+        math_row,
+        heldout_size=heldout_size,
+        seed=seed,
+        skip_malformed=skip_malformed,
+        hub_config=hub_config,
+        split=split,
+    )
+
+
+def load_gsm8k(
+    source: str = GSM8K_HUB_ID,
+    *,
+    heldout_size: int = 200,
+    seed: int = 1337,
+    skip_malformed: bool = False,
+    hub_config: str | None = "main",
+    split: str = "train",
+) -> Task:
+    """GSM8K: ``question``/``answer`` rows, the reference after ``####``."""
+    return _load(
+        "gsm8k",
+        source,
+        gsm8k_row,
+        heldout_size=heldout_size,
+        seed=seed,
+        skip_malformed=skip_malformed,
+        hub_config=hub_config,
+        split=split,
+    )
+
+
+TASKS = ("arithmetic", "math", "gsm8k")
+
+
+def load_task(
+    name: str,
+    source: str | None = None,
+    *,
+    heldout_size: int = 200,
+    seed: int | None = None,
+    skip_malformed: bool = False,
+    level: int = DEFAULT_LEVEL,
+    train_size: int = 5000,
+) -> Task:
+    """Load a task by name. ``source`` is a local path or Hub id (MATH/GSM8K);
+    ``level``/``train_size`` apply to the synthetic arithmetic task."""
+    if name == "arithmetic":
+        if source is not None:
+            raise ValueError("the arithmetic task is generated; it takes no source")
+        return load_arithmetic(
+            level=level, train_size=train_size, heldout_size=heldout_size, seed=seed or 0
+        )
+    if name == "math":
+        return load_math(
+            source or MATH_HUB_ID,
+            heldout_size=heldout_size,
+            seed=1337 if seed is None else seed,
+            skip_malformed=skip_malformed,
+        )
+    if name == "gsm8k":
+        return load_gsm8k(
+            source or GSM8K_HUB_ID,
+            heldout_size=heldout_size,
+            seed=1337 if seed is None else seed,
+            skip_malformed=skip_malformed,
+        )
+    raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")

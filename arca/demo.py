@@ -3,9 +3,10 @@
 The paper's mechanism (section 3.4, Props. 2-3) on a real Qwen3-architecture
 model with a real peft LoRA adapter, in well under a minute on a CPU:
 
-1. build a small Qwen3 model from a config (random init: no download),
-   wrap it in a rank-r LoRA adapter;
-2. sample K completions for each of a few prompts (GRPO's group layout);
+1. load arca's embedded tiny Qwen3 model (trained locally on the synthetic
+   arithmetic task, built on first use), wrap it in a rank-r LoRA adapter;
+2. sample K completions for each of a few held-out problems (GRPO's group
+   layout), grade them, and form GRPO advantages;
 3. grow the adapter (every ``lora_B`` set to ``scale * D`` for a fixed random
    direction ``D``) through several orders of magnitude, and at each scale
    score the same completions with the adapter on and off;
@@ -32,12 +33,16 @@ from arca.credit import (
     available_schemes,
     classify_regime,
     concentration_summary,
+    group_advantages,
     token_weights,
 )
 from arca.credit.schemes import hidden_residual_norm
 from arca.io import atomic_write_json
-from arca.models import add_lora, tiny_qwen3
+from arca.models import add_lora, tiny
 from arca.scoring import completion_mask, scheme_inputs
+from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems
+from arca.tasks.base import make_prompt
+from arca.tasks.grading import math_rewards
 
 BUILTIN_SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca")
 DEFAULT_SCALES = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -58,10 +63,9 @@ def run_demo(
     *,
     out_dir: str | Path = "runs/demo",
     seed: int = 1337,
-    prompts: int = 4,
+    prompts: int = 8,
     group_size: int = 4,
-    prompt_len: int = 16,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 48,
     rank: int = 16,
     scales: tuple[float, ...] = DEFAULT_SCALES,
     eps_values: tuple[float, ...] = DEFAULT_EPS,
@@ -71,39 +75,47 @@ def run_demo(
     if group_size < 2 or prompts < 1:
         raise ValueError("need prompts >= 1 and group_size >= 2")
     t0 = time.perf_counter()
-    model = tiny_qwen3(seed=seed, initializer_range=0.2)
+    model, tok = tiny.load(log=log)
     cfg = model.config
     model = add_lora(model, rank=rank)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
-        f"[1/3] model: random-init Qwen3 ({cfg.num_hidden_layers} layers, d={cfg.hidden_size}, "
-        f"vocab {cfg.vocab_size}) + LoRA rank {rank} ({n_params:,} trainable parameters)"
+        f"[1/3] model: arca's tiny Qwen3 ({cfg.num_hidden_layers} layers, d={cfg.hidden_size}, "
+        f"char vocab {cfg.vocab_size}) + LoRA rank {rank} ({n_params:,} trainable parameters)"
     )
 
-    g = torch.Generator().manual_seed(seed)
-    prompt_ids = torch.randint(3, cfg.vocab_size, (prompts, prompt_len), generator=g)
-    prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)
+    rows_in = heldout_problems(prompts, DEFAULT_LEVEL, seed=seed)
+    enc = tok([make_prompt(r["problem"]) for r in rows_in], return_tensors="pt", padding=True)
+    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0)
+    prompt_attn = enc["attention_mask"].repeat_interleave(group_size, dim=0)
+    P = prompt_ids.shape[1]
     torch.manual_seed(seed)
     model.eval()
     seqs = model.generate(
         input_ids=prompt_ids,
-        attention_mask=torch.ones_like(prompt_ids),
+        attention_mask=prompt_attn,
         do_sample=True,
         temperature=1.0,
         top_p=0.95,
         max_new_tokens=max_new_tokens,
-        pad_token_id=cfg.pad_token_id,
-        eos_token_id=cfg.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
     )
-    completion = seqs[:, prompt_len:]
+    completion = seqs[:, P:]
     C = completion.shape[1]
-    mask = completion_mask(completion, cfg.eos_token_id)
-    attn = torch.cat([torch.ones_like(prompt_ids), mask], dim=1)
+    mask = completion_mask(completion, tok.eos_token_id)
+    attn = torch.cat([prompt_attn, mask], dim=1)
+    texts = tok.batch_decode(completion, skip_special_tokens=True)
+    answers = [r["answer"] for r in rows_in for _ in range(group_size)]
+    rewards = torch.tensor(math_rewards(texts, answers))
+    adv = group_advantages(rewards, group_size)
+    mixed = int((adv.view(-1, group_size) != 0).any(dim=1).sum())
     log(
-        f"[2/3] sampled {seqs.shape[0]} completions ({prompts} prompts x K={group_size}), "
-        f"{int(mask.sum())} completion tokens, mean length {mask.sum(1).float().mean():.1f}"
+        f"[2/3] sampled {seqs.shape[0]} completions ({prompts} held-out problems x K={group_size}): "
+        f"mean reward {rewards.mean():.2f}, {mixed}/{prompts} groups with mixed rewards "
+        f"(nonzero GRPO advantages), {int(mask.sum())} completion tokens"
     )
-
+    g = torch.Generator().manual_seed(seed)
     directions = {
         n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters() if "lora_B" in n
     }
@@ -134,7 +146,13 @@ def run_demo(
         )
 
     result = {
-        "model": "random-init Qwen3 (arca.models.tiny_qwen3)",
+        "model": "arca tiny Qwen3 (arca.models.tiny)",
+        "mean_reward": float(rewards.mean()),
+        "example": {
+            "problem": rows_in[0]["problem"],
+            "completion": texts[0],
+            "reward": float(rewards[0]),
+        },
         "seed": seed,
         "lora_rank": rank,
         "eps": list(eps_values),
@@ -194,9 +212,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=8, help="held-out problems to sample")
     p.add_argument("--group-size", type=int, default=4, help="completions per prompt (K)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--rank", type=int, default=16, help="LoRA rank")
     p.add_argument(
         "--eps",

@@ -38,6 +38,14 @@ def test_demo_writes_results_that_show_the_papers_mechanism(demo):
     # Prop. 2: a floor that dominates the divergence score flattens it to uniform.
     assert small["0.001"]["divergence"]["regime"] == "uniform broadcast"
     assert large["0.001"]["divergence"]["gini"] > 0.1
+    # Paper Table 3 on a trained model: output-distribution weights are far more
+    # concentrated than ARCA's, which stays in the middle regime.
+    for row in (small, mid):
+        assert (
+            row["1e-08"]["surprisal"]["effective_ratio"] < row["1e-08"]["arca"]["effective_ratio"]
+        )
+        assert row["1e-08"]["arca"]["regime"] == "middle regime"
+    assert 0.0 <= result["mean_reward"] <= 1.0 and "\\boxed{" in result["example"]["completion"]
     # beta grows with the adapter.
     betas = [r["beta"] for r in result["rows"]]
     assert betas == sorted(betas) and betas[-1] > 100 * betas[0]

@@ -12,7 +12,7 @@ from arca import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from arca import demo, evaluate
-    from arca.models import tiny
+    from arca.models import smollm2, tiny
 
     parser = argparse.ArgumentParser(
         prog="arca",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     evaluate.add_parser(sub)
     tiny.add_parser(sub)
+    smollm2.add_parser(sub)
     return parser
 
 

@@ -43,7 +43,9 @@ def gini(weights: Tensor, mask: Tensor) -> Tensor:
     coef = 2 * rank - n.unsqueeze(1).to(dt) - 1
     num = (coef * srt).sum(dim=1)
     den = n.to(dt) * srt.sum(dim=1)
-    return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), math.nan)
+    # Rounding can leave a uniform row at -1e-9; the definition is >= 0.
+    g = (num / torch.where(den > 0, den, 1.0)).clamp_min(0.0)
+    return torch.where(den > 0, g, math.nan)
 
 
 def effective_token_ratio(weights: Tensor, mask: Tensor) -> Tensor:

@@ -1,0 +1,270 @@
+"""GRPO/RLOO with token-level credit weighting, on TRL's ``GRPOTrainer``.
+
+This is the one module that touches TRL internals (pinned: trl 1.16). It
+overrides ``_generate_and_score_completions``: after TRL has generated,
+rewarded and computed each completion's scalar advantage ``A_i``, arca scores
+the batch with the configured scheme and hands TRL per-token advantages
+``A_i * T_i * w_it`` of shape ``(B, T)``, where ``T_i`` is the completion's
+length. With ``loss_type="grpo"`` TRL averages each sequence's token losses
+over ``T_i``, so the sequence's loss becomes ``sum_t w_it * loss_it``: the
+paper's estimator (eq. 6). Weights are detached and computed once per
+generated batch.
+
+Forward passes per generated batch, on top of stock TRL (all no-grad, LoRA
+dropout off):
+
+=============  ==================================================  ============
+scheme         passes                                              extra passes
+=============  ==================================================  ============
+uniform        none (advantages are passed through untouched)      0
+surprisal      adapted pass: log-probs                             1
+entropy        adapted pass: entropies                             1
+divergence     adapted + adapter-disabled pass: log-probs           2
+arca           adapted + adapter-disabled pass: hidden states       2
+=============  ==================================================  ============
+
+Hidden states come from a forward hook on the backbone (the module whose
+``last_hidden_state`` TRL's fused LM head projects), not from a second pass.
+``shadow_diagnostics=True`` runs both passes whatever the scheme, so every
+scheme's Gini and effective-token ratio are logged on the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from trl import GRPOConfig, GRPOTrainer
+
+from arca.credit import (
+    available_schemes,
+    concentration_summary,
+    get_scheme,
+    hidden_residual_norm,
+    normalize,
+    token_scores,
+)
+from arca.credit.advantages import ESTIMATORS
+
+BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca")
+_POLICY_INPUTS = {"logps", "entropies", "h_adapted"}
+_BASE_INPUTS = {"ref_logps", "h_base"}
+
+
+@dataclass
+class CreditGRPOConfig(GRPOConfig):
+    """``trl.GRPOConfig`` plus token-credit options. ``loss_type`` must be ``"grpo"``."""
+
+    token_weighting: str = field(
+        default="uniform",
+        metadata={
+            "help": "Token salience scheme: " + ", ".join(BUILTIN) + ", or a registered one."
+        },
+    )
+    weight_eps: float = field(
+        default=1e-8, metadata={"help": "Normalisation floor (paper eq. 8), >= 0."}
+    )
+    weight_eps_mode: str = field(
+        default="absolute", metadata={"help": "'absolute' or 'relative' floor."}
+    )
+    advantage_estimator: str = field(default="grpo", metadata={"help": "'grpo' or 'rloo'."})
+    shadow_diagnostics: bool = field(
+        default=False,
+        metadata={"help": "Log every scheme's Gini/EffN on each batch (runs both scoring passes)."},
+    )
+    # TRL's default is "dapo"; only "grpo" turns A*T*w into sum_t w_t loss_t per sequence.
+    loss_type: str = field(default="grpo", metadata={"help": "Must be 'grpo' (see arca.trainer)."})
+
+    def __post_init__(self) -> None:
+        if self.token_weighting not in available_schemes():
+            raise ValueError(
+                f"token_weighting: unknown scheme {self.token_weighting!r}; "
+                f"valid: {', '.join(available_schemes())}"
+            )
+        if not self.weight_eps >= 0:
+            raise ValueError(f"weight_eps: must be >= 0, got {self.weight_eps}")
+        if self.weight_eps_mode not in ("absolute", "relative"):
+            raise ValueError(
+                f"weight_eps_mode: must be 'absolute' or 'relative', got {self.weight_eps_mode!r}"
+            )
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator: must be one of {', '.join(ESTIMATORS)}, got {self.advantage_estimator!r}"
+            )
+        if self.loss_type != "grpo":
+            raise ValueError(
+                f"loss_type: arca needs 'grpo' (per-sequence mean of token losses), got {self.loss_type!r}"
+            )
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(
+                f"num_generations: a group needs at least 2 completions, got {self.num_generations}"
+            )
+        if self.advantage_estimator == "rloo":
+            # RLOO's baseline: K/(K-1) * (R - mean), from TRL's unscaled advantage.
+            self.scale_rewards = "none"
+        super().__post_init__()
+
+
+def _reject_frozen_peft(model: Any) -> None:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return
+    if isinstance(model, PeftModel) and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            "model is a PeftModel with no trainable parameters (loaded without is_trainable=True?); "
+            "TRL would train nothing. Pass the base model with peft_config, or load the adapter "
+            "with PeftModel.from_pretrained(..., is_trainable=True)."
+        )
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """The module whose ``last_hidden_state`` TRL's fused LM head projects."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model
+
+
+@contextmanager
+def _capture_hidden(backbone: nn.Module, n_completion: int) -> Iterator[list[Tensor]]:
+    """Collect, per forward call, the last hidden state at the positions that
+    emit the last ``n_completion`` tokens: ``(b, C, d)`` slices, detached."""
+    chunks: list[Tensor] = []
+
+    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        chunks.append(h[:, -(n_completion + 1) : -1].detach())
+
+    handle = backbone.register_forward_hook(hook)
+    try:
+        yield chunks
+    finally:
+        handle.remove()
+
+
+class CreditGRPOTrainer(GRPOTrainer):
+    """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
+
+    Takes the same arguments as ``GRPOTrainer`` with ``args`` a
+    :class:`CreditGRPOConfig`. Logs ``credit/gini``, ``credit/effective_ratio``,
+    for ARCA ``credit/residual_mean`` / ``credit/residual_max``, and with
+    ``shadow_diagnostics`` ``credit/<scheme>/gini`` and ``.../effective_ratio``
+    for every built-in scheme.
+    """
+
+    def __init__(self, model: Any, *args: Any, **kwargs: Any) -> None:
+        _reject_frozen_peft(model)
+        super().__init__(model, *args, **kwargs)
+        if not isinstance(self.args, CreditGRPOConfig):
+            raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
+        self.scheme = get_scheme(self.args.token_weighting)
+        needs = set(self.scheme.requires)
+        if self.args.shadow_diagnostics:
+            needs |= _POLICY_INPUTS | _BASE_INPUTS
+        unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
+        if unknown:
+            raise ValueError(
+                f"token_weighting: scheme {self.scheme.name!r} needs inputs the trainer does not "
+                f"produce: {', '.join(sorted(unknown))}"
+            )
+        self._needs_policy = bool(needs & _POLICY_INPUTS)
+        self._needs_base = bool(needs & _BASE_INPUTS)
+        if self._needs_base and not hasattr(
+            self.accelerator.unwrap_model(self.model), "disable_adapter"
+        ):
+            raise ValueError(
+                f"token_weighting: {self.scheme.name!r} compares the model with its adapter off; "
+                "train a LoRA adapter (pass peft_config)"
+            )
+
+    # ------------------------------------------------------------ scoring
+
+    def _scoring_pass(self, out: dict[str, Any], adapter: bool) -> dict[str, Tensor]:
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        C = out["completion_ids"].size(1)
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        off = model.disable_adapter() if not adapter else nullcontext()
+        try:
+            model.eval()  # LoRA dropout off: weights must not depend on a dropout draw
+            with torch.no_grad(), off, _capture_hidden(_backbone(model), C) as hs:
+                logps, ent, _ = self._get_per_token_logps_and_entropies(
+                    self.model,
+                    ids,
+                    attn,
+                    C,
+                    batch_size=self.args.per_device_train_batch_size,
+                    compute_entropy=True,
+                )
+        finally:
+            model.train(was_training)
+        return {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
+
+    def _credit_inputs(self, out: dict[str, Any]) -> dict[str, Tensor]:
+        inputs: dict[str, Tensor] = {}
+        if self._needs_policy:
+            on = self._scoring_pass(out, adapter=True)
+            inputs.update(logps=on["logps"], entropies=on["entropies"], h_adapted=on["hidden"])
+        if self._needs_base:
+            off = self._scoring_pass(out, adapter=False)
+            inputs.update(ref_logps=off["logps"], h_base=off["hidden"])
+        return inputs
+
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        return self._apply_credit(super()._generate_and_score_completions(inputs))
+
+    def _apply_credit(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Replace TRL's ``(B,)`` advantages in ``out`` with ``A_i * T_i * w_it``."""
+        adv = out["advantages"]
+        if self.args.advantage_estimator == "rloo":
+            k = self.num_generations
+            adv = adv * (k / (k - 1))
+        mask = out["completion_mask"]
+        if "tool_mask" in out:
+            mask = mask * out["tool_mask"]
+        mode = "train" if self.model.training else "eval"
+        credit = self._credit_inputs(out)
+        if self.scheme.name == "uniform":
+            out["advantages"] = adv  # stock TRL, bit for bit
+            w = normalize(torch.ones_like(mask, dtype=torch.float32), mask)
+        else:
+            w = normalize(
+                token_scores(
+                    self.scheme.name, mask=mask, **{k: credit[k] for k in self.scheme.requires}
+                ),
+                mask,
+                self.args.weight_eps,
+                eps_mode=self.args.weight_eps_mode,
+            )
+            lengths = mask.sum(dim=1, keepdim=True).to(w.dtype)
+            out["advantages"] = (adv.unsqueeze(1).to(w.dtype) * lengths * w).detach()
+        self._log_credit(mode, w, mask, credit)
+        return out
+
+    def _log_credit(self, mode: str, w: Tensor, mask: Tensor, credit: dict[str, Tensor]) -> None:
+        m = self._metrics[mode]
+        s = concentration_summary(w, mask)
+        m["credit/gini"].append(s["gini"])
+        m["credit/effective_ratio"].append(s["effective_ratio"])
+        if "h_adapted" in credit and "h_base" in credit:
+            r = hidden_residual_norm(credit["h_adapted"], credit["h_base"])[mask.bool()]
+            if r.numel():
+                m["credit/residual_mean"].append(float(r.mean()))
+                m["credit/residual_max"].append(float(r.max()))
+        if self.args.shadow_diagnostics:
+            for name in BUILTIN:
+                req = get_scheme(name).requires
+                if all(k in credit for k in req):
+                    ws = normalize(
+                        token_scores(name, mask=mask, **{k: credit[k] for k in req}),
+                        mask,
+                        self.args.weight_eps,
+                        eps_mode=self.args.weight_eps_mode,
+                    )
+                    sh = concentration_summary(ws, mask)
+                    m[f"credit/{name}/gini"].append(sh["gini"])
+                    m[f"credit/{name}/effective_ratio"].append(sh["effective_ratio"])

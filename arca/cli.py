@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
 
 from arca import __version__
 
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_parser(sub)
+    sub.add_parser(
+        "train", help="GRPO/RLOO + LoRA with token-credit weighting (arca train --config FILE.yaml)"
+    )
     evaluate.add_parser(sub)
     tiny.add_parser(sub)
     smollm2.add_parser(sub)
@@ -28,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # TRL's parser owns `arca train`: --config FILE.yaml plus --field value overrides.
+        return _guarded("train", lambda: __import__("arca.train", fromlist=["main"]).main(argv[1:]))
     # peft calls a transformers API that warns on every model wrap; not the user's concern.
     warnings.filterwarnings(
         "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
@@ -37,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _guarded(args.command, lambda: args.func(args))
+
+
+def _guarded(command: str, fn: Callable[[], int | None]) -> int:
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+        return int(fn() or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Input errors: one clear line, no traceback.
-        print(f"arca {args.command}: error: {e}", file=sys.stderr)
+        print(f"arca {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"arca {args.command}: interrupted", file=sys.stderr)
+        print(f"arca {command}: interrupted", file=sys.stderr)
         return 130
 
 

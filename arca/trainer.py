@@ -31,13 +31,18 @@ scheme's Gini and effective-token ratio are logged on the same batch.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from arca.credit import (
@@ -49,6 +54,7 @@ from arca.credit import (
     token_scores,
 )
 from arca.credit.advantages import ESTIMATORS
+from arca.io import atomic_write_text
 
 BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca")
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted"}
@@ -242,11 +248,24 @@ class CreditGRPOTrainer(GRPOTrainer):
             )
             lengths = mask.sum(dim=1, keepdim=True).to(w.dtype)
             out["advantages"] = (adv.unsqueeze(1).to(w.dtype) * lengths * w).detach()
-        self._log_credit(mode, w, mask, credit)
+        shadow = self._log_credit(mode, w, mask, credit)
+        writer = getattr(self, "sample_writer", None)
+        step = self.state.global_step
+        if (
+            mode == "train"
+            and writer is not None
+            and writer.due(step)
+            and self.accelerator.is_main_process
+        ):
+            writer.write(step, self.processing_class, out, {self.scheme.name: w, **shadow}, adv)
         return out
 
-    def _log_credit(self, mode: str, w: Tensor, mask: Tensor, credit: dict[str, Tensor]) -> None:
+    def _log_credit(
+        self, mode: str, w: Tensor, mask: Tensor, credit: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Log concentration metrics; returns the shadow schemes' weights."""
         m = self._metrics[mode]
+        shadow: dict[str, Tensor] = {}
         s = concentration_summary(w, mask)
         m["credit/gini"].append(s["gini"])
         m["credit/effective_ratio"].append(s["effective_ratio"])
@@ -268,3 +287,115 @@ class CreditGRPOTrainer(GRPOTrainer):
                     sh = concentration_summary(ws, mask)
                     m[f"credit/{name}/gini"].append(sh["gini"])
                     m[f"credit/{name}/effective_ratio"].append(sh["effective_ratio"])
+                    shadow[name] = ws
+        return shadow
+
+    # ------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write each checkpoint in a staging folder and rename it into place, so
+        a run killed mid-save never leaves a half-written ``checkpoint-N`` that
+        resume would pick up."""
+        run_dir = self._get_output_dir(trial=trial)
+        stage = os.path.join(run_dir, ".checkpoint-staging")
+        shutil.rmtree(stage, ignore_errors=True)
+        real = self._get_output_dir
+        self._get_output_dir = lambda trial=None: stage  # type: ignore[method-assign]
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._get_output_dir = real  # type: ignore[method-assign]
+        if self.args.should_save:
+            for name in os.listdir(stage):
+                dst = os.path.join(run_dir, name)
+                shutil.rmtree(dst, ignore_errors=True)
+                os.replace(os.path.join(stage, name), dst)
+            shutil.rmtree(stage, ignore_errors=True)
+            if self.state.best_model_checkpoint and stage in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
+                    stage, run_dir
+                )
+
+
+# ------------------------------------------------------- run directory
+
+
+class MetricsFile(TrainerCallback):
+    """Appends one JSON line per logged optimizer step to ``path``, flushed and
+    fsynced, so a crash loses at most the step in flight. On resume, lines past
+    the checkpoint's step are dropped first (they will be produced again)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        keep = []
+        if state.global_step > 0 and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if rec.get("step", 0) <= state.global_step:
+                    keep.append(line)
+        atomic_write_text(self.path, "".join(x + "\n" for x in keep))
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if (
+            not state.is_world_process_zero
+            or not logs
+            or "loss" not in logs
+            or "train_runtime" in logs
+        ):
+            return
+        rec = {
+            "step": state.global_step,
+            **{k: v for k, v in logs.items() if isinstance(v, int | float)},
+        }
+        if "reward_std" in rec:
+            rec["reward_var"] = rec["reward_std"] ** 2
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class SampleWriter:
+    """Every ``every`` steps, append ``count`` completions with their per-token
+    weights (the trained scheme's, and every shadow scheme's) to ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int, count: int) -> None:
+        self.path, self.every, self.count = Path(path), every, count
+        self.last_step = -1
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0 and step != self.last_step
+
+    def write(
+        self,
+        step: int,
+        tokenizer: Any,
+        out: dict[str, Any],
+        weights: dict[str, Tensor],
+        adv: Tensor,
+    ) -> None:
+        self.last_step = step
+        mask = out["completion_mask"].bool()
+        with self.path.open("a", encoding="utf-8") as f:
+            for i in range(min(self.count, mask.size(0))):
+                ids = out["completion_ids"][i][mask[i]].tolist()
+                rec = {
+                    "step": step,
+                    "index": i,
+                    "advantage": float(adv[i]),
+                    "tokens": [tokenizer.decode([t]) for t in ids],
+                    "weights": {
+                        k: [round(float(x), 6) for x in w[i][mask[i]]] for k, w in weights.items()
+                    },
+                }
+                f.write(json.dumps(rec) + "\n")
+            f.flush()

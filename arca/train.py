@@ -1,0 +1,184 @@
+"""``arca train``: the GRPO/RLOO + LoRA + token-credit recipe, from a YAML config.
+
+Follows TRL's script convention: ``arca train --config FILE.yaml [--field value ...]``
+where the fields are those of :class:`RunArguments`, :class:`arca.trainer.CreditGRPOConfig`
+(every ``trl.GRPOConfig`` field too) and ``trl.ModelConfig`` (``model_name_or_path``,
+``lora_r``, ``lora_alpha``, ...), and a command-line value overrides the file's.
+
+The run directory (``output_dir``) holds ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (one line per optimizer step), ``samples.jsonl`` (completions
+with per-token weights every ``sample_every`` steps), ``checkpoint-N/``
+folders (adapter, optimizer, scheduler, RNG states; each appears atomically)
+and ``adapter/`` (the final adapter). ``--resume`` continues from the last
+checkpoint; steps after it are dropped from the metrics first, so a killed and
+resumed run ends with the same metrics lines as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arca.tasks.arithmetic import DEFAULT_LEVEL
+
+
+@dataclass
+class RunArguments:
+    """What to train on and what to keep (the rest is TRL's config)."""
+
+    task: str = field(default="arithmetic", metadata={"help": "arithmetic, math or gsm8k"})
+    data: str | None = field(default=None, metadata={"help": "MATH/GSM8K file, folder or Hub id"})
+    heldout_size: int = field(default=200, metadata={"help": "problems held out for evaluation"})
+    level: int = field(default=DEFAULT_LEVEL, metadata={"help": "arithmetic difficulty level"})
+    train_size: int = field(default=5000, metadata={"help": "arithmetic training problems"})
+    skip_malformed: bool = field(
+        default=False, metadata={"help": "skip and count malformed data rows"}
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "drop (and count) prompts longer than this many tokens (paper: 512)"},
+    )
+    sample_every: int = field(
+        default=10, metadata={"help": "save sample completions every N steps (0: never)"}
+    )
+    sample_count: int = field(default=4, metadata={"help": "completions per sample"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
+
+
+def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
+    """Parse and validate everything before any model is loaded."""
+    from trl import ModelConfig, TrlParser
+
+    from arca.trainer import CreditGRPOConfig
+
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
+            raise FileNotFoundError(
+                f"--config: no such file: {argv[i + 1] if i + 1 < len(argv) else '(missing)'}"
+            )
+    parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
+    run, cfg, model = parser.parse_args_and_config(argv)
+    if run.task not in ("arithmetic", "math", "gsm8k"):
+        raise ValueError(f"task: must be arithmetic, math or gsm8k, got {run.task!r}")
+    if not model.use_peft:
+        raise ValueError("use_peft: arca trains LoRA adapters; set use_peft: true")
+    if model.lora_r < 1:
+        raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
+    if model.lora_alpha <= 0:
+        raise ValueError(f"lora_alpha: must be > 0, got {model.lora_alpha}")
+    if not 0 <= model.lora_dropout < 1:
+        raise ValueError(f"lora_dropout: must be in [0, 1), got {model.lora_dropout}")
+    if run.sample_every < 0 or run.sample_count < 0:
+        raise ValueError("sample_every and sample_count must be >= 0")
+    if not model.model_name_or_path:
+        model.model_name_or_path = "tiny"
+    return run, cfg, model
+
+
+def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for obj in (run, model, cfg):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, enum.Enum):  # before str: TRL's enums subclass str
+                out[f.name] = v.value
+            elif isinstance(v, str | int | float | bool | type(None)) or (
+                isinstance(v, list) and all(isinstance(x, str | int | float) for x in v)
+            ):
+                out[f.name] = v
+    return out
+
+
+def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import get_peft_config
+
+    from arca.io import atomic_write_text
+    from arca.tasks.loaders import load_task
+    from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
+
+    out = Path(cfg.output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if (out / "metrics.jsonl").exists() and not run.resume:
+        raise FileExistsError(
+            f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
+        )
+    task = load_task(
+        run.task,
+        run.data,
+        heldout_size=run.heldout_size,
+        skip_malformed=run.skip_malformed,
+        level=run.level,
+        train_size=run.train_size,
+        seed=cfg.seed if run.task == "arithmetic" else None,
+    )
+    if task.skipped:
+        print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
+    path = model_args.model_name_or_path
+    if path == "tiny":
+        from arca.models import tiny
+
+        path = str(tiny.ensure_built())
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    train = task.train
+    if run.max_prompt_length:
+        limit = run.max_prompt_length
+        n = len(train)
+        train = train.filter(lambda r: len(tok(r["prompt"])["input_ids"]) <= limit)
+        if len(train) < n:
+            print(
+                f"max_prompt_length: dropped {n - len(train)} of {n} prompts longer than {limit} tokens"
+            )
+        if len(train) == 0:
+            raise ValueError(f"max_prompt_length: every prompt is longer than {limit} tokens")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        out / "config.yaml", yaml.safe_dump(resolved_config(run, cfg, model_args), sort_keys=False)
+    )
+    if model_args.lora_target_modules is None:
+        from arca.models import LORA_TARGETS
+
+        model_args.lora_target_modules = LORA_TARGETS
+    trainer = CreditGRPOTrainer(
+        model,
+        reward_funcs=[task.trl_reward()],
+        args=cfg,
+        train_dataset=train,
+        processing_class=tok,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsFile(out / "metrics.jsonl")],
+    )
+    if run.sample_every:
+        trainer.sample_writer = SampleWriter(
+            out / "samples.jsonl", run.sample_every, run.sample_count
+        )
+    trainer.train(resume_from_checkpoint=last if run.resume and last else None)
+    final = out / "adapter"
+    tmp = out / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    print(f"run finished: {out} (metrics.jsonl, adapter/)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    run, cfg, model = parse(list(sys.argv[1:] if argv is None else argv))
+    run_training(run, cfg, model)
+    return 0

@@ -19,9 +19,13 @@ scheme         passes                                              extra passes
 uniform        none (advantages are passed through untouched)      0
 surprisal      adapted pass: log-probs                             1
 entropy        adapted pass: entropies                             1
-divergence     adapted + adapter-disabled pass: log-probs           2
-arca           adapted + adapter-disabled pass: hidden states       2
+divergence     adapted + adapter-disabled pass: log-probs           2 (1 if beta>0)
+arca           adapted + adapter-disabled pass: hidden states       2 (1 if beta>0)
 =============  ==================================================  ============
+
+With ``beta > 0`` TRL already runs the adapter-disabled pass as its KL
+reference; arca takes the reference log-probs from it and the base hidden
+states from a hook during it, so no second adapter-disabled pass runs.
 
 Hidden states come from a forward hook on the backbone (the module whose
 ``last_hidden_state`` TRL's fused LM head projects), not from a second pass.
@@ -210,20 +214,67 @@ class CreditGRPOTrainer(GRPOTrainer):
             model.train(was_training)
         return {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
 
-    def _credit_inputs(self, out: dict[str, Any]) -> dict[str, Tensor]:
+    def _credit_inputs(
+        self, out: dict[str, Any], reference: list[Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """The schemes' inputs for the batch in ``out``. ``reference``: full last
+        hidden states captured during TRL's own adapter-disabled KL-reference
+        pass (``beta > 0``), which then replaces arca's second pass."""
         inputs: dict[str, Tensor] = {}
         if self._needs_policy:
             on = self._scoring_pass(out, adapter=True)
             inputs.update(logps=on["logps"], entropies=on["entropies"], h_adapted=on["hidden"])
         if self._needs_base:
-            off = self._scoring_pass(out, adapter=False)
-            inputs.update(ref_logps=off["logps"], h_base=off["hidden"])
+            C = out["completion_ids"].size(1)
+            B = out["completion_ids"].size(0)
+            if (
+                reference
+                and "ref_per_token_logps" in out
+                and sum(h.size(0) for h in reference) == B
+            ):
+                inputs.update(
+                    ref_logps=out["ref_per_token_logps"],
+                    h_base=torch.cat([h[:, -(C + 1) : -1] for h in reference], dim=0),
+                )
+            else:
+                off = self._scoring_pass(out, adapter=False)
+                inputs.update(ref_logps=off["logps"], h_base=off["hidden"])
         return inputs
 
-    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
-        return self._apply_credit(super()._generate_and_score_completions(inputs))
+    @contextmanager
+    def _capture_reference(self) -> Iterator[list[Tensor]]:
+        """Keep the backbone's output of every forward run with the adapter disabled."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
 
-    def _apply_credit(self, out: dict[str, Any]) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        probe = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
+        chunks: list[Tensor] = []
+        if probe is None:
+            yield chunks
+            return
+
+        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+            if probe.disable_adapters:
+                h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                chunks.append(h.detach())
+
+        handle = _backbone(model).register_forward_hook(hook)
+        try:
+            yield chunks
+        finally:
+            handle.remove()
+
+    def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+        # With beta > 0 TRL runs an adapter-disabled pass for its KL reference:
+        # capture the base hidden states there instead of running another pass.
+        reuse = self.beta != 0.0 and self._needs_base and self.ref_model is None
+        with self._capture_reference() if reuse else nullcontext([]) as reference:
+            out = super()._generate_and_score_completions(inputs)
+        return self._apply_credit(out, reference)
+
+    def _apply_credit(
+        self, out: dict[str, Any], reference: list[Tensor] | None = None
+    ) -> dict[str, Any]:
         """Replace TRL's ``(B,)`` advantages in ``out`` with ``A_i * T_i * w_it``."""
         adv = out["advantages"]
         if self.args.advantage_estimator == "rloo":
@@ -233,7 +284,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         if "tool_mask" in out:
             mask = mask * out["tool_mask"]
         mode = "train" if self.model.training else "eval"
-        credit = self._credit_inputs(out)
+        credit = self._credit_inputs(out, reference)
         if self.scheme.name == "uniform":
             out["advantages"] = adv  # stock TRL, bit for bit
             w = normalize(torch.ones_like(mask, dtype=torch.float32), mask)

@@ -175,3 +175,39 @@ def test_frozen_peft_model_is_rejected():
             train_dataset=Dataset.from_dict({"prompt": ["a"] * 4}),
             processing_class=tok,
         )
+
+
+@pytest.mark.parametrize("scheme", ["divergence", "arca"])
+def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
+    """beta > 0: exactly one adapter-disabled forward (TRL's), and its outputs equal arca's own pass."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from arca.trainer import _backbone
+
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=0.04)
+    with torch.no_grad():
+        for n, p in tr.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model = tr.accelerator.unwrap_model(tr.model)
+    probe = next(m for m in model.modules() if isinstance(m, BaseTunerLayer))
+    disabled_calls = []
+    handle = _backbone(model).register_forward_hook(
+        lambda *_: disabled_calls.append(probe.disable_adapters)
+    )
+    batch = next(iter(tr.get_train_dataloader()))
+    captured = {}
+    real = tr._credit_inputs
+
+    def spy(out, reference=None):
+        captured["inputs"] = real(out, reference)
+        captured["out"] = out
+        return captured["inputs"]
+
+    tr._credit_inputs = spy
+    tr._generate_and_score_completions(batch)
+    handle.remove()
+    assert sum(disabled_calls) == 1  # TRL's KL reference pass, and nothing else
+    own = tr._scoring_pass(captured["out"], adapter=False)
+    torch.testing.assert_close(captured["inputs"]["ref_logps"], own["logps"])
+    torch.testing.assert_close(captured["inputs"]["h_base"], own["hidden"])

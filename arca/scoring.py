@@ -3,9 +3,9 @@
 Two no-grad passes over ``prompt + completion`` give everything the built-in
 schemes read: one with the LoRA adapter on (``logps``, ``entropies``,
 ``h_adapted``) and one inside ``peft``'s ``disable_adapter()`` (``ref_logps``,
-``h_base``). The hidden state is captured with a hook on the LM head's input,
-which is by definition "the state that feeds the LM head" whatever the
-architecture.
+``h_base``). The hidden state is captured with a hook on the backbone, whose
+``last_hidden_state`` is what the LM head projects (here and in TRL's fused
+head, which never calls the ``lm_head`` module).
 
 This module is for analysis and diagnosis. The trainer (``arca.trainer``)
 reuses TRL's own passes instead, so it pays for no extra forward.
@@ -15,21 +15,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
+def backbone(model: nn.Module) -> nn.Module:
+    """The transformer body whose ``last_hidden_state`` feeds the LM head
+    (unwrapping a peft model). TRL's fused LM head reads it directly and never
+    calls the ``lm_head`` module, so this is where the state is captured."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model
+
+
 @contextmanager
-def capture_lm_head_input(model: nn.Module) -> Iterator[list[Tensor]]:
-    """Collect the input of ``model.get_output_embeddings()`` for each call."""
-    head = model.get_output_embeddings()
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to hook")
-    captured: list[Tensor] = []
-    handle = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+def capture_final_hidden(model: nn.Module, n_completion: int) -> Iterator[list[Tensor]]:
+    """Per forward call, the last hidden state at the positions that emit the
+    last ``n_completion`` tokens: detached ``(b, C, d)`` slices, in call order."""
+    chunks: list[Tensor] = []
+
+    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        chunks.append(h[:, -(n_completion + 1) : -1].detach())
+
+    handle = backbone(model).register_forward_hook(hook)
     try:
-        yield captured
+        yield chunks
     finally:
         handle.remove()
 
@@ -72,7 +84,7 @@ def completion_token_stats(
     if not adapter and not hasattr(model, "disable_adapter"):
         raise ValueError("adapter=False needs a peft model with disable_adapter()")
     ctx = model.disable_adapter() if not adapter else nullcontext()
-    with ctx, eval_mode(model), capture_lm_head_input(model) as captured:
+    with ctx, eval_mode(model), capture_final_hidden(model, n_completion) as captured:
         # Position t's logits predict token t+1: keep C+1 positions, drop the last.
         out = model(
             input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1
@@ -81,7 +93,7 @@ def completion_token_stats(
     targets = input_ids[:, -n_completion:]
     logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropies = -(logp_all.exp() * logp_all).sum(dim=-1)
-    hidden = captured[-1][:, -(n_completion + 1) : -1]
+    hidden = captured[-1]
     return {"logps": logps, "entropies": entropies, "hidden": hidden}
 
 

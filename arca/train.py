@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +102,7 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from arca.io import atomic_write_text
+    from arca.io import atomic_dir, atomic_write_text
     from arca.tasks.loaders import load_task
     from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
 
@@ -168,12 +166,8 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
             out / "samples.jsonl", run.sample_every, run.sample_count
         )
     trainer.train(resume_from_checkpoint=last if run.resume and last else None)
-    final = out / "adapter"
-    tmp = out / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_dir(out / "adapter") as tmp:
+        trainer.save_model(str(tmp))
     print(f"run finished: {out} (metrics.jsonl, adapter/)")
     return out
 

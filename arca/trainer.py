@@ -59,6 +59,7 @@ from arca.credit import (
 )
 from arca.credit.advantages import ESTIMATORS
 from arca.io import atomic_write_text
+from arca.scoring import backbone, capture_final_hidden, eval_mode
 
 BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca")
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted"}
@@ -132,29 +133,6 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
-def _backbone(model: nn.Module) -> nn.Module:
-    """The module whose ``last_hidden_state`` TRL's fused LM head projects."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.base_model
-
-
-@contextmanager
-def _capture_hidden(backbone: nn.Module, n_completion: int) -> Iterator[list[Tensor]]:
-    """Collect, per forward call, the last hidden state at the positions that
-    emit the last ``n_completion`` tokens: ``(b, C, d)`` slices, detached."""
-    chunks: list[Tensor] = []
-
-    def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        chunks.append(h[:, -(n_completion + 1) : -1].detach())
-
-    handle = backbone.register_forward_hook(hook)
-    try:
-        yield chunks
-    finally:
-        handle.remove()
-
-
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
@@ -197,21 +175,17 @@ class CreditGRPOTrainer(GRPOTrainer):
         attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         C = out["completion_ids"].size(1)
         model = self.accelerator.unwrap_model(self.model)
-        was_training = model.training
         off = model.disable_adapter() if not adapter else nullcontext()
-        try:
-            model.eval()  # LoRA dropout off: weights must not depend on a dropout draw
-            with torch.no_grad(), off, _capture_hidden(_backbone(model), C) as hs:
-                logps, ent, _ = self._get_per_token_logps_and_entropies(
-                    self.model,
-                    ids,
-                    attn,
-                    C,
-                    batch_size=self.args.per_device_train_batch_size,
-                    compute_entropy=True,
-                )
-        finally:
-            model.train(was_training)
+        # eval_mode: LoRA dropout off, so weights never depend on a dropout draw.
+        with torch.no_grad(), eval_mode(model), off, capture_final_hidden(model, C) as hs:
+            logps, ent, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                ids,
+                attn,
+                C,
+                batch_size=self.args.per_device_train_batch_size,
+                compute_entropy=True,
+            )
         return {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
 
     def _credit_inputs(
@@ -258,7 +232,7 @@ class CreditGRPOTrainer(GRPOTrainer):
                 h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
                 chunks.append(h.detach())
 
-        handle = _backbone(model).register_forward_hook(hook)
+        handle = backbone(model).register_forward_hook(hook)
         try:
             yield chunks
         finally:

@@ -148,3 +148,16 @@ def test_tiny_model_has_qwen3_module_names_and_a_covering_tokenizer(tiny_policy)
     text = make_prompt(p["problem"]) + " " + p["solution"]
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids and tok.decode(ids) == text
+
+
+def test_tiny_build_writes_a_complete_folder_once(tmp_path):
+    from arca.models.tiny import TinySpec, build
+
+    spec = TinySpec(max_steps=3, eval_every=3, probe_size=4, batch_size=4)
+    out = build(tmp_path / "m", spec, log=lambda _: None)
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "arca_tiny.json"} <= files
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert build(tmp_path / "m", spec, log=lambda _: None) == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt

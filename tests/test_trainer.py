@@ -182,7 +182,7 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     """beta > 0: exactly one adapter-disabled forward (TRL's), and its outputs equal arca's own pass."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from arca.trainer import _backbone
+    from arca.scoring import backbone
 
     tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=0.04)
     with torch.no_grad():
@@ -192,7 +192,7 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     model = tr.accelerator.unwrap_model(tr.model)
     probe = next(m for m in model.modules() if isinstance(m, BaseTunerLayer))
     disabled_calls = []
-    handle = _backbone(model).register_forward_hook(
+    handle = backbone(model).register_forward_hook(
         lambda *_: disabled_calls.append(probe.disable_adapters)
     )
     batch = next(iter(tr.get_train_dataloader()))

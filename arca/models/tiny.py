@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +29,7 @@ from typing import Any
 
 import torch
 
-from arca.io import atomic_write_json
+from arca.io import atomic_dir, atomic_write_json
 from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems, problems
 from arca.tasks.base import make_prompt
 
@@ -188,13 +187,9 @@ def build(
         if step >= spec.max_steps:
             break
 
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     info = {
         "spec": asdict(spec),
         "steps": step,
@@ -203,11 +198,10 @@ def build(
         "build_seconds": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__,
     }
-    atomic_write_json(tmp / "arca_tiny.json", info)
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "arca_tiny.json", info)
     log(f"saved the tiny model to {out} ({info['build_seconds']:.0f}s, probe accuracy {acc:.0%})")
     return out
 

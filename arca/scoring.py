@@ -13,7 +13,7 @@ reuses TRL's own passes instead, so it pays for no extra forward.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -30,14 +30,28 @@ def backbone(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def capture_final_hidden(model: nn.Module, n_completion: int) -> Iterator[list[Tensor]]:
+def capture_final_hidden(
+    model: nn.Module,
+    n_completion: int | None,
+    *,
+    keep: Callable[[], bool] | None = None,
+) -> Iterator[list[Tensor]]:
     """Per forward call, the last hidden state at the positions that emit the
-    last ``n_completion`` tokens: detached ``(b, C, d)`` slices, in call order."""
+    last ``n_completion`` tokens: detached ``(b, C, d)`` slices, in call order.
+
+    ``n_completion=None`` keeps the whole ``(b, L, d)`` state (for a caller that
+    learns ``C`` only after the forward); ``keep`` filters calls (e.g. only
+    those run with the adapter disabled).
+    """
     chunks: list[Tensor] = []
 
     def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+        if keep is not None and not keep():
+            return
         h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        chunks.append(h[:, -(n_completion + 1) : -1].detach())
+        if n_completion is not None:
+            h = h[:, -(n_completion + 1) : -1]
+        chunks.append(h.detach())
 
     handle = backbone(model).register_forward_hook(hook)
     try:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
@@ -55,11 +55,11 @@ from arca.credit import (
     get_scheme,
     hidden_residual_norm,
     normalize,
-    token_scores,
+    token_weights,
 )
 from arca.credit.advantages import ESTIMATORS
 from arca.io import atomic_write_text
-from arca.scoring import backbone, capture_final_hidden, eval_mode
+from arca.scoring import capture_final_hidden, eval_mode
 
 BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca")
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted"}
@@ -222,21 +222,11 @@ class CreditGRPOTrainer(GRPOTrainer):
 
         model = self.accelerator.unwrap_model(self.model)
         probe = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
-        chunks: list[Tensor] = []
         if probe is None:
-            yield chunks
+            yield []
             return
-
-        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
-            if probe.disable_adapters:
-                h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-                chunks.append(h.detach())
-
-        handle = backbone(model).register_forward_hook(hook)
-        try:
+        with capture_final_hidden(model, None, keep=lambda: probe.disable_adapters) as chunks:
             yield chunks
-        finally:
-            handle.remove()
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
         # With beta > 0 TRL runs an adapter-disabled pass for its KL reference:
@@ -263,14 +253,7 @@ class CreditGRPOTrainer(GRPOTrainer):
             out["advantages"] = adv  # stock TRL, bit for bit
             w = normalize(torch.ones_like(mask, dtype=torch.float32), mask)
         else:
-            w = normalize(
-                token_scores(
-                    self.scheme.name, mask=mask, **{k: credit[k] for k in self.scheme.requires}
-                ),
-                mask,
-                self.args.weight_eps,
-                eps_mode=self.args.weight_eps_mode,
-            )
+            w = self._weights(self.scheme.name, mask, credit)
             lengths = mask.sum(dim=1, keepdim=True).to(w.dtype)
             out["advantages"] = (adv.unsqueeze(1).to(w.dtype) * lengths * w).detach()
         shadow = self._log_credit(mode, w, mask, credit)
@@ -284,6 +267,13 @@ class CreditGRPOTrainer(GRPOTrainer):
         ):
             writer.write(step, self.processing_class, out, {self.scheme.name: w, **shadow}, adv)
         return out
+
+    def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
+        """``scheme``'s normalised weights from the inputs in ``credit``."""
+        req = {k: credit[k] for k in get_scheme(scheme).requires}
+        return token_weights(
+            scheme, mask=mask, eps=self.args.weight_eps, eps_mode=self.args.weight_eps_mode, **req
+        )
 
     def _log_credit(
         self, mode: str, w: Tensor, mask: Tensor, credit: dict[str, Tensor]
@@ -301,14 +291,9 @@ class CreditGRPOTrainer(GRPOTrainer):
                 m["credit/residual_max"].append(float(r.max()))
         if self.args.shadow_diagnostics:
             for name in BUILTIN:
-                req = get_scheme(name).requires
-                if all(k in credit for k in req):
-                    ws = normalize(
-                        token_scores(name, mask=mask, **{k: credit[k] for k in req}),
-                        mask,
-                        self.args.weight_eps,
-                        eps_mode=self.args.weight_eps_mode,
-                    )
+                if all(k in credit for k in get_scheme(name).requires):
+                    # The trained scheme's weights exist already; the others are new.
+                    ws = w if name == self.scheme.name else self._weights(name, mask, credit)
                     sh = concentration_summary(ws, mask)
                     m[f"credit/{name}/gini"].append(sh["gini"])
                     m[f"credit/{name}/effective_ratio"].append(sh["effective_ratio"])

@@ -234,9 +234,12 @@ def evaluate(
 # ------------------------------------------------------------------- CLI
 
 
-def load_policy(model: str, adapter: str | None = None, *, dtype: str = "auto") -> tuple[Any, Any]:
+def load_policy(
+    model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None
+) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), a local folder
-    or a Hub id, optionally with a LoRA adapter folder on top."""
+    or a Hub id, optionally with a LoRA adapter folder on top. ``device``
+    defaults to CUDA when available."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if model == "tiny":
@@ -256,13 +259,89 @@ def load_policy(model: str, adapter: str | None = None, *, dtype: str = "auto") 
                 f"{adapter}: not a LoRA adapter folder (no adapter_config.json)"
             )
         m = PeftModel.from_pretrained(m, adapter)
-    if torch.cuda.is_available():
-        m = m.to("cuda")
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
+    if device is not None:
+        m = m.to(device)
     return m, tok
 
 
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    k: int = 4,
+    limit: int | None = None,
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a finished ``arca train`` run on its own held-out set.
+
+    Everything comes from the run's ``config.yaml``: model, task and data,
+    held-out size and split seed, decoding (``temperature``, ``top_p``,
+    ``max_completion_length``), precision and device. The adapter is
+    ``RUN_DIR/adapter``; results go to ``RUN_DIR/eval/``.
+    """
+    import yaml
+
+    from arca.tasks.loaders import load_task
+
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run}: not an arca run (no config.yaml)")
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
+    if missing:
+        raise ValueError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
+    task = load_task(
+        cfg["task"],
+        cfg.get("data"),
+        heldout_size=cfg["heldout_size"],
+        skip_malformed=bool(cfg.get("skip_malformed")),
+        level=cfg.get("level", 1),
+        train_size=1,
+        seed=cfg.get("split_seed"),
+    )
+    rows = task.heldout.to_list()[:limit] if limit else task.heldout.to_list()
+    dtype = "bfloat16" if cfg.get("bf16") else "auto"
+    model, tok = load_policy(
+        cfg["model_name_or_path"],
+        str(run / "adapter"),
+        dtype=dtype,
+        device="cpu" if cfg.get("use_cpu") else None,
+    )
+    meta = {
+        "run": str(run),
+        "model": cfg["model_name_or_path"],
+        "adapter": str(run / "adapter"),
+        "task": cfg["task"],
+        "source": task.source,
+    }
+    return evaluate(
+        model,
+        tok,
+        rows,
+        k=k,
+        temperature=float(cfg.get("temperature", 1.0)),
+        top_p=float(cfg.get("top_p", 0.95)),
+        max_new_tokens=int(cfg.get("max_completion_length", 512)),
+        batch_size=batch_size,
+        seed=int(cfg.get("seed", 1337)),
+        out_dir=run / "eval",
+        show_progress=show_progress,
+        meta=meta,
+    )
+
+
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="greedy accuracy and pass@k on a task's held-out set")
+    p = sub.add_parser(
+        "eval",
+        help="greedy accuracy and pass@k on a task's held-out set",
+        description="Evaluate a model (+adapter) on a held-out set, or a finished "
+        "`arca train` run with --run RUN_DIR (settings from its config.yaml, results "
+        "in RUN_DIR/eval/).",
+    )
+    p.add_argument("--run", help="a finished arca train run folder: evaluate it as configured")
     p.add_argument("--model", default="tiny", help="'tiny' (default), a model folder, or a Hub id")
     p.add_argument("--adapter", help="a LoRA adapter folder (from save_pretrained)")
     p.add_argument("--task", default="arithmetic", choices=["arithmetic", "math", "gsm8k"])
@@ -270,6 +349,10 @@ def add_parser(sub: Any) -> None:
         "--data", help="MATH/GSM8K source: a .jsonl/.json/.parquet file, a folder, or a Hub id"
     )
     p.add_argument("--heldout-size", type=int, default=200, help="held-out problems (paper: 200)")
+    p.add_argument(
+        "--split-seed", type=int, help="held-out split seed (default: arithmetic 0, MATH 1337)"
+    )
+    p.add_argument("--level", type=int, default=1, help="arithmetic difficulty level")
     p.add_argument("--limit", type=int, help="evaluate only the first N held-out problems")
     p.add_argument("--k", type=int, default=4, help="pass@k (paper: 4)")
     p.add_argument("--samples", type=int, help="samples per problem for pass@k (default: k)")
@@ -291,8 +374,17 @@ def add_parser(sub: Any) -> None:
 def _main(args: Any) -> int:
     from arca.tasks.loaders import load_task
 
+    if args.run:
+        res = evaluate_run(args.run, k=args.k, limit=args.limit, batch_size=args.batch_size)
+        _print_summary(res, args.k, Path(args.run) / "eval")
+        return 0
     task = load_task(
-        args.task, args.data, heldout_size=args.heldout_size, skip_malformed=args.skip_malformed
+        args.task,
+        args.data,
+        heldout_size=args.heldout_size,
+        skip_malformed=args.skip_malformed,
+        level=args.level,
+        seed=args.split_seed,
     )
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
@@ -313,9 +405,13 @@ def _main(args: Any) -> int:
         out_dir=args.out,
         meta=meta,
     )
-    print(
-        f"{args.task}: {res['problems']} problems  greedy accuracy {res['greedy_accuracy']:.1%}  "
-        f"pass@{args.k} {res[f'pass@{args.k}']:.1%}  ({res['seconds']:.0f}s)"
-    )
-    print(f"wrote {Path(args.out) / 'results.json'} and completions.jsonl")
+    _print_summary(res, args.k, Path(args.out))
     return 0
+
+
+def _print_summary(res: dict[str, Any], k: int, out: Path) -> None:
+    print(
+        f"{res['task']}: {res['problems']} problems  greedy accuracy {res['greedy_accuracy']:.1%}  "
+        f"pass@{k} {res[f'pass@{k}']:.1%}  ({res['seconds']:.0f}s)"
+    )
+    print(f"wrote {out / 'results.json'} and completions.jsonl")

@@ -35,6 +35,13 @@ class RunArguments:
     heldout_size: int = field(default=200, metadata={"help": "problems held out for evaluation"})
     level: int = field(default=DEFAULT_LEVEL, metadata={"help": "arithmetic difficulty level"})
     train_size: int = field(default=5000, metadata={"help": "arithmetic training problems"})
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "seed of the held-out split (default: the task's, arithmetic 0, MATH/GSM8K "
+            "1337); independent of the training seed, so runs of any seed share one held-out set"
+        },
+    )
     skip_malformed: bool = field(
         default=False, metadata={"help": "skip and count malformed data rows"}
     )
@@ -119,7 +126,7 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         skip_malformed=run.skip_malformed,
         level=run.level,
         train_size=run.train_size,
-        seed=cfg.seed if run.task == "arithmetic" else None,
+        seed=run.split_seed,
     )
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")

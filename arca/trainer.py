@@ -375,8 +375,9 @@ class MetricsFile(TrainerCallback):
 
 
 class SampleWriter:
-    """Every ``every`` steps, append ``count`` completions with their per-token
-    weights (the trained scheme's, and every shadow scheme's) to ``path``."""
+    """Every ``every`` steps, append ``count`` completions (those with a nonzero
+    advantage first) with their per-token weights (the trained scheme's, and
+    every shadow scheme's) to ``path``."""
 
     def __init__(self, path: str | os.PathLike[str], every: int, count: int) -> None:
         self.path, self.every, self.count = Path(path), every, count
@@ -396,11 +397,16 @@ class SampleWriter:
         self.last_step = step
         mask = out["completion_mask"].bool()
         with self.path.open("a", encoding="utf-8") as f:
-            for i in range(min(self.count, mask.size(0))):
+            # Completions that carry credit (nonzero advantage) first: those are the
+            # ones whose weights matter.
+            rows = sorted(range(mask.size(0)), key=lambda i: float(adv[i]) == 0.0)
+            for i in rows[: self.count]:
                 ids = out["completion_ids"][i][mask[i]].tolist()
+                prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
                 rec = {
                     "step": step,
                     "index": i,
+                    "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
                     "advantage": float(adv[i]),
                     "tokens": [tokenizer.decode([t]) for t in ids],
                     "weights": {

@@ -1,0 +1,181 @@
+"""The report's PNG plots (matplotlib, headless).
+
+One colour per method throughout; with several seeds a line is the mean over
+seeds and the band its min-max range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
+from arca.report.runs import Method
+
+#: Fraction of the last logged steps that "final" concentration averages over.
+FINAL_FRACTION = 0.1
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(methods: Sequence[Method]) -> dict[str, str]:
+    palette = [f"C{i}" for i in range(10)]
+    return {m.name: palette[i % 10] for i, m in enumerate(methods)}
+
+
+def _mean_series(m: Method, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    by_step: dict[int, list[float]] = {}
+    for r in m.runs:
+        for s, v in zip(*r.series(key), strict=True):
+            if not math.isnan(v):
+                by_step.setdefault(s, []).append(v)
+    steps = sorted(by_step)
+    vals = [by_step[s] for s in steps]
+    return (
+        steps,
+        [sum(v) / len(v) for v in vals],
+        [min(v) for v in vals],
+        [max(v) for v in vals],
+    )
+
+
+def _smooth(y: list[float], window: int) -> list[float]:
+    if window <= 1:
+        return y
+    out, acc = [], 0.0
+    for i, v in enumerate(y):
+        acc += v
+        if i >= window:
+            acc -= y[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def _lines(
+    ax: Any, methods: Sequence[Method], key: str, colors: dict[str, str], smooth: int = 1
+) -> bool:
+    drawn = False
+    for m in methods:
+        steps, mean, lo, hi = _mean_series(m, key)
+        if not steps:
+            continue
+        drawn = True
+        c = colors[m.name]
+        if smooth > 1:
+            ax.plot(steps, mean, color=c, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, _smooth(mean, smooth), color=c, label=m.name, linewidth=1.8)
+        if len(m.runs) > 1:
+            ax.fill_between(steps, lo, hi, color=c, alpha=0.12, linewidth=0)
+    ax.set_xlabel("optimizer step")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def plot_reward(methods: Sequence[Method], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    longest = max((len(r.metrics) for m in methods for r in m.runs), default=1)
+    window = max(1, longest // 10)
+    _lines(ax, methods, "reward", _colors(methods), smooth=window)
+    ax.set_ylabel("train reward (mean over the batch)")
+    ax.set_title(f"Train reward per step (bold: moving average over {window} steps)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_concentration(methods: Sequence[Method], path: Path) -> Path:
+    plt = _plt()
+    colors = _colors(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _lines(axes[0], methods, "credit/gini", colors)
+    axes[0].set_ylabel("Gini of the token weights")
+    axes[0].set_ylim(-0.02, 1.0)
+    axes[0].axhline(UNIFORM_GINI_BELOW, color="grey", linestyle=":", linewidth=1)
+    _lines(axes[1], methods, "credit/effective_ratio", colors)
+    axes[1].set_ylabel("effective-token ratio 1/(T sum w^2)")
+    axes[1].set_ylim(0.0, 1.05)
+    axes[1].axhline(SPARSE_RATIO_BELOW, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_title("Concentration of the trained scheme's weights")
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
+    """ARCA residual ||h_adapted - h_base|| mean and max per step; None if no
+    run logged it."""
+    plt = _plt()
+    colors = _colors(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    a = _lines(axes[0], methods, "credit/residual_mean", colors)
+    b = _lines(axes[1], methods, "credit/residual_max", colors)
+    if not (a or b):
+        plt.close(fig)
+        return None
+    axes[0].set_ylabel("mean over tokens of ||dh_t||")
+    axes[1].set_ylabel("max over tokens of ||dh_t||")
+    axes[0].set_title("Adapter residual (last hidden layer), per step")
+    for ax in axes:
+        ax.set_yscale("symlog", linthresh=1e-3)
+    axes[1].legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def final_point(m: Method) -> tuple[float, float]:
+    """Mean over seeds of the trained scheme's Gini and EffN/T over the last
+    ``FINAL_FRACTION`` of logged steps."""
+    g = [r.mean("credit/gini", last_fraction=FINAL_FRACTION) for r in m.runs]
+    e = [r.mean("credit/effective_ratio", last_fraction=FINAL_FRACTION) for r in m.runs]
+    return sum(g) / len(g), sum(e) / len(e)
+
+
+def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
+    plt = _plt()
+    colors = _colors(methods)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.axvspan(-0.02, UNIFORM_GINI_BELOW, color="tab:blue", alpha=0.08)
+    ax.axhspan(-0.02, SPARSE_RATIO_BELOW, xmin=0, xmax=1, color="tab:red", alpha=0.08)
+    ax.text(
+        0.005, 0.5, "uniform\nbroadcast", rotation=90, va="center", fontsize=9, color="tab:blue"
+    )
+    ax.text(0.55, 0.05, "spuriously sparse", ha="center", fontsize=9, color="tab:red")
+    ax.text(0.55, 0.6, "middle regime", ha="center", fontsize=9, color="tab:green")
+    for m in methods:
+        g, e = final_point(m)
+        if math.isnan(g) or math.isnan(e):
+            continue
+        ax.scatter([g], [e], s=70, color=colors[m.name], edgecolor="black", zorder=3)
+        ax.annotate(m.name, (g, e), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlim(-0.02, 1.0)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("Gini (final steps)")
+    ax.set_ylabel("effective-token ratio (final steps)")
+    ax.set_title(
+        f"Where each method's credit lands (last {FINAL_FRACTION:.0%} of steps)\n"
+        f"thresholds: Gini < {UNIFORM_GINI_BELOW}, EffN/T < {SPARSE_RATIO_BELOW}"
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,199 @@
+"""Reading run folders (``arca train`` / ``arca sweep`` output) into memory.
+
+A run folder holds ``config.yaml``, ``metrics.jsonl``, optionally
+``samples.jsonl``, ``eval/results.json`` and ``eval/completions.jsonl``.
+Runs with the same name (``run_name``, else ``<scheme>_r<rank>``) and
+different seeds form one :class:`Method`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arca.evaluate import pass_at_k
+
+SCHEME_ORDER = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    seed: int
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any] | None = None
+    #: per-problem scores on the held-out set: "greedy" (0/1) and "pass@k".
+    problem_scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return str(self.config.get("token_weighting", "uniform"))
+
+    @property
+    def rank(self) -> int | None:
+        r = self.config.get("lora_r")
+        return int(r) if r is not None else None
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """``(steps, values)`` of a metric, skipping steps that lack it."""
+        pts = [
+            (int(m["step"]), float(m[key]))
+            for m in self.metrics
+            if key in m and m[key] is not None and "step" in m
+        ]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def mean(self, key: str, last_fraction: float | None = None) -> float:
+        """Mean of a metric over training (or over its last ``last_fraction``
+        of logged steps, at least one); NaN if never logged."""
+        _, v = self.series(key)
+        if last_fraction is not None and v:
+            v = v[-max(1, math.ceil(len(v) * last_fraction)) :]
+        finite = [x for x in v if not math.isnan(x)]
+        return sum(finite) / len(finite) if finite else math.nan
+
+
+@dataclass
+class Method:
+    name: str
+    runs: list[Run]
+
+    @property
+    def scheme(self) -> str:
+        return self.runs[0].scheme
+
+    @property
+    def rank(self) -> int | None:
+        return self.runs[0].rank
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def per_seed(self, key: str, *, source: str = "metrics", **kw: Any) -> list[float]:
+        """One value per seed: a training-metric mean, or an ``eval`` field."""
+        if source == "eval":
+            return [float(r.eval[key]) if r.eval and key in r.eval else math.nan for r in self.runs]
+        return [r.mean(key, **kw) for r in self.runs]
+
+    def problem_matrix(self, key: str) -> np.ndarray | None:
+        """``(seeds, problems)`` per-problem scores, or None if any run lacks them."""
+        rows = [r.problem_scores.get(key) for r in self.runs]
+        if not rows or any(x is None for x in rows) or len({len(x) for x in rows}) != 1:
+            return None
+        return np.stack(rows)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            # A run killed mid-write leaves at most a cut-off last line.
+            if n == len(lines):
+                continue
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return out
+
+
+def _problem_scores(path: Path, k: int) -> dict[str, np.ndarray]:
+    greedy: dict[int, float] = {}
+    samples: dict[int, list[float]] = {}
+    for rec in _read_jsonl(path):
+        i = int(rec["index"])
+        if rec.get("mode") == "greedy":
+            greedy[i] = float(rec["reward"])
+        else:
+            samples.setdefault(i, []).append(float(rec["reward"]))
+    n = max([*greedy, *samples], default=-1) + 1
+    out: dict[str, np.ndarray] = {}
+    if greedy and len(greedy) == n:
+        out["greedy"] = np.array([greedy[i] for i in range(n)])
+    if samples and len(samples) == n and all(len(s) >= k for s in samples.values()):
+        out[f"pass@{k}"] = np.array(
+            [pass_at_k(len(samples[i]), int(sum(samples[i])), k) for i in range(n)]
+        )
+    return out
+
+
+def load_run(path: str | Path) -> Run:
+    import yaml
+
+    p = Path(path)
+    cfg_path = p / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{p}: not a run folder (no config.yaml)")
+    try:
+        config = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{cfg_path}: not valid YAML ({e})") from None
+    metrics = _read_jsonl(p / "metrics.jsonl") if (p / "metrics.jsonl").exists() else []
+    name = config.get("run_name") or (
+        f"{config.get('token_weighting', 'uniform')}_r{config.get('lora_r', '?')}"
+    )
+    run = Run(p, str(name), int(config.get("seed", 0)), config, metrics)
+    res = p / "eval" / "results.json"
+    if res.is_file():
+        run.eval = json.loads(res.read_text())
+        comp = p / "eval" / "completions.jsonl"
+        if comp.is_file():
+            run.problem_scores = _problem_scores(comp, int(run.eval.get("k", 4)))
+    return run
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders in ``paths``: each path is a run folder or a folder searched
+    (recursively, skipping checkpoints) for run folders."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such folder")
+        if (p / "config.yaml").is_file():
+            found.append(p)
+            continue
+        hits = sorted(
+            c.parent
+            for c in p.rglob("config.yaml")
+            if not any(part.startswith(("checkpoint-", ".")) for part in c.parent.parts[-1:])
+            and (c.parent / "metrics.jsonl").exists()
+        )
+        if not hits:
+            raise FileNotFoundError(f"{p}: no run folders (with config.yaml and metrics.jsonl)")
+        found += hits
+    return list(dict.fromkeys(found))
+
+
+def _order(m: Method) -> tuple[int, int, str]:
+    s = m.scheme
+    return (SCHEME_ORDER.index(s) if s in SCHEME_ORDER else len(SCHEME_ORDER), m.rank or 0, m.name)
+
+
+def group_methods(runs: Sequence[Run]) -> list[Method]:
+    """Runs grouped by name, in the paper's order (uniform, surprisal, entropy,
+    divergence, ARCA by rank, then any other scheme). Two runs with the same
+    name and seed are an error: the tables could not tell them apart."""
+    by: dict[str, list[Run]] = {}
+    for r in runs:
+        by.setdefault(r.name, []).append(r)
+    methods = []
+    for name, rs in by.items():
+        seeds = [r.seed for r in rs]
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            where = ", ".join(str(r.path) for r in rs if r.seed in dup)
+            raise ValueError(f"runs named {name!r} share seed {dup[0]}: {where}")
+        methods.append(Method(name, sorted(rs, key=lambda r: r.seed)))
+    return sorted(methods, key=_order)

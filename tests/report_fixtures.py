@@ -1,0 +1,92 @@
+"""Hand-made run folders (config.yaml, metrics.jsonl, eval/, samples.jsonl)
+whose table values can be computed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def make_run(
+    root: Path,
+    name: str,
+    seed: int,
+    *,
+    scheme: str,
+    rank: int = 64,
+    rewards: list[float],
+    gini: list[float],
+    eff: list[float],
+    greedy: list[int] | None = None,
+    samples: list[list[int]] | None = None,
+    shadow: dict[str, tuple[float, float]] | None = None,
+    tokens: list[str] | None = None,
+) -> Path:
+    d = root / name / f"seed-{seed}"
+    d.mkdir(parents=True)
+    cfg = {
+        "run_name": name,
+        "seed": seed,
+        "token_weighting": scheme,
+        "lora_r": rank,
+        "lora_alpha": 2 * rank,
+        "learning_rate": 3e-4,
+        "max_steps": len(rewards),
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "advantage_estimator": "grpo",
+        "beta": 0.0,
+        "weight_eps": 1e-8,
+        "model_name_or_path": "tiny",
+        "task": "arithmetic",
+    }
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    lines = []
+    for i, (r, g, e) in enumerate(zip(rewards, gini, eff, strict=True)):
+        rec = {"step": i + 1, "reward": r, "credit/gini": g, "credit/effective_ratio": e}
+        rec["credit/residual_mean"] = 0.01 * i
+        rec["credit/residual_max"] = 0.03 * i
+        for s, (sg, se) in (shadow or {}).items():
+            rec[f"credit/{s}/gini"], rec[f"credit/{s}/effective_ratio"] = sg, se
+        lines.append(json.dumps(rec))
+    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if greedy is not None:
+        assert samples is not None
+        (d / "eval").mkdir()
+        comps = []
+        for i, (g, ss) in enumerate(zip(greedy, samples, strict=True)):
+            comps.append(
+                {"index": i, "mode": "greedy", "sample": 0, "completion": "x", "reward": g}
+            )
+            for j, s in enumerate(ss):
+                comps.append(
+                    {"index": i, "mode": "sample", "sample": j, "completion": "y", "reward": s}
+                )
+        (d / "eval" / "completions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in comps))
+        from arca.evaluate import pass_at_k
+
+        res = {
+            "problems": len(greedy),
+            "greedy_accuracy": sum(greedy) / len(greedy),
+            "pass@4": sum(pass_at_k(len(s), sum(s), 4) for s in samples) / len(samples),
+            "k": 4,
+        }
+        (d / "eval" / "results.json").write_text(json.dumps(res))
+    if tokens is not None:
+        n = len(tokens)
+        weights = {"uniform": [1 / n] * n, scheme: [(i + 1) / (n * (n + 1) / 2) for i in range(n)]}
+        rec = {
+            "step": 2,
+            "index": 0,
+            "prompt": "What is <b>1+1</b>?",
+            "advantage": 0.5,
+            "tokens": tokens,
+            "weights": weights,
+        }
+        (d / "samples.jsonl").write_text(
+            json.dumps({**rec, "step": 0}) + "\n" + json.dumps(rec) + "\n"
+        )
+    return d

@@ -1,0 +1,258 @@
+"""`arca report`: tables against hand-computed values, plots and HTML produced
+and valid, errors that name the file."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import math
+
+import pytest
+from report_fixtures import make_run
+
+from arca.cli import main
+from arca.report import build_report, find_run_dirs, load_run
+from arca.report.runs import group_methods
+
+SHADOW = {"uniform": (0.0, 1.0), "surprisal": (0.9, 0.06), "arca": (0.2, 0.85)}
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    # uniform: two seeds. Problem-level greedy results [1,1,0,0] and [1,0,0,0].
+    make_run(
+        root,
+        "uniform_r64",
+        1,
+        scheme="uniform",
+        rewards=[0.1, 0.2, 0.3],
+        gini=[0, 0, 0],
+        eff=[1, 1, 1],
+        greedy=[1, 1, 0, 0],
+        samples=[[1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+        shadow=SHADOW,
+    )
+    make_run(
+        root,
+        "uniform_r64",
+        2,
+        scheme="uniform",
+        rewards=[0.3, 0.3, 0.3],
+        gini=[0, 0, 0],
+        eff=[1, 1, 1],
+        greedy=[1, 0, 0, 0],
+        samples=[[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+        shadow=SHADOW,
+    )
+    make_run(
+        root,
+        "arca_r4",
+        1,
+        scheme="arca",
+        rank=4,
+        rewards=[0.2, 0.4, 0.6],
+        gini=[0.1, 0.2, 0.3],
+        eff=[0.9, 0.8, 0.7],
+        greedy=[1, 1, 1, 0],
+        samples=[[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]],
+        shadow=SHADOW,
+        tokens=["<script>", "alert(1)", "</script>", " &amp;", "\n", "ok"],
+    )
+    make_run(
+        root,
+        "arca_r4",
+        2,
+        scheme="arca",
+        rank=4,
+        rewards=[0.4, 0.4, 0.4],
+        gini=[0.3, 0.3, 0.3],
+        eff=[0.6, 0.6, 0.6],
+        greedy=[1, 1, 1, 1],
+        samples=[[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]],
+        shadow=SHADOW,
+    )
+    make_run(
+        root,
+        "surprisal_r64",
+        1,
+        scheme="surprisal",
+        rewards=[0.0, 0.0],
+        gini=[0.94, 0.96],
+        eff=[0.05, 0.07],
+        greedy=[0, 0, 0, 1],
+        samples=[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]],
+        shadow=SHADOW,
+    )
+    out = root / "report"
+    res = build_report([root], out, failed=[("divergence_r64 seed 1", "/x/run.log")])
+    return root, out, res
+
+
+def _row(table, key, value):
+    return next(r for r in table if r[key] == value)
+
+
+def test_methods_in_paper_order_with_seeds(sweep_dir):
+    _, _, res = sweep_dir
+    assert [m.name for m in res["methods"]] == ["uniform_r64", "surprisal_r64", "arca_r4"]
+    assert [m.seeds for m in res["methods"]] == [[1, 2], [1], [1, 2]]
+
+
+def test_table2_matches_hand_computed(sweep_dir):
+    _, _, res = sweep_dir
+    t2 = res["tables"]["table2_accuracy"]
+    uni, arca, surp = (_row(t2, "method", n) for n in ("uniform_r64", "arca_r4", "surprisal_r64"))
+    # Greedy: seed 1 2/4, seed 2 1/4 -> mean 0.375; two seeds -> interval = the two values.
+    assert uni["greedy acc"].value == pytest.approx(0.375)
+    assert (uni["greedy acc"].low, uni["greedy acc"].high) == pytest.approx((0.25, 0.5))
+    # pass@4 with 4 samples = any correct: seed 1 -> 2/4, seed 2 -> 1/4.
+    assert uni["pass@4"].value == pytest.approx(0.375)
+    # Train reward averaged over steps per seed (0.2 and 0.3), then over seeds.
+    assert uni["train reward"].value == pytest.approx(0.25)
+    assert arca["greedy acc"].value == pytest.approx(0.875)
+    assert arca["train reward"].value == pytest.approx(0.4)
+    assert surp["greedy acc"].value == 0.25 and math.isnan(surp["greedy acc"].low)
+    assert str(surp["greedy acc"]) == "25.0%"
+    assert str(uni["greedy acc"]) == "37.5% [25.0%, 50.0%]"
+
+
+def test_table3_and_regimes(sweep_dir):
+    _, _, res = sweep_dir
+    t3 = res["tables"]["table3_concentration"]
+    arca = _row(t3, "method", "arca_r4")
+    assert arca["Gini"].value == pytest.approx((0.2 + 0.3) / 2)
+    assert arca["EffN/T"].value == pytest.approx((0.8 + 0.6) / 2)
+    assert arca["regime"] == "middle regime"
+    assert _row(t3, "method", "uniform_r64")["regime"] == "uniform broadcast"
+    surp = _row(t3, "method", "surprisal_r64")
+    assert surp["Gini"].value == pytest.approx(0.95) and surp["regime"] == "spuriously sparse"
+
+
+def test_versus_uniform_is_paired_over_problems(sweep_dir):
+    _, _, res = sweep_dir
+    vs = _row(res["tables"]["versus_uniform"], "method", "arca_r4")
+    # Greedy: arca mean 0.875, uniform mean 0.375.
+    assert vs["d greedy acc"].value == pytest.approx(0.5)
+    assert vs["d greedy acc"].low <= 0.5 <= vs["d greedy acc"].high
+    assert str(vs["d greedy acc"]).startswith("+50.0 pp")
+    assert 0.0 <= float(vs["p (greedy acc)"]) <= 1.0
+
+
+def test_shadow_table(sweep_dir):
+    _, _, res = sweep_dir
+    sh = _row(res["tables"]["shadow"], "run", "arca_r4")
+    assert sh["surprisal Gini"].value == pytest.approx(0.9)
+    assert sh["arca EffN/T"].value == pytest.approx(0.85)
+
+
+def test_csv_and_markdown(sweep_dir):
+    _, out, _ = sweep_dir
+    rows = list(csv.DictReader((out / "tables.csv").open()))
+    cell = next(
+        r
+        for r in rows
+        if r["table"] == "table2_accuracy"
+        and r["row"] == "uniform_r64"
+        and r["column"] == "greedy acc"
+    )
+    assert float(cell["value"]) == pytest.approx(0.375) and cell["seeds"] == "2"
+    assert float(cell["ci_low"]) == pytest.approx(0.25)
+    md = (out / "report.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "Shadow diagnostics", "Against uniform"):
+        assert heading in md
+    assert "divergence_r64 seed 1" in md and "/x/run.log" in md  # failed runs are listed
+    assert "| arca_r4 | arca | grpo | 4 | 8 |" in md
+
+
+def test_plots_are_valid_pngs(sweep_dir):
+    import matplotlib.image
+
+    _, out, res = sweep_dir
+    for name in ("reward", "concentration", "residual", "regimes"):
+        path = out / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = matplotlib.image.imread(path)
+        assert img.shape[0] > 300 and img.shape[1] > 600
+        # Not a blank canvas: many distinct colours.
+        assert len({tuple(p) for p in img.reshape(-1, img.shape[2])[::97]}) > 20
+    assert {p.name for p in res["files"]} >= {"report.md", "tables.csv", "tokens.html"}
+
+
+class _Checker(html.parser.HTMLParser):
+    VOID = {"meta", "br", "img", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def test_tokens_html_is_well_formed_and_escaped(sweep_dir):
+    _, out, _ = sweep_dir
+    page = (out / "tokens.html").read_text()
+    checker = _Checker()
+    checker.feed(page)
+    assert checker.errors == [] and checker.stack == []
+    tags = [t for t, _ in checker.tags]
+    assert "script" not in tags and "b" not in tags  # model output and prompts stay text
+    assert (
+        "&lt;script&gt;" in page
+        and "&amp;amp;" in page
+        and "What is &lt;b&gt;1+1&lt;/b&gt;?" in page
+    )
+    # The last sampled step (2) of the ARCA run, one column per scheme.
+    assert "arca_r4 (seed 1, step 2)" in page and page.count('class="col"') == 2
+    spans = [a for t, a in checker.tags if t == "span" and a.get("class") == "t"]
+    assert len(spans) == 12  # 6 tokens x 2 schemes
+    # Uniform tokens are white (alpha 0); ARCA's rising weights go blue -> orange.
+    assert spans[0]["style"].endswith(",0.00)")
+    assert "49,130,189" in spans[6]["style"] and "230,85,13" in spans[11]["style"]
+
+
+def test_tokens_html_without_samples(tmp_path):
+    make_run(tmp_path, "uniform_r64", 1, scheme="uniform", rewards=[0.1], gini=[0], eff=[1])
+    build_report([tmp_path], tmp_path / "rep")
+    assert "No sampled completions" in (tmp_path / "rep" / "tokens.html").read_text()
+
+
+def test_cli_report_default_out_and_summary(sweep_dir, capsys, tmp_path):
+    root, _, _ = sweep_dir
+    assert main(["report", str(root / "arca_r4" / "seed-1"), "--out", str(tmp_path / "r")]) == 0
+    text = capsys.readouterr().out
+    assert "arca_r4" in text and "middle regime" in text and (tmp_path / "r" / "report.md").exists()
+
+
+def test_duplicate_name_and_seed_is_an_error(tmp_path):
+    a = make_run(tmp_path / "a", "x", 1, scheme="uniform", rewards=[0.1], gini=[0], eff=[1])
+    b = make_run(tmp_path / "b", "x", 1, scheme="uniform", rewards=[0.1], gini=[0], eff=[1])
+    with pytest.raises(ValueError, match="share seed 1"):
+        group_methods([load_run(a), load_run(b)])
+
+
+def test_bad_inputs_name_the_file_and_line(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_run_dirs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run folders" in capsys.readouterr().err
+    d = make_run(
+        tmp_path, "x", 1, scheme="uniform", rewards=[0.1, 0.2, 0.3], gini=[0] * 3, eff=[1] * 3
+    )
+    lines = (d / "metrics.jsonl").read_text().splitlines()
+    # A cut-off last line (a killed run) is tolerated; a broken middle line is not.
+    (d / "metrics.jsonl").write_text("\n".join([*lines, '{"step": 4, "rew']) + "\n")
+    assert len(load_run(d).metrics) == 3
+    (d / "metrics.jsonl").write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not valid JSON"):
+        load_run(d)

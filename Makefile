@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "installing torch (CPU build where one is on disk) and arca into $(VENV) ..."
 	# torch first, pinned, so that resolving trl/peft never pulls a newer CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
 	@touch $@
 
 demo: $(STAMP)

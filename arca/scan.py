@@ -1,4 +1,4 @@
-"""``arca demo``: token-signal degeneration under LoRA, end to end, offline.
+"""``arca scan``: token-signal degeneration as a LoRA adapter grows, offline.
 
 The paper's mechanism (section 3.4, Props. 2-3) on a real Qwen3-architecture
 model with a real peft LoRA adapter, in well under a minute on a CPU:
@@ -59,9 +59,9 @@ def _set_adapter_scale(
                 p.copy_(scale * directions[name])
 
 
-def run_demo(
+def run_scan(
     *,
-    out_dir: str | Path = "runs/demo",
+    out_dir: str | Path = "runs/scan",
     seed: int = 1337,
     prompts: int = 8,
     group_size: int = 4,
@@ -71,7 +71,7 @@ def run_demo(
     eps_values: tuple[float, ...] = DEFAULT_EPS,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the degeneration demo; returns (and writes ``demo.json``) the results."""
+    """Run the adapter-scale scan; returns (and writes ``scan.json``) the results."""
     if group_size < 2 or prompts < 1:
         raise ValueError("need prompts >= 1 and group_size >= 2")
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def run_demo(
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    path = atomic_write_json(Path(out_dir) / "demo.json", result)
+    path = atomic_write_json(Path(out_dir) / "scan.json", result)
     for eps in eps_values:
         log("")
         log(format_table(result, eps))
@@ -205,12 +205,12 @@ def _mark(regime: str) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo",
-        help="offline demo: token-signal degeneration as a LoRA adapter grows",
+        "scan",
+        help="token-signal degeneration as a LoRA adapter grows (no training, ~10 s)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--out", default="runs/scan", help="output folder (default: runs/scan)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--prompts", type=int, default=8, help="held-out problems to sample")
     p.add_argument("--group-size", type=int, default=4, help="completions per prompt (K)")
@@ -244,7 +244,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    run_demo(
+    run_scan(
         out_dir=args.out,
         seed=args.seed,
         prompts=args.prompts,

@@ -1,4 +1,4 @@
-"""The main job: `arca demo` end to end, and CLI error handling."""
+"""`arca scan` (adapter-scale degeneration table) end to end, and CLI error handling."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 import pytest
 
 from arca.cli import main
-from arca.demo import run_demo
+from arca.scan import run_scan
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(
+    result = run_scan(
         out_dir=out,
         prompts=2,
         group_size=2,
@@ -24,9 +24,9 @@ def demo(tmp_path_factory):
     return out, result
 
 
-def test_demo_writes_results_that_show_the_papers_mechanism(demo):
+def test_scan_writes_results_that_show_the_papers_mechanism(demo):
     out, result = demo
-    saved = json.loads((out / "demo.json").read_text())
+    saved = json.loads((out / "scan.json").read_text())
     assert saved["rows"] == result["rows"] and len(saved["rows"]) == 3
     small, mid, large = (r["by_eps"] for r in result["rows"])
     for row in (small, mid, large):
@@ -51,10 +51,10 @@ def test_demo_writes_results_that_show_the_papers_mechanism(demo):
     assert betas == sorted(betas) and betas[-1] > 100 * betas[0]
 
 
-def test_cli_demo_prints_tables(tmp_path, capsys):
+def test_cli_scan_prints_tables(tmp_path, capsys):
     code = main(
         [
-            "demo",
+            "scan",
             "--out",
             str(tmp_path),
             "--prompts",
@@ -73,15 +73,15 @@ def test_cli_demo_prints_tables(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Token-weight concentration, eps = 1e-08" in text
     assert all(s in text for s in ("uniform", "surprisal", "entropy", "divergence", "arca"))
-    assert (tmp_path / "demo.json").exists()
+    assert (tmp_path / "scan.json").exists()
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["demo", "--scales", "1e-3,abc"], "expected numbers"),
-        (["demo", "--eps", "-1"], "need finite values >= 0"),
-        (["demo", "--group-size", "1", "--out", "/tmp/x"], "group_size >= 2"),
+        (["scan", "--scales", "1e-3,abc"], "expected numbers"),
+        (["scan", "--eps", "-1"], "need finite values >= 0"),
+        (["scan", "--group-size", "1", "--out", "/tmp/x"], "group_size >= 2"),
         (["nope"], "invalid choice"),
     ],
 )

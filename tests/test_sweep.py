@@ -1,0 +1,212 @@
+"""`arca sweep`: planning, skip / resume / failure handling, concurrent slots,
+the Ray backend, and CLI errors. Runs are real (tiny model, a few steps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arca.cli import main
+from arca.sweep import RunSpec, check_run_dir, plan_sweep, run_state, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = {
+    "max_steps": 3,
+    "heldout_size": 6,
+    "per_device_train_batch_size": 8,
+    "max_completion_length": 20,
+    "save_steps": 1,
+    "sample_every": 1,
+    "warmup_steps": 0,
+}
+
+
+def write_configs(folder: Path, names=("uniform_r64", "arca_r4"), **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        cfg = yaml.safe_load((ROOT / "configs" / "tiny" / f"{n}.yaml").read_text())
+        cfg.update(QUICK)
+        cfg.update(extra.get(n, {}))
+        (folder / f"{n}.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def test_plan_order_layout_and_errors(tmp_path):
+    specs = plan_sweep(ROOT / "configs" / "tiny", tmp_path, seeds=[1, 2])
+    names = [s.name for s in specs[::2]]
+    assert names == [
+        "uniform_r64",
+        "surprisal_r64",
+        "entropy_r64",
+        "divergence_r64",
+        "arca_r4",
+        "arca_r16",
+        "arca_r64",
+    ]  # Table 1's order
+    assert [s.seed for s in specs[:2]] == [1, 2]
+    assert specs[1].run_dir == str(tmp_path.resolve() / "uniform_r64" / "seed-2")
+    assert [s.seed for s in plan_sweep(ROOT / "configs" / "tiny", tmp_path)] == [1337] * 7
+    with pytest.raises(ValueError, match="--only: no config named 'nope'"):
+        plan_sweep(ROOT / "configs" / "tiny", tmp_path, only=["nope"])
+    with pytest.raises(FileNotFoundError, match="no .yaml files"):
+        plan_sweep(tmp_path, tmp_path)
+    spec = RunSpec(
+        "x", str(ROOT / "configs" / "tiny" / "arca_r4.yaml"), 1, str(tmp_path), ("--max_steps", "7")
+    )
+    assert spec.max_steps() == 7
+    assert spec.train_argv()[-2:] == ["--max_steps", "7"]  # user overrides come last
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sw")
+    configs = write_configs(root / "configs")
+    lines: list[str] = []
+    res = sweep(configs, root / "out", echo=lines.append)
+    return configs, root / "out", res, lines
+
+
+def test_sweep_trains_evaluates_and_reports(finished):
+    _, out, res, lines = finished
+    assert [o["state"] for o in res["outcomes"]] == ["done", "done"]
+    for o in res["outcomes"]:
+        run = Path(o["run_dir"])
+        assert json.loads((run / "eval" / "results.json").read_text())["problems"] == 6
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2, 3]
+        assert json.loads((run / "status.json").read_text())["state"] == "done"
+    assert (out / "report" / "report.md").exists() and (out / "report" / "tokens.html").exists()
+    assert json.loads((out / "sweep.json").read_text())["runs"][0]["name"] == "uniform_r64"
+    text = "\n".join(lines)
+    assert "[1/2] uniform_r64 seed 1337" in text and "step " in text and "left" in text
+    assert "[2/2] arca_r4 seed 1337: done in" in text
+
+
+def test_finished_runs_are_skipped(finished):
+    configs, out, _, _ = finished
+    logs = {p: p.read_text() for p in out.glob("*/seed-*/run.log")}
+    lines: list[str] = []
+    res = sweep(configs, out, echo=lines.append)
+    assert [o["state"] for o in res["outcomes"]] == ["skipped", "skipped"]
+    assert {p: p.read_text() for p in out.glob("*/seed-*/run.log")} == logs  # nothing ran
+    assert "already done, skipped" in "\n".join(lines)
+
+
+def test_half_finished_run_resumes_from_its_checkpoint(finished, tmp_path):
+    configs, out, _, _ = finished
+    src = out / "arca_r4" / "seed-1337"
+    dst_root = tmp_path / "out"
+    dst = dst_root / "arca_r4" / "seed-1337"
+    shutil.copytree(src, dst)
+    (dst / "spec.json").unlink()  # a fresh path; the fingerprint is checked elsewhere
+    # The state a kill after step 1 leaves: checkpoint-1, metrics up to step 2.
+    for name in ("adapter", "eval", "checkpoint-2", "checkpoint-3"):
+        shutil.rmtree(dst / name)
+    old = (dst / "metrics.jsonl").read_text().splitlines()
+    (dst / "metrics.jsonl").write_text("\n".join(old[:2]) + "\n")
+    spec = plan_sweep(configs, dst_root, only=["arca_r4"])[0]
+    assert run_state(spec) == "resume"
+    res = sweep(configs, dst_root, only=["arca_r4"], echo=quiet, report=False)
+    assert res["outcomes"][0]["state"] == "done"
+    new = (dst / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in new] == [1, 2, 3]
+    assert new[0] == old[0]  # step 1 kept from before the kill, not retrained
+    log = (dst / "run.log").read_text()
+    assert log.count("=====") == 4  # two attempts
+    assert "Resuming" in log or "resum" in log.lower()
+
+
+def test_changed_config_is_refused(finished):
+    configs, out, _, _ = finished
+    spec = plan_sweep(configs, out, only=["arca_r4"], overrides=["--learning_rate", "0.1"])[0]
+    with pytest.raises(ValueError, match="different overrides"):
+        check_run_dir(spec)
+
+
+def test_failed_run_is_reported_and_others_go_on(tmp_path, capsys):
+    configs = write_configs(tmp_path / "configs", extra={}, names=("uniform_r64", "arca_r4"))
+    bad = yaml.safe_load((configs / "uniform_r64.yaml").read_text())
+    bad["model_name_or_path"] = str(tmp_path / "no-such-model")
+    (configs / "uniform_r64.yaml").write_text(yaml.safe_dump(bad))
+    code = main(["sweep", "--configs", str(configs), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1
+    log = tmp_path / "out" / "uniform_r64" / "seed-1337" / "run.log"
+    assert f"FAILED uniform_r64 seed 1337: {log}" in out
+    assert "no-such-model" in log.read_text()
+    assert "1 runs ok, 1 failed" in out
+    assert (tmp_path / "out" / "arca_r4" / "seed-1337" / "eval" / "results.json").exists()
+    md = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "Failed runs" in md and str(log) in md
+    status = json.loads(log.with_name("status.json").read_text())
+    assert status["state"] == "failed" and status["returncode"] != 0
+
+
+def test_concurrent_slots_run_side_by_side(tmp_path):
+    from arca.sweep import run_sweep
+
+    configs = write_configs(tmp_path / "configs")
+    specs = plan_sweep(configs, tmp_path / "out")
+    outcomes = run_sweep(specs, slots=[{"ARCA_SLOT": "a"}, {"ARCA_SLOT": "b"}], echo=quiet)
+    assert [o["state"] for o in outcomes] == ["done", "done"]
+    st = [json.loads(Path(o["run_dir"], "status.json").read_text()) for o in outcomes]
+    # Both ran at once: each started before the other finished.
+    assert st[0]["started"] < st[1]["finished"] and st[1]["started"] < st[0]["finished"]
+
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'arca[ray]'")
+    configs = write_configs(tmp_path / "configs", names=("arca_r4",))
+    lines: list[str] = []
+    res = sweep(configs, tmp_path / "out", backend="ray", cpus_per_run=1, echo=lines.append)
+    assert [o["state"] for o in res["outcomes"]] == ["done"]
+    run = Path(res["outcomes"][0]["run_dir"])
+    assert json.loads((run / "eval" / "results.json").read_text())["problems"] == 6
+    assert "[1/1] arca_r4 seed 1337: done in" in "\n".join(lines)
+    assert (tmp_path / "out" / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["sweep", "--preset", "tiny", "--seeds", "1,x"],
+            "--seeds: expected comma-separated integers",
+        ),
+        (["sweep", "--preset", "tiny", "--gpus", "0"], "--gpus: GPU 0 does not exist"),
+        (["sweep", "--preset", "tiny", "--only", "nope"], "--only: no config named 'nope'"),
+        (["sweep", "--configs", "/no/such/dir"], "no .yaml files"),
+        (
+            ["sweep", "--preset", "tiny", "--", "--no_such_field", "1"],
+            "uniform_r64.yaml: Some specified arguments are not used",
+        ),
+    ],
+)
+def test_cli_errors_name_the_option(argv, message, capsys, tmp_path):
+    code = main([*argv[:1], "--out", str(tmp_path / "o"), *argv[1:]])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_run_needs_a_run_folder(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path)]) == 2
+    assert "not an arca run (no config.yaml)" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("task: arithmetic\n")
+    assert main(["eval", "--run", str(tmp_path)]) == 2
+    assert "missing field(s) model_name_or_path, heldout_size" in capsys.readouterr().err
+
+
+def test_heldout_set_does_not_depend_on_the_training_seed():
+    from arca.train import parse
+
+    a, cfg_a, _ = parse(["--config", str(ROOT / "configs/tiny/arca_r4.yaml"), "--seed", "1"])
+    b, cfg_b, _ = parse(["--config", str(ROOT / "configs/tiny/arca_r4.yaml"), "--seed", "2"])
+    assert cfg_a.seed != cfg_b.seed and a.split_seed == b.split_seed is None

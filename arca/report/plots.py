@@ -152,7 +152,7 @@ def final_point(m: Method) -> tuple[float, float]:
 def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
     plt = _plt()
     colors = _colors(methods)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     ax.axvspan(-0.02, UNIFORM_GINI_BELOW, color="tab:blue", alpha=0.08)
     ax.axhspan(-0.02, SPARSE_RATIO_BELOW, xmin=0, xmax=1, color="tab:red", alpha=0.08)
     ax.text(
@@ -164,8 +164,16 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
         g, e = final_point(m)
         if math.isnan(g) or math.isnan(e):
             continue
-        ax.scatter([g], [e], s=70, color=colors[m.name], edgecolor="black", zorder=3)
-        ax.annotate(m.name, (g, e), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # A legend, not annotations: methods in the same regime often coincide.
+        ax.scatter(
+            [g],
+            [e],
+            s=70,
+            color=colors[m.name],
+            edgecolor="black",
+            zorder=3,
+            label=f"{m.name}  ({g:.2f}, {e:.2f})",
+        )
     ax.set_xlim(-0.02, 1.0)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("Gini (final steps)")
@@ -175,6 +183,13 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
         f"thresholds: Gini < {UNIFORM_GINI_BELOW}, EffN/T < {SPARSE_RATIO_BELOW}"
     )
     ax.grid(alpha=0.3)
+    ax.legend(
+        title="method  (Gini, EffN/T)",
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

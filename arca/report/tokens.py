@@ -123,6 +123,7 @@ def render(
         "evaluated on the same completion (shadow diagnostics).</p>",
         f'<p class="legend">{legend}</p>',
     ]
+    last_prompt = None
     for rec in samples:
         schemes = sorted(
             rec["weights"],
@@ -132,8 +133,10 @@ def render(
             f"<h2>step {int(rec['step'])}, completion {int(rec.get('index', 0))} "
             f"(advantage {float(rec.get('advantage', 0.0)):+.3f}, {len(rec['tokens'])} tokens)</h2>"
         )
-        if rec.get("prompt"):
+        # Completions of one group share a prompt: show it once.
+        if rec.get("prompt") and rec["prompt"] != last_prompt:
             parts.append(f'<div class="prompt">{html.escape(str(rec["prompt"]))}</div>')
+        last_prompt = rec.get("prompt")
         cols = [
             f'<div class="col"><h3>{html.escape(s)}</h3><div class="s">{_stats(rec["weights"][s])}</div>'
             f"{_column([str(t) for t in rec['tokens']], rec['weights'][s])}</div>"

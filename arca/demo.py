@@ -18,7 +18,7 @@ from arca.sweep import add_sweep_arguments, finish, options, sweep
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="main job: the paper's 7-run sweep on the embedded tiny model, offline (~10 min on 2 CPU cores)",
+        help="main job: the paper's 7-run sweep on the embedded tiny model, offline (~6-9 min on 2 CPU cores)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,6 +33,7 @@ def _main(args: argparse.Namespace) -> int:
     print(
         "arca demo: the paper's sweep (Table 1) in miniature, on arca's embedded tiny Qwen3 "
         "and synthetic arithmetic; trains 7 LoRA runs, evaluates each on 200 held-out problems, "
-        "writes a report. About 10 minutes on 2 CPU cores."
+        "writes a report. About 6 minutes on 2 CPU cores, plus 3 to build the tiny model the "
+        "first time."
     )
     return finish(sweep(**opts, title="arca demo: the paper's sweep on the tiny model"))

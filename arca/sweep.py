@@ -388,8 +388,7 @@ class Progress:
             # Rate from the steps seen by this sweep, so model loading and a
             # resumed run's earlier steps do not skew it.
             t_first, s_first = self.first_step.setdefault(s.run_dir, (now, step))
-            rate = (now - t_first) / (step - s_first) if step > s_first else elapsed / max(step, 1)
-            left = rate * (total - step)
+            left = (now - t_first) / (step - s_first) * (total - step) if step > s_first else None
         else:
             stage, step, what, left = "load", 0, "loading model and data", None
         run_total = self.durations and sum(self.durations) / len(self.durations)

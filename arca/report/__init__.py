@@ -176,7 +176,7 @@ def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
     head = ("method", "greedy", f"pass@{k}", "reward", "Gini", "EffN/T", "regime")
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" if i in (0, 6) else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join(fmt.format(*x) for x in [head, *rows])
+    return "\n".join(fmt.format(*x).rstrip() for x in [head, *rows])
 
 
 def _short(c: Any, percent: bool = False) -> str:  # one decimal, no interval

@@ -12,7 +12,7 @@ from arca import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from arca import demo, evaluate, report, scan, sweep
+    from arca import demo, diagnose, evaluate, report, scan, sweep
     from arca.models import smollm2, tiny
 
     parser = argparse.ArgumentParser(
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     sweep.add_parser(sub)
     report.add_parser(sub)
+    diagnose.add_parser(sub)
     scan.add_parser(sub)
     tiny.add_parser(sub)
     smollm2.add_parser(sub)

@@ -20,6 +20,7 @@ from arca.credit.diagnostics import (
     concentration_summary,
     effective_token_ratio,
     gini,
+    rank_correlation,
 )
 from arca.credit.loss import weighted_pg_loss
 from arca.credit.schemes import (
@@ -50,6 +51,7 @@ __all__ = [
     "hidden_residual_norm",
     "next_real_index",
     "normalize",
+    "rank_correlation",
     "register_scheme",
     "token_scores",
     "token_weights",

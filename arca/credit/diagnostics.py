@@ -87,6 +87,60 @@ def concentration_summary(weights: Tensor, mask: Tensor) -> dict[str, float]:
     return {"gini": float(g[ok].mean()), "effective_ratio": float(e[ok].mean()), "rows": rows}
 
 
+def average_ranks(values: Tensor, mask: Tensor) -> Tensor:
+    """1-based ranks of each row's real entries, ties sharing their average rank.
+
+    Args:
+        values: ``(B, T)``.
+        mask: ``(B, T)`` 1 = real entry.
+
+    Returns:
+        ``(B, T)`` float ranks in ``[1, n_row]``; 0 at padding.
+    """
+    bmask = as_bool_mask(mask)
+    check_like_mask(values, bmask, "values")
+    dt = float_dtype(values)
+    B, T = bmask.shape
+    v = torch.where(bmask, values.detach().to(dt), math.inf)
+    srt, order = v.sort(dim=1, stable=True)
+    pos = torch.arange(T, device=v.device).expand(B, T)
+    # Runs of equal values (padding is one run of +inf at the end).
+    new_run = torch.ones_like(bmask)
+    new_run[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    run = new_run.long().cumsum(dim=1) - 1
+    first = torch.full((B, T), T, device=v.device).scatter_reduce(1, run, pos, "amin")
+    last = torch.full((B, T), -1, device=v.device).scatter_reduce(1, run, pos, "amax")
+    avg = (first.gather(1, run) + last.gather(1, run)).to(dt) / 2 + 1
+    ranks = torch.empty_like(avg).scatter_(1, order, avg)
+    return torch.where(bmask, ranks, 0.0)
+
+
+def rank_correlation(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """Spearman rank correlation of ``x`` and ``y`` over each row's real tokens.
+
+    Pearson correlation of the average ranks (ties share a rank), so it is
+    invariant to any increasing transform of either input: comparing two
+    schemes' weights or raw scores gives the same value.
+
+    Args:
+        x, y: ``(B, T)``.
+        mask: ``(B, T)`` 1 = real token.
+
+    Returns:
+        ``(B,)`` in ``[-1, 1]``; NaN for rows with fewer than 2 real tokens or
+        where either input is constant (uniform weights have no ranking).
+    """
+    bmask = as_bool_mask(mask)
+    rx, ry = average_ranks(x, bmask), average_ranks(y, bmask)
+    n = bmask.sum(dim=1).to(rx.dtype)
+    safe_n = n.clamp_min(1).unsqueeze(1)
+    cx = torch.where(bmask, rx - rx.sum(dim=1, keepdim=True) / safe_n, 0.0)
+    cy = torch.where(bmask, ry - ry.sum(dim=1, keepdim=True) / safe_n, 0.0)
+    den = (cx.square().sum(dim=1) * cy.square().sum(dim=1)).sqrt()
+    r = (cx * cy).sum(dim=1) / torch.where(den > 0, den, 1.0)
+    return torch.where((den > 0) & (n >= 2), r.clamp(-1.0, 1.0), math.nan)
+
+
 #: Default regime thresholds (arca's choice; the paper names the regimes but
 #: gives no cut-offs). Its Table 3 puts the output-distribution baselines at
 #: EffN/T 0.05-0.07 ("spuriously sparse") and uniform at exactly G = 0.
@@ -120,6 +174,8 @@ def classify_regime(
 
 __all__ = [
     "REGIMES",
+    "average_ranks",
+    "rank_correlation",
     "SPARSE_RATIO_BELOW",
     "UNIFORM_GINI_BELOW",
     "classify_regime",

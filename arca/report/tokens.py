@@ -55,6 +55,19 @@ def pick_samples(methods: Sequence[Method], count: int = 4) -> tuple[str, list[d
     return "", []
 
 
+def _heading(rec: dict[str, Any]) -> str:
+    parts = []
+    if "step" in rec:
+        parts.append(f"step {int(rec['step'])}")
+    parts.append(f"completion {int(rec.get('index', 0))}")
+    info = [f"{len(rec['tokens'])} tokens"]
+    if "advantage" in rec:
+        info.insert(0, f"advantage {float(rec['advantage']):+.3f}")
+    if rec.get("where"):
+        info.append(str(rec["where"]))
+    return html.escape(f"{', '.join(parts)} ({', '.join(info)})")
+
+
 def _style(w: float, n: int) -> str:
     ratio = max(w * n, 1e-12)
     x = max(-1.0, min(1.0, math.log(ratio) / math.log(SATURATION)))
@@ -82,9 +95,14 @@ def _stats(w: Sequence[float]) -> str:
 
 
 def render(
-    label: str, samples: Sequence[dict[str, Any]], title: str = "arca: token weights"
+    label: str,
+    samples: Sequence[dict[str, Any]],
+    title: str = "arca: token weights",
+    source: str = "sampled during training by",
 ) -> str:
-    """The page as a string."""
+    """The page as a string. Each record has ``tokens``, ``weights`` (scheme ->
+    per-token list) and optionally ``prompt``, ``step``, ``index``,
+    ``advantage`` and ``where`` (e.g. a file and line)."""
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -117,7 +135,7 @@ def render(
         )
     )
     parts += [
-        f"<p>Completions sampled during training by <strong>{html.escape(label)}</strong>. Each token "
+        f"<p>Completions {html.escape(source)} <strong>{html.escape(label)}</strong>. Each token "
         "is coloured by its weight relative to uniform (w<sub>t</sub>·T): orange above, blue "
         "below, white at uniform. Hover a token for its weight. Columns are the schemes "
         "evaluated on the same completion (shadow diagnostics).</p>",
@@ -129,10 +147,7 @@ def render(
             rec["weights"],
             key=lambda s: (SCHEME_ORDER.index(s) if s in SCHEME_ORDER else len(SCHEME_ORDER), s),
         )
-        parts.append(
-            f"<h2>step {int(rec['step'])}, completion {int(rec.get('index', 0))} "
-            f"(advantage {float(rec.get('advantage', 0.0)):+.3f}, {len(rec['tokens'])} tokens)</h2>"
-        )
+        parts.append(f"<h2>{_heading(rec)}</h2>")
         # Completions of one group share a prompt: show it once.
         if rec.get("prompt") and rec["prompt"] != last_prompt:
             parts.append(f'<div class="prompt">{html.escape(str(rec["prompt"]))}</div>')

@@ -237,17 +237,14 @@ def evaluate(
 def load_policy(
     model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), a local folder
-    or a Hub id, optionally with a LoRA adapter folder on top. ``device``
+    """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), ``"smollm2"``,
+    a local folder or a Hub id, optionally with a LoRA adapter folder on top. ``device``
     defaults to CUDA when available."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if model == "tiny":
-        from arca.models import tiny
+    from arca.models import resolve
 
-        path: str = str(tiny.ensure_built())
-    else:
-        path = model
+    path = resolve(model)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     tok = AutoTokenizer.from_pretrained(path)
@@ -301,6 +298,7 @@ def evaluate_run(
         level=cfg.get("level", 1),
         train_size=1,
         seed=cfg.get("split_seed"),
+        few_shot=int(cfg.get("few_shot", 0)),
     )
     rows = task.heldout.to_list()[:limit] if limit else task.heldout.to_list()
     dtype = "bfloat16" if cfg.get("bf16") else "auto"
@@ -342,7 +340,7 @@ def add_parser(sub: Any) -> None:
         "in RUN_DIR/eval/).",
     )
     p.add_argument("--run", help="a finished arca train run folder: evaluate it as configured")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), a model folder, or a Hub id")
+    p.add_argument("--model", default="tiny", help="'tiny' (default), 'smollm2', a model folder, or a Hub id")
     p.add_argument("--adapter", help="a LoRA adapter folder (from save_pretrained)")
     p.add_argument("--task", default="arithmetic", choices=["arithmetic", "math", "gsm8k"])
     p.add_argument(
@@ -353,6 +351,7 @@ def add_parser(sub: Any) -> None:
         "--split-seed", type=int, help="held-out split seed (default: arithmetic 0, MATH 1337)"
     )
     p.add_argument("--level", type=int, default=1, help="arithmetic difficulty level")
+    p.add_argument("--few-shot", type=int, default=0, help="arithmetic: worked examples per prompt")
     p.add_argument("--limit", type=int, help="evaluate only the first N held-out problems")
     p.add_argument("--k", type=int, default=4, help="pass@k (paper: 4)")
     p.add_argument("--samples", type=int, help="samples per problem for pass@k (default: k)")
@@ -385,6 +384,7 @@ def _main(args: Any) -> int:
         skip_malformed=args.skip_malformed,
         level=args.level,
         seed=args.split_seed,
+        few_shot=args.few_shot,
     )
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")

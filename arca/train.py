@@ -35,6 +35,10 @@ class RunArguments:
     heldout_size: int = field(default=200, metadata={"help": "problems held out for evaluation"})
     level: int = field(default=DEFAULT_LEVEL, metadata={"help": "arithmetic difficulty level"})
     train_size: int = field(default=5000, metadata={"help": "arithmetic training problems"})
+    few_shot: int = field(
+        default=0,
+        metadata={"help": "arithmetic: worked examples prepended to every prompt (small pretrained LMs)"},
+    )
     split_seed: int | None = field(
         default=None,
         metadata={
@@ -127,14 +131,13 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         level=run.level,
         train_size=run.train_size,
         seed=run.split_seed,
+        few_shot=run.few_shot,
     )
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
-    path = model_args.model_name_or_path
-    if path == "tiny":
-        from arca.models import tiny
+    from arca.models import resolve
 
-        path = str(tiny.ensure_built())
+    path = resolve(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = AutoTokenizer.from_pretrained(path)

@@ -65,3 +65,18 @@ def add_lora(model: Any, *, rank: int = 16, alpha: int | None = None, dropout: f
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
+
+
+def resolve(name: str) -> str:
+    """A model folder for ``name``: ``"tiny"`` (arca's embedded model, built on
+    first use), ``"smollm2"`` (SmolLM2-135M-Instruct from PyPI, converted on first
+    use), or ``name`` itself (a local folder or a Hub id)."""
+    if name == "tiny":
+        from arca.models import tiny
+
+        return str(tiny.ensure_built())
+    if name == "smollm2":
+        from arca.models import smollm2
+
+        return str(smollm2.convert())
+    return name

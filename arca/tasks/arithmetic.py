@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from arca.tasks.base import Task, rows_to_dataset
+from arca.tasks.base import Task, make_prompt, rows_to_dataset
 
 
 @dataclass(frozen=True)
@@ -124,20 +124,32 @@ def heldout_problems(n: int, level: int = DEFAULT_LEVEL, seed: int = 0) -> list[
 
 
 def load_arithmetic(
-    *, level: int = DEFAULT_LEVEL, train_size: int = 5000, heldout_size: int = 200, seed: int = 0
+    *,
+    level: int = DEFAULT_LEVEL,
+    train_size: int = 5000,
+    heldout_size: int = 200,
+    seed: int = 0,
+    few_shot: int = 0,
 ) -> Task:
     """The arithmetic task: ``train_size`` training problems, ``heldout_size`` held out.
 
     More training problems than ``train_size`` come from :func:`problems` with
-    ``exclude`` set to the held-out problems.
+    ``exclude`` set to the held-out problems. ``few_shot`` worked examples (the
+    same for every prompt, taken from neither set) are prepended to each prompt,
+    which small pretrained models need to answer in ``\\boxed{}`` at all.
     """
+    if few_shot < 0:
+        raise ValueError(f"few_shot must be >= 0, got {few_shot}")
     held = heldout_problems(heldout_size, level, seed)
     exclude = frozenset(p["problem"] for p in held)
     stream = problems(seed=seed, level=level, exclude=exclude)
+    shots = [next(stream) for _ in range(few_shot)]
+    prefix = "".join(f"{make_prompt(s['problem'])} {s['solution']}\n\n" for s in shots)
     train = [next(stream) for _ in range(train_size)]
     return Task(
         name="arithmetic",
-        train=rows_to_dataset(train),
-        heldout=rows_to_dataset(held),
-        source=f"synthetic level {level} (seed {seed})",
+        train=rows_to_dataset(train, prefix),
+        heldout=rows_to_dataset(held, prefix),
+        source=f"synthetic level {level} (seed {seed})"
+        + (f", {few_shot}-shot" if few_shot else ""),
     )

@@ -64,12 +64,13 @@ class Task:
         return reward
 
 
-def rows_to_dataset(rows: list[dict[str, str]]) -> Any:
-    """``[{problem, answer, ...}]`` -> a ``datasets.Dataset`` with a ``prompt`` column."""
+def rows_to_dataset(rows: list[dict[str, str]], prefix: str = "") -> Any:
+    """``[{problem, answer, ...}]`` -> a ``datasets.Dataset`` with a ``prompt``
+    column (``prefix``, e.g. worked examples, then the templated problem)."""
     from datasets import Dataset
 
     for r in rows:
-        r["prompt"] = make_prompt(r["problem"])
+        r["prompt"] = prefix + make_prompt(r["problem"])
     cols = ["prompt", "answer", "problem"]
     return Dataset.from_dict({c: [r[c] for r in rows] for c in cols})
 

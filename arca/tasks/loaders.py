@@ -217,15 +217,22 @@ def load_task(
     skip_malformed: bool = False,
     level: int = DEFAULT_LEVEL,
     train_size: int = 5000,
+    few_shot: int = 0,
 ) -> Task:
     """Load a task by name. ``source`` is a local path or Hub id (MATH/GSM8K);
-    ``level``/``train_size`` apply to the synthetic arithmetic task."""
+    ``level``/``train_size``/``few_shot`` apply to the synthetic arithmetic task."""
     if name == "arithmetic":
         if source is not None:
             raise ValueError("the arithmetic task is generated; it takes no source")
         return load_arithmetic(
-            level=level, train_size=train_size, heldout_size=heldout_size, seed=seed or 0
+            level=level,
+            train_size=train_size,
+            heldout_size=heldout_size,
+            seed=seed or 0,
+            few_shot=few_shot,
         )
+    if few_shot:
+        raise ValueError("few_shot: only the arithmetic task has worked examples to prepend")
     if name == "math":
         return load_math(
             source or MATH_HUB_ID,

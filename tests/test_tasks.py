@@ -198,3 +198,17 @@ def test_task_rewards_and_trl_reward_function():
         answer=[row["answer"], "2"],
     )
     assert out == [1.0, 0.0]
+
+
+def test_few_shot_prefix_is_shared_and_disjoint():
+    task = load_arithmetic(train_size=50, heldout_size=10, few_shot=2)
+    plain = load_arithmetic(train_size=50, heldout_size=10)
+    prefix = task.heldout[0]["prompt"][: -len(plain.heldout[0]["prompt"])]
+    assert prefix.count("Solution: ") == 2 and prefix.endswith("}\n\n")
+    assert all(p.startswith(prefix) for p in list(task.train["prompt"]) + list(task.heldout["prompt"]))
+    assert list(task.heldout["problem"]) == list(plain.heldout["problem"])  # same held-out set
+    shots = {line for line in prefix.splitlines() if line.startswith("Problem: ")}
+    used = {f"Problem: {p}" for p in list(task.train["problem"]) + list(task.heldout["problem"])}
+    assert len(shots) == 2 and not shots & used
+    with pytest.raises(ValueError, match="few_shot: only the arithmetic task"):
+        load_task("math", "tests/data/math_sample.jsonl", heldout_size=1, few_shot=1)

@@ -423,7 +423,9 @@ def format_summary(res: dict[str, Any]) -> str:
         f"(median {_f(p1['median_l1_over_corrected'])})",
         f"  Prop. 3  Var_t(alpha_ARCA) >= max_l V_l in {p3['holds']}/{p3['comparable']} completions "
         f"(median ratio {_f(p3['ratio_median'])}; the largest V_l is most often "
-        f"{p3['dominant_module']}, {_f(p3['dominant_share'])} of completions; {p3['modules']} LoRA modules)",
+        f"{p3['dominant_module']}, {_f(p3['dominant_share'])} of completions; {p3['modules']} LoRA modules)"
+        if p3["comparable"]
+        else "  Prop. 3  no adapter contribution to compare (no LoRA modules, or all B = 0)",
     ]
     for f in findings(res):
         lines.append(f"  FINDING: {f}")

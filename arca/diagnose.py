@@ -420,7 +420,8 @@ def format_summary(res: dict[str, Any]) -> str:
         f"  Prop. 1  as stated (4 L beta / sum alpha_ref): holds for {p1['holds_stated']}/{p1['completions']} "
         f"completions (median l1/bound {_f(p1['median_l1_over_stated'])}); corrected "
         f"(4 L sum_t ||dh_t|| / sum alpha_ref): {p1['holds_corrected']}/{p1['completions']} "
-        f"(median {_f(p1['median_l1_over_corrected'])})",
+        f"(median {_f(p1['median_l1_over_corrected'])}); the stated constant lacks a factor T, "
+        "see docs/diagnose.md",
         f"  Prop. 3  Var_t(alpha_ARCA) >= max_l V_l in {p3['holds']}/{p3['comparable']} completions "
         f"(median ratio {_f(p3['ratio_median'])}; the largest V_l is most often "
         f"{p3['dominant_module']}, {_f(p3['dominant_share'])} of completions; {p3['modules']} LoRA modules)"

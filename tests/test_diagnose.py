@@ -251,3 +251,41 @@ def test_cli_errors(tmp_path, capsys):
     assert "--completions: no such file" in capsys.readouterr().err
     assert main(["diagnose", "--adapter", str(tmp_path), "--task", "arithmetic"]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
+
+
+def test_violated_bounds_are_findings_naming_the_completion():
+    from arca.diagnose import findings
+
+    res = {
+        "adapter": {"targets_head": False},
+        "prop2": {
+            "violations": 2,
+            "first_violation": {"completion": 3, "position": 7, "where": "f.jsonl:4"},
+        },
+        "prop1": {
+            "completions": 10,
+            "holds_stated": 9,
+            "stated_violations": [
+                {
+                    "completion": 5,
+                    "where": "f.jsonl:6",
+                    "tokens": 8,
+                    "l1": 0.14,
+                    "stated": 0.10,
+                    "corrected": 0.8,
+                }
+            ],
+            "corrected_violations": [],
+        },
+    }
+    out = findings(res)
+    assert out[0].startswith(
+        "Prop. 2 fails on 2 tokens, first at completion 3 (f.jsonl:4), position 7"
+    )
+    assert (
+        "Prop. 1's stated constant fails for 1 completions, e.g. completion 5 (f.jsonl:6, T = 8)"
+        in out[1]
+    )
+    assert out[1].endswith("the corrected bound holds.")
+    clean = {**res, "prop2": {"violations": 0}, "prop1": {**res["prop1"], "stated_violations": []}}
+    assert findings(clean) == []

@@ -204,7 +204,8 @@ def test_shipped_configs_are_the_seven_runs_of_table_1():
         "arca_r16",
         "arca_r64",
     }
-    assert names == {"paper": runs, "tiny": runs}
+    # configs/smollm2 holds one extra run (the diagnose docs), not a sweep preset.
+    assert names["paper"] == runs and names["tiny"] == runs
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -90,15 +90,20 @@ class RunSpec:
             argv += ["--use_cpu", "false"]
         return argv + list(self.overrides)  # last: the user's overrides win
 
-    def max_steps(self) -> int:
+    def setting(self, field: str, default: Any = None) -> Any:
+        """A config field as the run will see it: the YAML's value, unless an
+        override ``--field value`` replaces it (the last one wins, as in argparse)."""
         import yaml
 
-        steps = (yaml.safe_load(Path(self.config).read_text()) or {}).get("max_steps", 0)
+        value = (yaml.safe_load(Path(self.config).read_text()) or {}).get(field, default)
         ov = list(self.overrides)
         for i, a in enumerate(ov[:-1]):
-            if a == "--max_steps":
-                steps = ov[i + 1]
-        return int(steps)
+            if a == f"--{field}":
+                value = ov[i + 1]
+        return value
+
+    def max_steps(self) -> int:
+        return int(self.setting("max_steps", 0))
 
 
 def plan_sweep(
@@ -198,18 +203,17 @@ def check_run_dir(spec: RunSpec) -> None:
 # ------------------------------------------------------------- one run
 
 
-def execute(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+def execute(
+    spec: dict[str, Any], env: dict[str, str] | None = None, gpu: bool = False
+) -> dict[str, Any]:
     """Train (or resume) and evaluate one run in a child process; its output
     goes to ``run.log``. Returns the outcome. Runs on the sweep's machine or,
-    with Ray, inside a Ray task."""
+    with Ray, inside a Ray task. ``gpu``: the scheduler gave this run a GPU
+    (``use_cpu false``); the caller decides, not the inherited environment."""
     s = RunSpec(**{**spec, "overrides": tuple(spec.get("overrides", ()))})
     d = Path(s.run_dir)
     d.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    gpu = (
-        bool(child_env.get("CUDA_VISIBLE_DEVICES", "").strip())
-        and child_env.get("CUDA_VISIBLE_DEVICES") != "-1"
-    )
     atomic_write_json(
         d / "spec.json", {"fingerprint": s.fingerprint(), "train_argv": s.train_argv(gpu=gpu)}
     )
@@ -327,8 +331,8 @@ class Progress:
         self.pending = len(specs)
         self.steps = {s.run_dir: s.max_steps() for s in specs}
 
-    def start(self, spec: RunSpec) -> None:
-        self.started[spec.run_dir] = time.time()
+    def start(self, spec: RunSpec, at: float | None = None) -> None:
+        self.started[spec.run_dir] = time.time() if at is None else at
 
     def finish(self, spec: RunSpec, outcome: dict[str, Any]) -> None:
         self.started.pop(spec.run_dir, None)
@@ -485,7 +489,7 @@ def _run_local(
         try:
             with lock:
                 progress.start(s)
-            return execute(dataclasses.asdict(s), env)
+            return execute(dataclasses.asdict(s), env, gpu="CUDA_VISIBLE_DEVICES" in env)
         finally:
             free.put(env)
 
@@ -535,7 +539,7 @@ def _run_ray(
         gpus = ray.cluster_resources().get("GPU", 0)
         opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus_per_run}
         task = ray.remote(max_retries=0, **opts)(execute)
-        refs = {task.remote(dataclasses.asdict(s)): s for s in todo}
+        refs = {task.remote(dataclasses.asdict(s), None, bool(gpus)): s for s in todo}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, timeout=_POLL_S)
@@ -546,8 +550,7 @@ def _run_ray(
                     and s.run_dir not in outcomes
                     and st.get("state") == "running"
                 ):
-                    progress.start(s)
-                    progress.started[s.run_dir] = float(st.get("started", time.time()))
+                    progress.start(s, float(st.get("started", time.time())))
             progress.tick(todo)
             for r in ready:
                 s = refs[r]
@@ -624,17 +627,8 @@ def sweep(
 
 def _build_models(specs: Sequence[RunSpec], echo: Callable[[str], None]) -> None:
     """Build the embedded tiny model once, here, rather than in every run."""
-    import yaml
-
     for s in specs:
-        cfg = yaml.safe_load(Path(s.config).read_text()) or {}
-        ov = list(s.overrides)
-        name = (
-            ov[ov.index("--model_name_or_path") + 1]
-            if "--model_name_or_path" in ov[:-1]
-            else cfg.get("model_name_or_path", "tiny")
-        )
-        if name in ("tiny", None) and run_state(s) != "done":
+        if s.setting("model_name_or_path", "tiny") in ("tiny", None) and run_state(s) != "done":
             from arca.models import tiny
 
             tiny.ensure_built(log=echo)
@@ -648,14 +642,15 @@ def _validate(specs: Sequence[RunSpec]) -> None:
 
     from arca.train import parse
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecations
     seen = set()
     for s in specs:
         if s.config in seen:
             continue
         seen.add(s.config)
         try:
-            parse(s.train_argv())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations
+                parse(s.train_argv())
         except SystemExit as e:  # argparse's exit on an unknown field
             raise ValueError(f"{s.config}: invalid arguments (see above), exit {e.code}") from None
         except ValueError as e:

@@ -167,7 +167,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         hits = sorted(
             c.parent
             for c in p.rglob("config.yaml")
-            if not any(part.startswith(("checkpoint-", ".")) for part in c.parent.parts[-1:])
+            if not c.parent.name.startswith(("checkpoint-", "."))
             and (c.parent / "metrics.jsonl").exists()
         )
         if not hits:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import arca.sweep
 from arca.cli import main
 from arca.sweep import RunSpec, check_run_dir, plan_sweep, run_state, sweep
 
@@ -70,7 +71,13 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("sw")
     configs = write_configs(root / "configs")
     lines: list[str] = []
-    res = sweep(configs, root / "out", echo=lines.append)
+    # The display samples the runs' files every _POLL_S; a 3-step tiny run can
+    # finish its steps within one second, so poll faster to see a step line.
+    poll, arca.sweep._POLL_S = arca.sweep._POLL_S, 0.05
+    try:
+        res = sweep(configs, root / "out", echo=lines.append)
+    finally:
+        arca.sweep._POLL_S = poll
     return configs, root / "out", res, lines
 
 

@@ -340,7 +340,9 @@ def add_parser(sub: Any) -> None:
         "in RUN_DIR/eval/).",
     )
     p.add_argument("--run", help="a finished arca train run folder: evaluate it as configured")
-    p.add_argument("--model", default="tiny", help="'tiny' (default), 'smollm2', a model folder, or a Hub id")
+    p.add_argument(
+        "--model", default="tiny", help="'tiny' (default), 'smollm2', a model folder, or a Hub id"
+    )
     p.add_argument("--adapter", help="a LoRA adapter folder (from save_pretrained)")
     p.add_argument("--task", default="arithmetic", choices=["arithmetic", "math", "gsm8k"])
     p.add_argument(

@@ -60,6 +60,150 @@ def capture_final_hidden(
         handle.remove()
 
 
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every peft LoRA layer (a module holding ``lora_A``
+    and ``lora_B`` dicts), in model order, names without peft's prefix."""
+    return [
+        (name.replace("base_model.model.", ""), m)
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "lora_A", None), nn.ModuleDict)
+        and isinstance(getattr(m, "lora_B", None), nn.ModuleDict)
+    ]
+
+
+@torch.no_grad()
+def _lora_delta(m: nn.Module, x: Tensor) -> Tensor | None:
+    """``sum_a s_a B_a A_a x`` over the layer's active adapters, float32, no
+    dropout; ``None`` when the adapter is disabled or merged (it adds nothing)."""
+    if getattr(m, "disable_adapters", False) or getattr(m, "merged", False):
+        return None
+    total = None
+    for a in m.active_adapters:
+        if a in m.lora_A:
+            d = (x.float() @ m.lora_A[a].weight.float().T) @ m.lora_B[a].weight.float().T
+            d = d * float(m.scaling[a])
+            total = d if total is None else total + d
+    return total
+
+
+@contextmanager
+def capture_adapter_deltas(
+    model: nn.Module,
+    n_completion: int,
+    select: Callable[[str], bool] | None = None,
+) -> Iterator[dict[str, list[Tensor]]]:
+    """Each LoRA layer's own output ``scaling * B A x`` at the positions that
+    emit the last ``n_completion`` tokens: ``{layer name: [(b, C, out) per call]}``,
+    float32, detached.
+
+    It is recomputed from the layer's input in a forward hook, so LoRA dropout
+    never enters it and it costs two rank-``r`` matmuls on ``C`` positions per
+    layer, no extra forward. Layers with the adapter disabled (inside
+    ``disable_adapter()``) or merged record nothing; ``select`` filters layers
+    by name.
+    """
+    captured: dict[str, list[Tensor]] = {}
+
+    def make_hook(key: str) -> Callable[..., None]:
+        def hook(m: nn.Module, args: Any, _out: Any) -> None:
+            d = _lora_delta(m, args[0][:, -(n_completion + 1) : -1])
+            if d is not None:
+                captured.setdefault(key, []).append(d)
+
+        return hook
+
+    handles = [
+        m.register_forward_hook(make_hook(name))
+        for name, m in lora_layers(model)
+        if select is None or select(name)
+    ]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+#: Module names of the layers whose output is added to the residual stream
+#: (attention output and MLP down projections across common architectures).
+RESIDUAL_WRITERS = ("o_proj", "down_proj", "out_proj", "c_proj", "fc2", "w2", "dense_4h_to_h")
+_FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm applied to the residual stream just before the LM head."""
+    body = backbone(model)
+    for name in _FINAL_NORMS:
+        m = getattr(body, name, None)
+        if isinstance(m, nn.Module) and hasattr(m, "weight"):
+            return m
+    raise ValueError(
+        f"{type(body).__name__} has no final norm named {', '.join(_FINAL_NORMS)}; "
+        "arca_local needs it to map the adapter's residual write to the LM-head input"
+    )
+
+
+def norm_jacobian_vp(norm: nn.Module, x: Tensor, v: Tensor) -> Tensor:
+    """``J(x) v``: the first-order change of ``norm(x)`` when ``x`` moves by ``v``,
+    ``(..., d)``, for RMSNorm (``g x / rms(x)``) and LayerNorm (centred first).
+    In float32; ``x`` is the norm's input."""
+    x, v = x.float(), v.float()
+    centred = isinstance(norm, nn.LayerNorm)
+    if centred:
+        x = x - x.mean(-1, keepdim=True)
+        v = v - v.mean(-1, keepdim=True)
+    eps = float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+    var = x.square().mean(-1, keepdim=True) + eps
+    along = (x * v).mean(-1, keepdim=True) / var
+    return norm.weight.float() * (v - x * along) / var.sqrt()
+
+
+@contextmanager
+def capture_adapter_shift(model: nn.Module, n_completion: int) -> Iterator[list[Tensor]]:
+    """Per forward call, the adapter's direct shift of the LM-head input at the
+    positions that emit the last ``n_completion`` tokens: ``J_norm(x) sum_l
+    v_l``, ``(b, C, d)`` float32, where ``v_l = s B_l A_l x_l`` are the outputs
+    of the LoRA layers that write into the residual stream
+    (:data:`RESIDUAL_WRITERS`) in every block and ``J_norm`` is the final
+    norm's Jacobian at the adapted residual stream ``x``.
+
+    This is ``arca_local``'s input: Prop. 3's ``sum_l B_l A_l x_l`` without
+    its ``e_t``, read inside a forward that runs anyway. Forwards with the
+    adapter disabled add nothing.
+    """
+    layers = [(n, m) for n, m in lora_layers(model) if n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS]
+    if not layers:
+        targets = sorted({n.rsplit(".", 1)[-1] for n, _ in lora_layers(model)})
+        raise ValueError(
+            "arca_local needs LoRA on a layer that writes into the residual stream "
+            f"({', '.join(RESIDUAL_WRITERS)}); the adapter targets: {', '.join(targets) or 'nothing'}"
+        )
+    norm = final_norm(model)
+    shifts: list[Tensor] = []
+    pending: list[Tensor] = []  # this forward's residual writes so far
+
+    def on_writer(m: nn.Module, args: Any, _out: Any) -> None:
+        d = _lora_delta(m, args[0][:, -(n_completion + 1) : -1])
+        if d is not None:
+            pending.append(d)
+
+    def on_norm(_m: nn.Module, args: Any, _out: Any) -> None:
+        # The final norm runs after every block, so all of this forward's writes are in.
+        if pending:
+            x = args[0][:, -(n_completion + 1) : -1].detach()
+            with torch.no_grad():
+                shifts.append(norm_jacobian_vp(norm, x, torch.stack(pending).sum(0)))
+            pending.clear()
+
+    handles = [m.register_forward_hook(on_writer) for _, m in layers]
+    handles.append(norm.register_forward_hook(on_norm))
+    try:
+        yield shifts
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Dropout off (LoRA dropout included) for scoring, restored afterwards."""

@@ -37,7 +37,9 @@ class RunArguments:
     train_size: int = field(default=5000, metadata={"help": "arithmetic training problems"})
     few_shot: int = field(
         default=0,
-        metadata={"help": "arithmetic: worked examples prepended to every prompt (small pretrained LMs)"},
+        metadata={
+            "help": "arithmetic: worked examples prepended to every prompt (small pretrained LMs)"
+        },
     )
     split_seed: int | None = field(
         default=None,

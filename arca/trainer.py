@@ -10,27 +10,42 @@ over ``T_i``, so the sequence's loss becomes ``sum_t w_it * loss_it``: the
 paper's estimator (eq. 6). Weights are detached and computed once per
 generated batch.
 
-Forward passes per generated batch, on top of stock TRL (all no-grad, LoRA
-dropout off):
+Where the schemes' inputs come from. Policy-side inputs (log-probs, entropies,
+the adapted hidden state, the LoRA layers' outputs) are read from the training
+forward TRL runs anyway: arca defers the weighting to ``_compute_loss``,
+whose forward it hooks, and sets the per-token advantages there before TRL
+reads them. This holds when each generated batch is trained on once, under the
+policy that generated it (TRL's own condition for skipping
+``old_per_token_logps``); like TRL's ``per_token_logps.detach()`` they then
+include the LoRA-dropout draw of that forward. Otherwise (``num_iterations >
+1``, misaligned ``steps_per_generation``, or ``credit_from_training_forward=
+False``) one no-grad, dropout-free pass at generation time scores the batch.
+Adapter-off inputs (reference log-probs, base hidden states) come from TRL's
+own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass.
 
-=============  ==================================================  ============
-scheme         passes                                              extra passes
-=============  ==================================================  ============
-uniform        none (advantages are passed through untouched)      0
-surprisal      adapted pass: log-probs                             1
-entropy        adapted pass: entropies                             1
-divergence     adapted + adapter-disabled pass: log-probs           2 (1 if beta>0)
-arca           adapted + adapter-disabled pass: hidden states       2 (1 if beta>0)
-=============  ==================================================  ============
+Extra forward passes per generated batch, on top of stock TRL:
 
-With ``beta > 0`` TRL already runs the adapter-disabled pass as its KL
-reference; arca takes the reference log-probs from it and the base hidden
-states from a hook during it, so no second adapter-disabled pass runs.
+=============  ==============================  ==========  =================
+scheme         inputs                          beta = 0    beta > 0
+=============  ==============================  ==========  =================
+uniform        none                            0           0
+surprisal      log-probs                       0           0
+entropy        entropies                       0           0
+divergence     log-probs, reference log-probs  1 (no-grad) 0
+arca           adapted and base hidden states  1 (no-grad) 0
+arca_local     LoRA layers' outputs (hooks)    0           0
+=============  ==============================  ==========  =================
 
-Hidden states come from a forward hook on the backbone (the module whose
-``last_hidden_state`` TRL's fused LM head projects), not from a second pass.
-``shadow_diagnostics=True`` runs both passes whatever the scheme, so every
-scheme's Gini and effective-token ratio are logged on the same batch.
+(Add one adapted no-grad pass to the non-uniform rows when the training
+forward cannot be used.) ``shadow_diagnostics=True`` gathers every scheme's
+inputs, so every scheme's Gini and effective-token ratio are logged on the
+same batch.
+
+Exact ARCA in low precision: the residual is the difference of two large,
+nearly equal hidden states. Both are captured in the model's dtype and
+subtracted in float32; ``credit/residual_below_noise`` logs the fraction
+of tokens whose residual is below the rounding noise of the hidden states
+(:func:`residual_noise_floor`), where the ranking is noise.
 """
 
 from __future__ import annotations
@@ -55,14 +70,21 @@ from arca.credit import (
     get_scheme,
     hidden_residual_norm,
     normalize,
+    residual_noise_floor,
     token_weights,
 )
 from arca.credit.advantages import ESTIMATORS
 from arca.io import atomic_write_text
-from arca.scoring import capture_final_hidden, eval_mode
+from arca.scoring import (
+    RESIDUAL_WRITERS,
+    capture_adapter_shift,
+    capture_final_hidden,
+    eval_mode,
+    lora_layers,
+)
 
-BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca")
-_POLICY_INPUTS = {"logps", "entropies", "h_adapted"}
+BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
+_POLICY_INPUTS = {"logps", "entropies", "h_adapted", "h_shift"}
 _BASE_INPUTS = {"ref_logps", "h_base"}
 
 
@@ -86,6 +108,14 @@ class CreditGRPOConfig(GRPOConfig):
     shadow_diagnostics: bool = field(
         default=False,
         metadata={"help": "Log every scheme's Gini/EffN on each batch (runs both scoring passes)."},
+    )
+    credit_from_training_forward: bool = field(
+        default=True,
+        metadata={
+            "help": "Read log-probs, entropies and hidden states from the training forward when "
+            "each generated batch is trained on once (no extra pass); False: one no-grad, "
+            "dropout-free scoring pass per generated batch."
+        },
     )
     # TRL's default is "dapo"; only "grpo" turns A*T*w into sum_t w_t loss_t per sequence.
     loss_type: str = field(default="grpo", metadata={"help": "Must be 'grpo' (see arca.trainer)."})
@@ -133,12 +163,18 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
+def _writes_residual(model: Any) -> bool:
+    return any(n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS for n, _ in lora_layers(model))
+
+
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
     Takes the same arguments as ``GRPOTrainer`` with ``args`` a
     :class:`CreditGRPOConfig`. Logs ``credit/gini``, ``credit/effective_ratio``,
-    for ARCA ``credit/residual_mean`` / ``credit/residual_max``, and with
+    when both hidden states are at hand ``credit/residual_mean`` /
+    ``credit/residual_max`` and ``credit/residual_below_noise`` (the fraction of
+    tokens whose residual is under :func:`arca.credit.residual_noise_floor`), and with
     ``shadow_diagnostics`` ``credit/<scheme>/gini`` and ``.../effective_ratio``
     for every built-in scheme.
     """
@@ -149,35 +185,60 @@ class CreditGRPOTrainer(GRPOTrainer):
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
         self.scheme = get_scheme(self.args.token_weighting)
+        unwrapped = self.accelerator.unwrap_model(self.model)
         needs = set(self.scheme.requires)
         if self.args.shadow_diagnostics:
             needs |= _POLICY_INPUTS | _BASE_INPUTS
+            if "h_shift" not in self.scheme.requires and not _writes_residual(unwrapped):
+                needs.discard("h_shift")  # arca_local's shadow needs LoRA on o/down proj
         unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
         if unknown:
             raise ValueError(
                 f"token_weighting: scheme {self.scheme.name!r} needs inputs the trainer does not "
                 f"produce: {', '.join(sorted(unknown))}"
             )
+        self._needs = needs
         self._needs_policy = bool(needs & _POLICY_INPUTS)
         self._needs_base = bool(needs & _BASE_INPUTS)
-        if self._needs_base and not hasattr(
-            self.accelerator.unwrap_model(self.model), "disable_adapter"
-        ):
+        if (self._needs_base or "h_shift" in needs) and not hasattr(unwrapped, "disable_adapter"):
             raise ValueError(
-                f"token_weighting: {self.scheme.name!r} compares the model with its adapter off; "
+                f"token_weighting: {self.scheme.name!r} reads the LoRA adapter's effect; "
                 "train a LoRA adapter (pass peft_config)"
             )
+        if "h_shift" in needs:
+            with capture_adapter_shift(unwrapped, 1):
+                pass  # fails early, naming the adapter's targets, if none writes the residual
+        # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
+        self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
 
     # ------------------------------------------------------------ scoring
 
+    @contextmanager
+    def _policy_hooks(self, n_completion: int) -> Iterator[dict[str, list[Tensor]]]:
+        """Hooks that read ``h_adapted`` / ``h_shift`` from the adapted forwards run inside."""
+        model = self.accelerator.unwrap_model(self.model)
+        hidden = capture_final_hidden(model, n_completion) if "h_adapted" in self._needs else None
+        shift = capture_adapter_shift(model, n_completion) if "h_shift" in self._needs else None
+        with hidden or nullcontext([]) as hs, shift or nullcontext([]) as sh:
+            yield {"h_adapted": hs, "h_shift": sh}
+
     def _scoring_pass(self, out: dict[str, Any], adapter: bool) -> dict[str, Tensor]:
+        """One no-grad, dropout-free pass over the batch in ``out``: ``logps``,
+        ``entropies``, ``hidden`` and, adapted, ``h_shift`` when a scheme needs it."""
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         C = out["completion_ids"].size(1)
         model = self.accelerator.unwrap_model(self.model)
         off = model.disable_adapter() if not adapter else nullcontext()
+        shift = capture_adapter_shift(model, C) if adapter and "h_shift" in self._needs else None
         # eval_mode: LoRA dropout off, so weights never depend on a dropout draw.
-        with torch.no_grad(), eval_mode(model), off, capture_final_hidden(model, C) as hs:
+        with (
+            torch.no_grad(),
+            eval_mode(model),
+            off,
+            capture_final_hidden(model, C) as hs,
+            shift or nullcontext([]) as sh,
+        ):
             logps, ent, _ = self._get_per_token_logps_and_entropies(
                 self.model,
                 ids,
@@ -186,34 +247,48 @@ class CreditGRPOTrainer(GRPOTrainer):
                 batch_size=self.args.per_device_train_batch_size,
                 compute_entropy=True,
             )
-        return {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
+        res = {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
+        if sh:
+            res["h_shift"] = torch.cat(sh, dim=0)
+        return res
+
+    def _base_inputs(self, out: dict[str, Any], reference: list[Tensor]) -> dict[str, Tensor]:
+        """``ref_logps`` and ``h_base`` for the batch in ``out``. ``reference``: full
+        last hidden states captured during TRL's own adapter-disabled KL-reference
+        pass (``beta > 0``), which then replaces arca's adapter-disabled pass."""
+        C = out["completion_ids"].size(1)
+        B = out["completion_ids"].size(0)
+        if reference and "ref_per_token_logps" in out and sum(h.size(0) for h in reference) == B:
+            return {
+                "ref_logps": out["ref_per_token_logps"],
+                "h_base": torch.cat([h[:, -(C + 1) : -1] for h in reference], dim=0),
+            }
+        off = self._scoring_pass(out, adapter=False)
+        return {"ref_logps": off["logps"], "h_base": off["hidden"]}
 
     def _credit_inputs(
         self, out: dict[str, Any], reference: list[Tensor] | None = None
     ) -> dict[str, Tensor]:
-        """The schemes' inputs for the batch in ``out``. ``reference``: full last
-        hidden states captured during TRL's own adapter-disabled KL-reference
-        pass (``beta > 0``), which then replaces arca's second pass."""
+        """Every input the schemes need for the batch in ``out``, from no-grad
+        passes (the path used when the training forward cannot be)."""
         inputs: dict[str, Tensor] = {}
         if self._needs_policy:
             on = self._scoring_pass(out, adapter=True)
             inputs.update(logps=on["logps"], entropies=on["entropies"], h_adapted=on["hidden"])
+            if "h_shift" in on:
+                inputs["h_shift"] = on["h_shift"]
         if self._needs_base:
-            C = out["completion_ids"].size(1)
-            B = out["completion_ids"].size(0)
-            if (
-                reference
-                and "ref_per_token_logps" in out
-                and sum(h.size(0) for h in reference) == B
-            ):
-                inputs.update(
-                    ref_logps=out["ref_per_token_logps"],
-                    h_base=torch.cat([h[:, -(C + 1) : -1] for h in reference], dim=0),
-                )
-            else:
-                off = self._scoring_pass(out, adapter=False)
-                inputs.update(ref_logps=off["logps"], h_base=off["hidden"])
+            inputs.update(self._base_inputs(out, reference or []))
         return inputs
+
+    def _defer(self, out: dict[str, Any]) -> bool:
+        """Score in the training forward? Only if each sample is trained on once,
+        under the policy that generated it (then TRL keeps no old log-probs)."""
+        return (
+            self._needs_policy
+            and self.args.credit_from_training_forward
+            and out.get("old_per_token_logps") is None
+        )
 
     @contextmanager
     def _capture_reference(self) -> Iterator[list[Tensor]]:
@@ -234,13 +309,50 @@ class CreditGRPOTrainer(GRPOTrainer):
         reuse = self.beta != 0.0 and self._needs_base and self.ref_model is None
         with self._capture_reference() if reuse else nullcontext([]) as reference:
             out = super()._generate_and_score_completions(inputs)
-        return self._apply_credit(out, reference)
+        if not self._defer(out):
+            return self._apply_credit(out, self._credit_inputs(out, reference))
+        # Deferred: TRL splits and shuffles `out` into micro-batches, these keys included.
+        out["arca_advantage"] = out["advantages"]
+        if self._needs_base:
+            for k, v in self._base_inputs(out, reference).items():
+                out[f"arca_{k}"] = v
+        return out
 
-    def _apply_credit(
-        self, out: dict[str, Any], reference: list[Tensor] | None = None
-    ) -> dict[str, Any]:
-        """Replace TRL's ``(B,)`` advantages in ``out`` with ``A_i * T_i * w_it``."""
-        adv = out["advantages"]
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
+        if "arca_advantage" not in inputs:
+            return super()._compute_loss(model, inputs)
+        # Hooks live only for the forward: gradient checkpointing's recompute
+        # during backward must not record again.
+        with self._policy_hooks(inputs["completion_ids"].size(1)) as captured:
+            self._pending = (inputs, captured)
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._pending = None
+
+    def _get_per_token_logps_and_entropies(
+        self, model: Any, input_ids: Tensor, attention_mask: Tensor, logits_to_keep: int, **kw: Any
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        logps, ent, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, **kw
+        )
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            # The training forward of a deferred batch: weigh it before TRL reads
+            # inputs["advantages"] (after this call, in _compute_loss).
+            inputs, captured = pending
+            credit = {"logps": logps.detach()}
+            if ent is not None:
+                credit["entropies"] = ent.detach()
+            credit |= {k: torch.cat(v, dim=0) for k, v in captured.items() if v}
+            credit |= {k: inputs[f"arca_{k}"] for k in _BASE_INPUTS if f"arca_{k}" in inputs}
+            self._apply_credit(inputs, credit)
+        return logps, ent, aux
+
+    def _apply_credit(self, out: dict[str, Any], credit: dict[str, Tensor]) -> dict[str, Any]:
+        """Set ``out["advantages"]`` to ``A_i * T_i * w_it`` from TRL's ``(B,)``
+        advantages and the schemes' inputs in ``credit``."""
+        adv = out.get("arca_advantage", out["advantages"])
         if self.args.advantage_estimator == "rloo":
             k = self.num_generations
             adv = adv * (k / (k - 1))
@@ -248,7 +360,6 @@ class CreditGRPOTrainer(GRPOTrainer):
         if "tool_mask" in out:
             mask = mask * out["tool_mask"]
         mode = "train" if self.model.training else "eval"
-        credit = self._credit_inputs(out, reference)
         if self.scheme.name == "uniform":
             out["advantages"] = adv  # stock TRL, bit for bit
             w = normalize(torch.ones_like(mask, dtype=torch.float32), mask)
@@ -285,10 +396,13 @@ class CreditGRPOTrainer(GRPOTrainer):
         m["credit/gini"].append(s["gini"])
         m["credit/effective_ratio"].append(s["effective_ratio"])
         if "h_adapted" in credit and "h_base" in credit:
-            r = hidden_residual_norm(credit["h_adapted"], credit["h_base"])[mask.bool()]
+            real = mask.bool()
+            r = hidden_residual_norm(credit["h_adapted"], credit["h_base"])[real]
             if r.numel():
                 m["credit/residual_mean"].append(float(r.mean()))
                 m["credit/residual_max"].append(float(r.max()))
+                floor = residual_noise_floor(credit["h_base"])[real]
+                m["credit/residual_below_noise"].append(float((r < floor).float().mean()))
         if self.args.shadow_diagnostics:
             for name in BUILTIN:
                 if all(k in credit for k in get_scheme(name).requires):

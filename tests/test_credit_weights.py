@@ -20,7 +20,7 @@ from arca.credit import (
     unregister_scheme,
 )
 
-BUILTIN = ["uniform", "surprisal", "entropy", "divergence", "arca"]
+BUILTIN = ["uniform", "surprisal", "entropy", "divergence", "arca", "arca_local"]
 
 
 @st.composite
@@ -41,7 +41,18 @@ def scheme_batch(draw, min_len: int = 0):
         ],
         logps.T,
     )
-    return {"logps": logps, "ref_logps": ref, "entropies": ent, "h_adapted": ha, "h_base": hb}
+    # h_shift: zero at some positions (no adapter write there).
+    hs = ragged_like(
+        logps, lambda n: torch.randn(n, d, generator=g) * (torch.rand(n, 1, generator=g) > 0.3)
+    )
+    return {
+        "logps": logps,
+        "ref_logps": ref,
+        "entropies": ent,
+        "h_adapted": ha,
+        "h_base": hb,
+        "h_shift": hs,
+    }
 
 
 def laid_out(batch: dict[str, Ragged], side: str, device: str = "cpu"):
@@ -52,7 +63,7 @@ def laid_out(batch: dict[str, Ragged], side: str, device: str = "cpu"):
 
 
 def test_builtin_schemes_registered():
-    assert available_schemes()[:5] == BUILTIN
+    assert available_schemes()[: len(BUILTIN)] == BUILTIN
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -115,6 +126,7 @@ def test_outputs_carry_no_autograd_history(scheme):
         "entropies": torch.rand(B, T).requires_grad_(),
         "h_adapted": torch.randn(B, T, d).requires_grad_(),
         "h_base": torch.randn(B, T, d).requires_grad_(),
+        "h_shift": torch.randn(B, T, d).requires_grad_(),
     }
     for fn in (token_scores, token_weights):
         out = fn(scheme, mask=mask, **inputs)
@@ -236,6 +248,24 @@ def test_arca_weights_invariant_to_adapter_scale():
     w1 = token_weights("arca", mask=mask, h_adapted=h0 + delta, h_base=h0, eps=0.0)
     w2 = token_weights("arca", mask=mask, h_adapted=h0 + 1e-3 * delta, h_base=h0, eps=0.0)
     torch.testing.assert_close(w1, w2, atol=1e-4, rtol=1e-3)
+
+
+def test_arca_local_is_the_norm_of_the_shift_and_uniform_when_zero():
+    g = torch.Generator().manual_seed(1)
+    shift = torch.randn(2, 6, 5, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    a = token_scores("arca_local", mask=mask, h_shift=shift)
+    torch.testing.assert_close(a, shift.norm(dim=-1) * mask)
+    w0 = token_weights("arca_local", mask=mask, h_shift=torch.zeros(2, 6, 5))
+    torch.testing.assert_close(w0, mask / mask.sum(1, keepdim=True))
+
+
+def test_residual_noise_floor_is_eps_of_the_dtype_times_the_state_norm():
+    from arca.credit import residual_noise_floor
+
+    h = torch.full((1, 2, 4), 3.0)  # ||h|| = 6
+    assert residual_noise_floor(h.bfloat16()).tolist() == [[6 * 2**-7, 6 * 2**-7]]
+    assert residual_noise_floor(h, factor=2.0).tolist() == [[12 * 2**-23, 12 * 2**-23]]
 
 
 # --------------------------------------------------------------- registry

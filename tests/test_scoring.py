@@ -96,3 +96,70 @@ def test_disabled_adapter_needs_a_peft_model(batch):
 def test_completion_mask_keeps_first_eos_and_drops_the_rest():
     ids = torch.tensor([[5, 6, 2, 7, 2], [5, 5, 5, 5, 5], [2, 9, 9, 9, 9]])
     assert completion_mask(ids, 2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+# ------------------------------------------------------------- arca_local
+
+
+def _last_block_down_proj_only(scale: float):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_qwen3(vocab_size=128, hidden_size=32, seed=0)
+    last = base.config.num_hidden_layers - 1
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=[f"layers.{last}.mlp.down_proj"])
+    model = get_peft_model(base, cfg)
+    _randomise_adapter(model, scale)
+    return model.eval()
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e-2])
+def test_adapter_shift_is_the_first_order_residual_when_there_is_no_indirect_path(batch, scale):
+    """LoRA on the last block's down_proj only: the residual is norm(x + v) - norm(x),
+    whose first-order term is exactly arca_local's J_norm v (error O(v^2))."""
+    from arca.scoring import capture_adapter_shift
+
+    ids, attn, C = batch
+    model = _last_block_down_proj_only(scale)
+    with capture_adapter_shift(model, C) as shifts:
+        inputs = scheme_inputs(model, ids, attn, C)
+    assert len(shifts) == 1  # the adapter-disabled pass adds nothing
+    exact = inputs["h_adapted"] - inputs["h_base"]
+    rel = (shifts[0] - exact).norm() / exact.norm()
+    assert exact.norm() > 0 and rel < 30 * scale  # first order: the gap shrinks with the adapter
+
+
+def test_adapter_deltas_ignore_dropout_and_a_fresh_adapter_shifts_nothing(batch):
+    from arca.scoring import capture_adapter_deltas, capture_adapter_shift
+
+    ids, attn, C = batch
+    fresh = _model(dropout=0.5)
+    with capture_adapter_shift(fresh, C) as shifts, torch.no_grad():
+        fresh(input_ids=ids, attention_mask=attn)
+    assert shifts[0].shape == (3, C, 32)
+    assert torch.count_nonzero(shifts[0]) == 0  # LoRA B starts at zero
+
+    model = _model(dropout=0.5)
+    _randomise_adapter(model, 0.1)
+    first = "model.layers.0.self_attn.q_proj"  # its input never sees a LoRA layer's dropout
+    got = []
+    for train in (True, False):
+        model.train(train)
+        with capture_adapter_deltas(model, C, lambda n: n == first) as d, torch.no_grad():
+            model(input_ids=ids, attention_mask=attn)
+        got.append(d[first][0])
+    assert got[0].abs().max() > 0
+    torch.testing.assert_close(got[0], got[1])  # dropout active in training, absent here
+
+
+def test_arca_local_needs_lora_on_a_residual_writer():
+    from peft import LoraConfig, get_peft_model
+
+    from arca.scoring import capture_adapter_shift
+
+    model = get_peft_model(
+        tiny_qwen3(vocab_size=128, hidden_size=32, seed=0),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"]),
+    )
+    with pytest.raises(ValueError, match="the adapter targets: q_proj, v_proj"):
+        with capture_adapter_shift(model, 3):
+            pass

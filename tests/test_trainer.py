@@ -72,32 +72,48 @@ def test_uniform_reproduces_stock_trl_exactly(tmp_path):
     assert la == lb and len(la) == 3
 
 
-@pytest.mark.parametrize("scheme", BUILTIN)
-def test_weights_reach_the_loss_as_A_T_w(scheme, tmp_path):
-    """Gradient of TRL's loss with A*T*w advantages == gradient of eq. 6 (weighted_pg_loss)."""
-    tr = make(tmp=str(tmp_path), token_weighting=scheme)
-    with torch.no_grad():  # give the adapter a non-zero residual so every scheme has signal
+def _randomise_adapter(tr, scale=0.05):
+    with torch.no_grad():  # a non-zero residual, so every scheme has signal
         for n, p in tr.model.named_parameters():
             if "lora_B" in n:
-                p.normal_(0, 0.05)
+                p.normal_(0, scale)
+
+
+@pytest.mark.parametrize("in_forward", [True, False])
+@pytest.mark.parametrize("scheme", BUILTIN)
+def test_weights_reach_the_loss_as_A_T_w(scheme, in_forward, tmp_path):
+    """Gradient of TRL's loss with A*T*w advantages == gradient of eq. 6
+    (weighted_pg_loss), whether the weights are read in the training forward
+    or from arca's own scoring passes; w equals the scoring passes' weights."""
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, credit_from_training_forward=in_forward)
+    _randomise_adapter(tr)
     batch = next(iter(tr.get_train_dataloader()))
+    seen = []  # TRL's (B,) advantages as _apply_credit receives them
+    real = tr._apply_credit
+    tr._apply_credit = lambda o, c: (
+        seen.append(o.get("arca_advantage", o["advantages"])),
+        real(o, c),
+    )[1]
     torch.manual_seed(0)
-    out = GRPOTrainer._generate_and_score_completions(tr, batch)
-    A = out["advantages"].clone()
-    assert A.abs().sum() > 0
+    out = tr._generate_and_score_completions(batch)
+    if "arca_advantage" in out:
+        seen.append(out["arca_advantage"])
+    A = seen[0].clone()
+    assert A.dim() == 1 and A.abs().sum() > 0
+    assert ("arca_advantage" in out) == (in_forward and scheme != "uniform")
     mask = out["completion_mask"]
-    credit = tr._credit_inputs(out)
+    credit = tr._credit_inputs(out)  # no-grad, dropout-free passes
     req = {k: credit[k] for k in tr.scheme.requires}
     w = token_weights(scheme, mask=mask, eps=tr.args.weight_eps, **req)
 
-    tr._apply_credit(out)
-    if scheme != "uniform":
-        torch.testing.assert_close(out["advantages"], A[:, None] * mask.sum(1, keepdim=True) * w)
     params = [p for n, p in tr.model.named_parameters() if p.requires_grad]
     tr.current_gradient_accumulation_steps = 1  # set by the training loop; one micro-batch here
     tr.model.zero_grad()
     tr._compute_loss(tr.model, out).backward()
     got = [p.grad.clone() for p in params]
+    if scheme != "uniform":
+        expect = A[:, None] * mask.sum(1, keepdim=True) * w
+        torch.testing.assert_close(out["advantages"], expect, atol=1e-5, rtol=1e-4)
 
     tr.model.zero_grad()
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
@@ -105,7 +121,45 @@ def test_weights_reach_the_loss_as_A_T_w(scheme, tmp_path):
     logps, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, mask.size(1))
     weighted_pg_loss(logps, A, w, mask).backward()
     for g, p in zip(got, params, strict=True):
-        torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "scheme, beta, expected",
+    # Full-sequence forwards per generated batch, the training forward included.
+    # Stock TRL: 1 with beta = 0, 2 with beta > 0 (its KL reference).
+    [
+        ("uniform", 0.0, 1),
+        ("surprisal", 0.0, 1),
+        ("entropy", 0.0, 1),
+        ("divergence", 0.0, 2),
+        ("arca", 0.0, 2),
+        ("arca_local", 0.0, 1),
+        ("surprisal", 0.04, 2),
+        ("divergence", 0.04, 2),
+        ("arca", 0.04, 2),
+        ("arca_local", 0.04, 2),
+    ],
+)
+def test_forward_passes_per_scheme(scheme, beta, expected, tmp_path):
+    from arca.scoring import backbone
+
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=beta)
+    _randomise_adapter(tr)
+    lengths = []
+    handle = backbone(tr.model).register_forward_hook(
+        lambda _m, _a, o: lengths.append(o.last_hidden_state.shape[1])
+    )
+    batch = next(iter(tr.get_train_dataloader()))
+    out = tr._generate_and_score_completions(batch)
+    tr.current_gradient_accumulation_steps = 1
+    tr._compute_loss(tr.model, out)
+    handle.remove()
+    full = out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
+    assert lengths.count(full) == expected  # generation's forwards are shorter
+    assert out["advantages"].shape == (
+        out["completion_ids"].shape if scheme != "uniform" else out["completion_ids"].shape[:1]
+    )
 
 
 def test_arca_residual_is_zero_at_step_0_and_grows(tmp_path):
@@ -119,6 +173,25 @@ def test_arca_residual_is_zero_at_step_0_and_grows(tmp_path):
     assert logs[-1]["credit/gini"] > 0.0
     for name in BUILTIN:  # shadow diagnostics on the same batches
         assert 0.0 <= logs[-1][f"credit/{name}/gini"] <= 1.0
+    assert logs[0]["credit/residual_below_noise"] == 1.0  # a zero residual is below any floor
+    assert 0.0 <= logs[-1]["credit/residual_below_noise"] < 1.0
+
+
+def test_arca_local_trains_uniform_at_step_0_then_concentrates(tmp_path):
+    """No adapter-disabled pass, weights from hooks in the training forward,
+    with gradient checkpointing (whose recompute must not record again)."""
+    tr = make(
+        tmp=str(tmp_path),
+        token_weighting="arca_local",
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    tr.train()
+    logs = [h for h in tr.state.log_history if "credit/gini" in h]
+    assert len(logs) == 3
+    assert logs[0]["credit/effective_ratio"] == pytest.approx(1.0)  # LoRA B starts at zero
+    assert logs[-1]["credit/gini"] > 0.0
+    assert "credit/residual_mean" not in logs[-1]  # no base hidden states were computed
 
 
 def test_rloo_advantage_is_reward_minus_leave_one_out_mean(tmp_path):
@@ -185,10 +258,7 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     from arca.scoring import backbone
 
     tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=0.04)
-    with torch.no_grad():
-        for n, p in tr.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    _randomise_adapter(tr)
     model = tr.accelerator.unwrap_model(tr.model)
     probe = next(m for m in model.modules() if isinstance(m, BaseTunerLayer))
     disabled_calls = []
@@ -197,14 +267,14 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     )
     batch = next(iter(tr.get_train_dataloader()))
     captured = {}
-    real = tr._credit_inputs
+    real = tr._base_inputs
 
-    def spy(out, reference=None):
+    def spy(out, reference):
         captured["inputs"] = real(out, reference)
         captured["out"] = out
         return captured["inputs"]
 
-    tr._credit_inputs = spy
+    tr._base_inputs = spy
     tr._generate_and_score_completions(batch)
     handle.remove()
     assert sum(disabled_calls) == 1  # TRL's KL reference pass, and nothing else

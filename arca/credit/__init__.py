@@ -30,6 +30,7 @@ from arca.credit.schemes import (
     hidden_residual_norm,
     next_real_index,
     register_scheme,
+    residual_noise_floor,
     token_scores,
     unregister_scheme,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "gini",
     "group_advantages",
     "hidden_residual_norm",
+    "residual_noise_floor",
     "next_real_index",
     "normalize",
     "rank_correlation",

@@ -15,7 +15,15 @@ surprisal     logps                    -log pi(y_t)                   (eq. 10)
 entropy       entropies                max(0, H_t - H_next)           (eq. 12-13)
 divergence    logps, ref_logps         |log pi(y_t) - log pi_ref(y_t)| (eq. 14)
 arca          h_adapted, h_base (BTd)  ||h_adapted_t - h_base_t||_2    (eq. 15)
+arca_local    h_shift (BTd)            ||h_shift_t||_2: the adapter's direct write
+                                       into the LM-head input (Prop. 3's
+                                       sum_l B_l A_l x_l, without e_t)
 ============  =======================  ==========================================
+
+``arca_local`` is an option, not a replacement: exact ARCA stays the paper's
+definition. ``h_shift`` comes from hooks on the LoRA layers inside a forward
+the trainer runs anyway (:func:`arca.scoring.capture_adapter_shift`), so it
+costs no adapter-disabled pass.
 
 Add a scheme with :func:`register_scheme`; it then works everywhere a scheme
 name is accepted (``token_scores``, ``token_weights``, the trainer config).
@@ -34,7 +42,7 @@ from arca.credit._checks import as_bool_mask, check_finite, check_like_mask, flo
 ScoreFn = Callable[..., Tensor]
 
 #: Inputs whose last dimension is the hidden size, ``(B, T, d)``.
-HIDDEN_INPUTS = frozenset({"h_adapted", "h_base"})
+HIDDEN_INPUTS = frozenset({"h_adapted", "h_base", "h_shift"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ def register_scheme(
             return logps.square()
 
     Inputs named in ``requires`` other than the built-in ones (``logps``,
-    ``ref_logps``, ``entropies``, ``h_adapted``, ``h_base``) are passed through
+    ``ref_logps``, ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``) are passed through
     the ``**extra`` keywords of :func:`token_scores`; they must be ``(B, T)``
     float tensors.
     """
@@ -120,6 +128,7 @@ def token_scores(
     entropies: Tensor | None = None,
     h_adapted: Tensor | None = None,
     h_base: Tensor | None = None,
+    h_shift: Tensor | None = None,
     check_finite_inputs: bool = True,
     **extra: Tensor,
 ) -> Tensor:
@@ -134,6 +143,8 @@ def token_scores(
             sampled token t.
         h_adapted, h_base: ``(B, T, d)`` the hidden state that feeds the LM head
             at the position emitting token t, adapter on / off.
+        h_shift: ``(B, T, d)`` the adapter's first-order direct shift of that
+            hidden state (``arca_local``).
         check_finite_inputs: raise on NaN/Inf at real positions (one device sync
             per input; turn off only in a loop you have already validated).
         **extra: further ``(B, T)`` inputs named by user-registered schemes.
@@ -155,6 +166,7 @@ def token_scores(
         "entropies": entropies,
         "h_adapted": h_adapted,
         "h_base": h_base,
+        "h_shift": h_shift,
         **extra,
     }
     inputs: dict[str, Tensor] = {}
@@ -241,6 +253,15 @@ def _arca(*, mask: Tensor, h_adapted: Tensor, h_base: Tensor) -> Tensor:
     return hidden_residual_norm(h_adapted, h_base)
 
 
+@register_scheme(
+    "arca_local",
+    requires=("h_shift",),
+    description="||sum_l J B_l A_l x_l||: the adapter's direct write, no extra pass (Prop. 3)",
+)
+def _arca_local(*, mask: Tensor, h_shift: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(h_shift.to(float_dtype(h_shift)), dim=-1)
+
+
 def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
     """``||h_adapted - h_base||_2`` over the last dim, ``(B, T, d) -> (B, T)``.
 
@@ -251,6 +272,19 @@ def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
     # copy=True: the in-place subtraction must never write into the caller's tensor.
     diff = h_adapted.to(dt, copy=True).sub_(h_base.to(dt))
     return torch.linalg.vector_norm(diff, dim=-1)
+
+
+def residual_noise_floor(h_base: Tensor, factor: float = 1.0) -> Tensor:
+    """Below this ``(B, T)`` value, ``||h_adapted - h_base||`` is rounding noise.
+
+    ``factor * eps(dtype) * ||h_base_t||``, with ``eps`` the machine epsilon of
+    the hidden states' dtype (``2**-7`` for bf16, ``2**-23`` for float32): a
+    residual smaller than one unit in the last place of the state's magnitude
+    cannot be told from the rounding of two separately computed states
+    (measured: ``benchmarks/bf16_residual.py``). ``(B, T, d) -> (B, T)``.
+    """
+    eps = torch.finfo(h_base.dtype).eps if h_base.is_floating_point() else 0.0
+    return torch.linalg.vector_norm(h_base.float(), dim=-1) * (factor * eps)
 
 
 def next_real_index(mask: Tensor) -> Tensor:

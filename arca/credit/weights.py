@@ -87,7 +87,7 @@ def token_weights(
     """:func:`token_scores` then :func:`normalize`: ``(B, T)`` weights of ``scheme``.
 
     ``inputs`` are the scheme's inputs (``logps``, ``ref_logps``,
-    ``entropies``, ``h_adapted``, ``h_base``, or a registered scheme's own).
+    ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``, or a registered scheme's own).
     """
     return normalize(token_scores(scheme, mask=mask, **inputs), mask, eps, eps_mode=eps_mode)
 

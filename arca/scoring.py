@@ -3,9 +3,10 @@
 Two no-grad passes over ``prompt + completion`` give everything the built-in
 schemes read: one with the LoRA adapter on (``logps``, ``entropies``,
 ``h_adapted``) and one inside ``peft``'s ``disable_adapter()`` (``ref_logps``,
-``h_base``). The hidden state is captured with a hook on the backbone, whose
-``last_hidden_state`` is what the LM head projects (here and in TRL's fused
-head, which never calls the ``lm_head`` module).
+``h_base``). Each runs the backbone once and the LM head on slices of
+positions, so no pass holds ``(B, C, V)`` logits. The trainer reads hidden
+states with a hook on the backbone, whose ``last_hidden_state`` is what the LM
+head projects (also in TRL's fused head, which never calls ``lm_head``).
 
 This module is for analysis and diagnosis. The trainer (``arca.trainer``)
 reuses TRL's own passes instead, so it pays for no extra forward.
@@ -215,6 +216,11 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+#: Tokens projected through the LM head at a time: a scoring pass holds
+#: ``LOGIT_CHUNK * V`` logits (80 MB at Qwen3's 151,936 entries), whatever the batch.
+LOGIT_CHUNK = 128
+
+
 @torch.no_grad()
 def completion_token_stats(
     model: nn.Module,
@@ -223,6 +229,7 @@ def completion_token_stats(
     n_completion: int,
     *,
     adapter: bool = True,
+    chunk: int = LOGIT_CHUNK,
 ) -> dict[str, Tensor]:
     """One no-grad pass: statistics of the last ``n_completion`` tokens.
 
@@ -232,6 +239,9 @@ def completion_token_stats(
             completions right-padded, as ``generate`` returns them.
         n_completion: ``C``.
         adapter: ``False`` runs the pass inside ``model.disable_adapter()``.
+        chunk: tokens per LM-head projection. The body runs once; the head
+            runs on ``chunk`` of the ``B * C`` completion positions at a time,
+            so the pass holds ``chunk * V`` logits, never ``B * C * V``.
 
     Returns:
         ``logps`` ``(B, C)``: log-prob of each completion token; ``entropies``
@@ -241,18 +251,27 @@ def completion_token_stats(
     """
     if not adapter and not hasattr(model, "disable_adapter"):
         raise ValueError("adapter=False needs a peft model with disable_adapter()")
+    if chunk < 1:
+        raise ValueError(f"chunk: must be >= 1, got {chunk}")
     ctx = model.disable_adapter() if not adapter else nullcontext()
-    with ctx, eval_mode(model), capture_final_hidden(model, n_completion) as captured:
-        # Position t's logits predict token t+1: keep C+1 positions, drop the last.
-        out = model(
-            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1
-        )
-    logp_all = out.logits[:, :-1].float().log_softmax(dim=-1)
-    targets = input_ids[:, -n_completion:]
-    logps = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropies = -(logp_all.exp() * logp_all).sum(dim=-1)
-    hidden = captured[-1]
-    return {"logps": logps, "entropies": entropies, "hidden": hidden}
+    head = model.get_output_embeddings()
+    with ctx, eval_mode(model):
+        body = backbone(model)(input_ids=input_ids, attention_mask=attention_mask)
+        # Position t's state predicts token t+1.
+        hidden = body.last_hidden_state[:, -(n_completion + 1) : -1]
+        B, C, d = hidden.shape
+        flat = hidden.reshape(B * C, d)
+        targets = input_ids[:, -n_completion:].reshape(B * C)
+        logps, entropies = [], []
+        for s in range(0, B * C, chunk):
+            logp = head(flat[s : s + chunk]).float().log_softmax(dim=-1)
+            logps.append(logp.gather(-1, targets[s : s + chunk, None]).squeeze(-1))
+            entropies.append(-(logp.exp() * logp).sum(dim=-1))
+    return {
+        "logps": torch.cat(logps).view(B, C),
+        "entropies": torch.cat(entropies).view(B, C),
+        "hidden": hidden,
+    }
 
 
 def scheme_inputs(

@@ -109,6 +109,13 @@ class CreditGRPOConfig(GRPOConfig):
         default=False,
         metadata={"help": "Log every scheme's Gini/EffN on each batch (runs both scoring passes)."},
     )
+    residual_noise_factor: float = field(
+        default=4.0,
+        metadata={
+            "help": "credit/residual_below_noise counts tokens whose ARCA residual is under "
+            "factor * eps(dtype) * ||h_base|| (measured bf16 noise: 0.3-2 eps, docs/performance.md)."
+        },
+    )
     credit_from_training_forward: bool = field(
         default=True,
         metadata={
@@ -125,6 +132,10 @@ class CreditGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"token_weighting: unknown scheme {self.token_weighting!r}; "
                 f"valid: {', '.join(available_schemes())}"
+            )
+        if not self.residual_noise_factor >= 0:
+            raise ValueError(
+                f"residual_noise_factor: must be >= 0, got {self.residual_noise_factor}"
             )
         if not self.weight_eps >= 0:
             raise ValueError(f"weight_eps: must be >= 0, got {self.weight_eps}")
@@ -401,7 +412,8 @@ class CreditGRPOTrainer(GRPOTrainer):
             if r.numel():
                 m["credit/residual_mean"].append(float(r.mean()))
                 m["credit/residual_max"].append(float(r.max()))
-                floor = residual_noise_floor(credit["h_base"])[real]
+                floor = residual_noise_floor(credit["h_base"], self.args.residual_noise_factor)
+                floor = floor[real]
                 m["credit/residual_below_noise"].append(float((r < floor).float().mean()))
         if self.args.shadow_diagnostics:
             for name in BUILTIN:

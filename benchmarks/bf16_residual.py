@@ -14,8 +14,9 @@ does). Reported per scale, over real completion tokens:
 - ``err``: median relative error of the bf16 residual, ``|r16 - r32| / r32``;
 - ``spearman``: rank correlation of bf16 and float32 per-token residuals,
   mean over completions (what the weights' ranking sees);
-- ``below``: fraction of tokens flagged by :func:`arca.credit.residual_noise_floor`,
-  and ``err_kept``: the median error of the tokens not flagged;
+- ``below/err xF``: fraction of tokens flagged by
+  :func:`arca.credit.residual_noise_floor` with ``factor=F``, and the median
+  error of the tokens not flagged;
 - ``arca_local`` (from the LoRA factors in float32, no subtraction): Spearman
   of its bf16-model and float32-model values.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +40,7 @@ from arca.evaluate import load_policy
 from arca.scoring import capture_adapter_shift, capture_final_hidden
 
 SCALES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+FACTORS = (1.0, 2.0, 4.0, 8.0)  # noise-floor multiples of eps(bf16) * ||h_base|| to try
 
 
 @torch.no_grad()
@@ -78,25 +81,22 @@ def sweep(
         r32, r16 = a["r"][m], b["r"][m]
         rel = r32 / a["h_base"].float().norm(dim=-1)[m]
         err = (r16 - r32).abs() / r32.clamp_min(1e-30)
-        below = residual_noise_floor(b["h_base"]) > b["r"]
-        kept = err[~below[m]]
-        rows.append(
-            {
-                "scale": s,
-                "rel": float(rel.median()),
-                "err": float(err.median()) if s > 0 else float("nan"),
-                "spearman": float(rank_correlation(b["r"], a["r"], mask).nanmean()),
-                "below": float(below[m].float().mean()),
-                "err_kept": float(kept.median()) if s > 0 and kept.numel() else float("nan"),
-                "local_spearman": float(rank_correlation(b["local"], a["local"], mask).nanmean()),
-            }
-        )
-        r = rows[-1]
-        print(
-            f"{s:8.3f}{r['rel']:11.2e}{r['err']:9.3f}{r['spearman']:10.3f}{r['below']:8.3f}"
-            f"{r['err_kept']:10.3f}{r['local_spearman']:12.3f}",
-            flush=True,
-        )
+        row = {
+            "scale": s,
+            "rel": float(rel.median()),
+            "err": float(err.median()) if s > 0 else float("nan"),
+            "spearman": float(rank_correlation(b["r"], a["r"], mask).nanmean()),
+            "local_spearman": float(rank_correlation(b["local"], a["local"], mask).nanmean()),
+        }
+        line = f"{s:8.3f}{row['rel']:11.2e}{row['err']:9.3f}{row['spearman']:10.3f}"
+        for f in FACTORS:
+            below = (residual_noise_floor(b["h_base"], f) > b["r"])[m]
+            kept = err[~below]
+            row[f"below_{f:g}"] = float(below.float().mean())
+            row[f"err_kept_{f:g}"] = float(kept.median()) if s > 0 and kept.numel() else math.nan
+            line += f"{row[f'below_{f:g}']:7.2f}/{row[f'err_kept_{f:g}']:<6.2f}"
+        rows.append(row)
+        print(line + f"{row['local_spearman']:9.3f}", flush=True)
     return rows
 
 
@@ -114,7 +114,11 @@ def main() -> None:
     model.eval()
     items = read_completions(args.completions, tok)[: args.limit]
     print(f"{args.model} + {args.adapter}: {len(items)} completions")
-    print(f"{'scale':>8}{'rel':>11}{'err':>9}{'spearman':>10}{'below':>8}{'err_kept':>10}{'local_sp':>12}")
+    print(
+        f"{'scale':>8}{'rel':>11}{'err':>9}{'spearman':>10}"
+        + "".join(f"  below/err x{f:<3g}" for f in FACTORS)
+        + f"{'local_sp':>9}"
+    )
     rows = sweep(model, tok, items, SCALES)
     if args.json:
         with open(args.json, "w") as f:

@@ -51,6 +51,19 @@ def test_stats_match_a_full_forward_by_hand(batch):
         )
 
 
+def test_lm_head_chunking_changes_nothing(batch):
+    ids, attn, C = batch
+    model = _model()
+    _randomise_adapter(model, 0.1)
+    whole = completion_token_stats(model, ids, attn, C, chunk=C)
+    for chunk in (1, 2):
+        part = completion_token_stats(model, ids, attn, C, chunk=chunk)
+        for k in whole:
+            torch.testing.assert_close(part[k], whole[k], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk: must be >= 1"):
+        completion_token_stats(model, ids, attn, C, chunk=0)
+
+
 def test_zero_adapter_gives_no_arca_signal_and_uniform_weights(batch):
     ids, attn, C = batch
     inputs = scheme_inputs(_model(), ids, attn, C)  # fresh LoRA: B = 0

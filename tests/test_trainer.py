@@ -212,6 +212,7 @@ def test_rloo_advantage_is_reward_minus_leave_one_out_mean(tmp_path):
     [
         (dict(token_weighting="nope"), "token_weighting: unknown scheme 'nope'; valid: uniform"),
         (dict(weight_eps=-1.0), "weight_eps: must be >= 0"),
+        (dict(residual_noise_factor=-1.0), "residual_noise_factor: must be >= 0"),
         (dict(weight_eps_mode="percent"), "weight_eps_mode"),
         (dict(advantage_estimator="ppo"), "advantage_estimator: must be one of grpo, rloo"),
         (dict(loss_type="dapo"), "loss_type: arca needs 'grpo'"),

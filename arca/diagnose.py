@@ -7,7 +7,8 @@ framework's rollouts; or sampled from the adapted model on a task), it
 computes every scheme's per-token weights from one adapted and one
 adapter-disabled pass per batch and reports:
 
-- per scheme: Gini and effective-token ratio (mean and 10/50/90% quantiles
+- per scheme (``arca_local`` too when the adapter has LoRA on a layer that
+  writes into the residual stream): Gini and effective-token ratio (mean and 10/50/90% quantiles
   over completions) and the regime (uniform broadcast / middle / spuriously
   sparse, thresholds stated);
 - Spearman rank correlations between the schemes' weights;
@@ -29,6 +30,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,12 @@ from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.credit.schemes import hidden_residual_norm
 from arca.credit.weights import token_weights
 from arca.io import atomic_write_json, atomic_write_text
-from arca.scoring import completion_token_stats, scheme_inputs
+from arca.scoring import (
+    capture_adapter_shift,
+    completion_token_stats,
+    scheme_inputs,
+    writes_residual,
+)
 from arca.theory import (
     capture_lora_contributions,
     check_prop1,
@@ -199,7 +206,10 @@ def diagnose(
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     L = operator_norm(lm_head_weight(model))
-    per: dict[str, dict[str, list[torch.Tensor]]] = {s: {"gini": [], "eff": []} for s in SCHEMES}
+    # arca_local reads the LoRA layers that write into the residual stream.
+    local = state["present"] and writes_residual(model)
+    schemes = SCHEMES + (("arca_local",) if local else ())
+    per: dict[str, dict[str, list[torch.Tensor]]] = {s: {"gini": [], "eff": []} for s in schemes}
     corr: dict[tuple[str, str], list[torch.Tensor]] = {}
     p1: dict[str, list[torch.Tensor]] = {}
     p3: dict[str, list[Any]] = {"var_arca": [], "max_v": [], "ratio": [], "argmax": []}
@@ -211,8 +221,11 @@ def diagnose(
         ids, attn, mask = (t.to(device) for t in _batch(chunk, pad))
         C = mask.shape[1]
         if state["present"]:
-            with capture_lora_contributions(model, C) as contrib:
+            shift = capture_adapter_shift(model, C) if local else nullcontext([])
+            with capture_lora_contributions(model, C) as contrib, shift as shifts:
                 inputs = scheme_inputs(model, ids, attn, C)
+            if local:
+                inputs["h_shift"] = shifts[0]
         else:  # the base model alone: no shift, no residual
             contrib = {}
             on = completion_token_stats(model, ids, attn, C)
@@ -223,11 +236,11 @@ def diagnose(
                 "ref_logps": on["logps"],
                 "h_base": on["hidden"],
             }
-        weights = {s: token_weights(s, mask=mask, eps=eps, **inputs) for s in SCHEMES}
+        weights = {s: token_weights(s, mask=mask, eps=eps, **inputs) for s in schemes}
         for s, w in weights.items():
             per[s]["gini"].append(gini(w, mask).cpu())
             per[s]["eff"].append(effective_token_ratio(w, mask).cpu())
-        ranked = SCHEMES[1:]  # uniform weights have no ranking
+        ranked = schemes[1:]  # uniform weights have no ranking
         for i, a in enumerate(ranked):
             for b in ranked[i + 1 :]:
                 corr.setdefault((a, b), []).append(

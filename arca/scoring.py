@@ -131,6 +131,12 @@ RESIDUAL_WRITERS = ("o_proj", "down_proj", "out_proj", "c_proj", "fc2", "w2", "d
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
 
+def writes_residual(model: nn.Module) -> bool:
+    """Does the adapter have a LoRA layer that writes into the residual stream
+    (what ``arca_local`` reads)?"""
+    return any(n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS for n, _ in lora_layers(model))
+
+
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm applied to the residual stream just before the LM head."""
     body = backbone(model)

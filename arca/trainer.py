@@ -76,11 +76,11 @@ from arca.credit import (
 from arca.credit.advantages import ESTIMATORS
 from arca.io import atomic_write_text
 from arca.scoring import (
-    RESIDUAL_WRITERS,
+    backbone,
     capture_adapter_shift,
     capture_final_hidden,
     eval_mode,
-    lora_layers,
+    writes_residual,
 )
 
 BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
@@ -174,10 +174,6 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
-def _writes_residual(model: Any) -> bool:
-    return any(n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS for n, _ in lora_layers(model))
-
-
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
@@ -200,7 +196,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         needs = set(self.scheme.requires)
         if self.args.shadow_diagnostics:
             needs |= _POLICY_INPUTS | _BASE_INPUTS
-            if "h_shift" not in self.scheme.requires and not _writes_residual(unwrapped):
+            if "h_shift" not in self.scheme.requires and not writes_residual(unwrapped):
                 needs.discard("h_shift")  # arca_local's shadow needs LoRA on o/down proj
         unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
         if unknown:
@@ -233,15 +229,19 @@ class CreditGRPOTrainer(GRPOTrainer):
         with hidden or nullcontext([]) as hs, shift or nullcontext([]) as sh:
             yield {"h_adapted": hs, "h_shift": sh}
 
-    def _scoring_pass(self, out: dict[str, Any], adapter: bool) -> dict[str, Tensor]:
+    def _scoring_pass(
+        self, out: dict[str, Any], adapter: bool, logits: bool = True
+    ) -> dict[str, Tensor]:
         """One no-grad, dropout-free pass over the batch in ``out``: ``logps``,
-        ``entropies``, ``hidden`` and, adapted, ``h_shift`` when a scheme needs it."""
+        ``entropies``, ``hidden`` and, adapted, ``h_shift`` when a scheme needs it.
+        ``logits=False`` runs the body only (no LM head) and returns ``hidden``."""
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         C = out["completion_ids"].size(1)
         model = self.accelerator.unwrap_model(self.model)
         off = model.disable_adapter() if not adapter else nullcontext()
         shift = capture_adapter_shift(model, C) if adapter and "h_shift" in self._needs else None
+        bs = self.args.per_device_train_batch_size
         # eval_mode: LoRA dropout off, so weights never depend on a dropout draw.
         with (
             torch.no_grad(),
@@ -250,15 +250,18 @@ class CreditGRPOTrainer(GRPOTrainer):
             capture_final_hidden(model, C) as hs,
             shift or nullcontext([]) as sh,
         ):
-            logps, ent, _ = self._get_per_token_logps_and_entropies(
-                self.model,
-                ids,
-                attn,
-                C,
-                batch_size=self.args.per_device_train_batch_size,
-                compute_entropy=True,
-            )
-        res = {"logps": logps, "entropies": ent, "hidden": torch.cat(hs, dim=0)}
+            if logits:
+                logps, ent, _ = self._get_per_token_logps_and_entropies(
+                    self.model, ids, attn, C, batch_size=bs, compute_entropy=True
+                )
+            else:
+                body = backbone(model)
+                for i in range(0, ids.size(0), bs):
+                    with self.accelerator.autocast():
+                        body(input_ids=ids[i : i + bs], attention_mask=attn[i : i + bs])
+        res = {"hidden": torch.cat(hs, dim=0)}
+        if logits:
+            res |= {"logps": logps, "entropies": ent}
         if sh:
             res["h_shift"] = torch.cat(sh, dim=0)
         return res
@@ -274,8 +277,11 @@ class CreditGRPOTrainer(GRPOTrainer):
                 "ref_logps": out["ref_per_token_logps"],
                 "h_base": torch.cat([h[:, -(C + 1) : -1] for h in reference], dim=0),
             }
-        off = self._scoring_pass(out, adapter=False)
-        return {"ref_logps": off["logps"], "h_base": off["hidden"]}
+        # ARCA alone needs no reference log-probs: skip the LM head (a large
+        # share of the pass at a 151,936-entry vocabulary).
+        need_logps = "ref_logps" in self._needs
+        off = self._scoring_pass(out, adapter=False, logits=need_logps)
+        return {"h_base": off["hidden"]} | ({"ref_logps": off["logps"]} if need_logps else {})
 
     def _credit_inputs(
         self, out: dict[str, Any], reference: list[Tensor] | None = None

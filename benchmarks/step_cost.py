@@ -1,6 +1,6 @@
 """What token credit costs per optimizer step, against stock uniform GRPO.
 
-    python benchmarks/step_cost.py [--rounds 8] [--json benchmarks/results/step_cost_cpu.json]
+    python benchmarks/step_cost.py [--rounds 20] [--json benchmarks/results/step_cost_cpu.json]
     python benchmarks/step_cost.py --vocab-check      # issue 7 part 4: 151,936 vocab, 512 tokens
 
 One process holds one ``CreditGRPOTrainer`` per (scheme, beta) on the same
@@ -17,7 +17,8 @@ passes), forward/backward (the loss forward with its hooks and weighting,
 and backward) and the optimizer step; the number of full-sequence forwards;
 and peak memory: on CPU the peak resident set size sampled every 0.5 ms
 (glibc set to return freed memory, so the peak is the step's own), on GPU
-``torch.cuda.max_memory_allocated``. Prints the median of the per-round
+``torch.cuda.max_memory_allocated``. Prints the geometric mean (95% bootstrap
+interval) of the per-round
 ratios and writes everything as JSON.
 
 ``--vocab-check`` instead shows that a Qwen3-sized vocabulary (151,936) with
@@ -32,20 +33,25 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import gc
 import json
+import math
 import os
 import platform
 import statistics
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from typing import Any
 
 import torch
 
 SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
+#: Suffix of the A/A control: a second stock-uniform trainer, whose ratio to the
+#: first shows what "no difference" measures as on this machine.
+AA = "/A-A"
 PHASES = ("generation", "scoring", "fwd_bwd", "optimizer", "total")
 
 
@@ -130,14 +136,25 @@ class Meter:
         self._wrap(tr, "_generate", "generation")
         self._wrap(tr, "_prepare_inputs", "prepare")
         real_lp = tr._get_per_token_logps_and_entropies
+        real_sp = tr._scoring_pass
+        inside = []  # arca's own passes, timed whole (some run the body only)
 
         def logps(*a: Any, **k: Any) -> Any:
-            if torch.is_grad_enabled():
+            if torch.is_grad_enabled() or inside:
                 return real_lp(*a, **k)
-            with self.timed("scoring"):
+            with self.timed("scoring"):  # TRL's own no-grad passes (KL reference)
                 return real_lp(*a, **k)
 
+        def scoring_pass(*a: Any, **k: Any) -> Any:
+            inside.append(1)
+            try:
+                with self.timed("scoring"):
+                    return real_sp(*a, **k)
+            finally:
+                inside.pop()
+
         tr._get_per_token_logps_and_entropies = logps
+        tr._scoring_pass = scoring_pass
 
         def count(_m: Any, _a: Any, out: Any) -> None:
             self.lengths.append((out.last_hidden_state.shape[1], torch.is_grad_enabled()))
@@ -214,7 +231,7 @@ def build_trainers(
     for scheme, beta in configs:
         cfg = CreditGRPOConfig(
             output_dir="/tmp/arca-step-cost",
-            token_weighting=scheme,
+            token_weighting=scheme.removesuffix(AA),
             beta=beta,
             per_device_train_batch_size=args.batch,
             num_generations=args.k,
@@ -258,7 +275,9 @@ def _reward(completions: list[str], **_: Any) -> list[float]:
     return [float(len(c) % 5) for c in completions]
 
 
-def one_step(tr: Any, meter: Meter, rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+def one_step(
+    tr: Any, meter: Meter, rows: list[dict[str, Any]], seed: int, memory: bool
+) -> dict[str, Any]:
     with torch.no_grad():
         for n, p in tr.model.named_parameters():
             if n in tr.arca_adapter:
@@ -269,13 +288,20 @@ def one_step(tr: Any, meter: Meter, rows: list[dict[str, Any]], seed: int) -> di
     torch.manual_seed(seed)
     if meter.device == "cuda":
         torch.cuda.manual_seed_all(seed)
-    with peak_memory(meter.device) as mem:
-        with meter.timed("total"):
-            with meter.timed("step"):
-                tr.training_step(tr.model, rows, None)
-            with meter.timed("optimizer"):
-                tr.optimizer.step()
-                tr.optimizer.zero_grad(set_to_none=True)
+    # The CPU memory sampler competes for the GIL and the two cores: time and
+    # memory are measured in separate rounds. GC pauses are kept out of both.
+    gc.collect()
+    gc.disable()
+    try:
+        with peak_memory(meter.device) if memory else nullcontext(None) as mem:
+            with meter.timed("total"):
+                with meter.timed("step"):
+                    tr.training_step(tr.model, rows, None)
+                with meter.timed("optimizer"):
+                    tr.optimizer.step()
+                    tr.optimizer.zero_grad(set_to_none=True)
+    finally:
+        gc.enable()
     t = meter.t
     fwd_bwd = t["step"] - t.get("prepare", 0.0)
     prep_other = t.get("prepare", 0.0) - t.get("generation", 0.0) - t.get("scoring", 0.0)
@@ -289,8 +315,8 @@ def one_step(tr: Any, meter: Meter, rows: list[dict[str, Any]], seed: int) -> di
         "forwards_no_grad": meter.full_forwards(grad=False),
         "forwards_grad": meter.full_forwards(grad=True),
         "completion_tokens": meter.tokens,
-        "peak_bytes": mem["peak"],
-        "peak_over_start_bytes": mem["peak"] - mem["base"],
+        "peak_bytes": mem["peak"] if mem else None,
+        "peak_over_start_bytes": mem["peak"] - mem["base"] if mem else None,
     }
 
 
@@ -308,46 +334,62 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
     task_rows = [train[i] for i in range(len(train))]
     n_prompts = args.batch // args.k
     records: dict[str, list[dict[str, Any]]] = {f"{s}@{b}": [] for s, b in configs}
-    for r in range(args.rounds + 1):
+    # Round 0 warms up; then timing rounds alternate with memory rounds.
+    total = 1 + 2 * args.rounds
+    for r in range(total):
         prompts = task_rows[r * n_prompts : (r + 1) * n_prompts]
         rows = [dict(p) for p in prompts for _ in range(args.k)]
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
+        memory = r % 2 == 0 and r > 0
         for c in order:
-            rec = one_step(trainers[c], meters[c], rows, seed=1000 + r)
-            if r > 0:  # round 0 warms up every trainer
+            rec = one_step(trainers[c], meters[c], rows, seed=1000 + r, memory=memory)
+            if r > 0:
                 records[f"{c[0]}@{c[1]}"].append(rec)
-        print(f"round {r}/{args.rounds} done" + (" (warm-up)" if r == 0 else ""), flush=True)
+        kind = "warm-up" if r == 0 else "memory" if memory else "timing"
+        print(f"round {r}/{total - 1} done ({kind})", flush=True)
     return {"records": records, "configs": configs}
 
 
 def summarise(res: dict[str, Any], device: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for scheme, beta in res["configs"]:
-        recs = res["records"][f"{scheme}@{beta}"]
-        base = res["records"][f"uniform@{beta}"]
+        all_recs = res["records"][f"{scheme}@{beta}"]
+        all_base = res["records"][f"uniform@{beta}"]
+        recs = [r for r in all_recs if r["peak_bytes"] is None]
+        base = [r for r in all_base if r["peak_bytes"] is None]
+        mrecs = [r for r in all_recs if r["peak_bytes"] is not None]
+        mbase = [r for r in all_base if r["peak_bytes"] is not None]
         row: dict[str, Any] = {"scheme": scheme, "beta": beta}
         for ph in PHASES:
             row[f"{ph}_s"] = statistics.median(r[ph] for r in recs)
         compute = [r["total"] - r["generation"] for r in recs]
         compute_u = [r["total"] - r["generation"] for r in base]
-        row["time_ratio"] = statistics.median(
-            a["total"] / b["total"] for a, b in zip(recs, base, strict=True)
+        row["time_ratio"], row["time_lo"], row["time_hi"] = geometric_ci(
+            [a["total"] / b["total"] for a, b in zip(recs, base, strict=True)]
         )
-        row["compute_ratio"] = statistics.median(
-            a / b for a, b in zip(compute, compute_u, strict=True)
+        row["compute_ratio"], row["compute_lo"], row["compute_hi"] = geometric_ci(
+            [a / b for a, b in zip(compute, compute_u, strict=True)]
         )
         row["forwards"] = recs[0]["forwards_no_grad"] + recs[0]["forwards_grad"]
-        row["peak_mb"] = max(r["peak_bytes"] for r in recs) / 2**20
-        row["mem_ratio"] = max(r["peak_bytes"] for r in recs) / max(r["peak_bytes"] for r in base)
-        row["step_mem_ratio"] = max(r["peak_over_start_bytes"] for r in recs) / max(
-            max(r["peak_over_start_bytes"] for r in base), 1
+        row["peak_mb"] = max(r["peak_bytes"] for r in mrecs) / 2**20
+        row["mem_ratio"] = max(r["peak_bytes"] for r in mrecs) / max(r["peak_bytes"] for r in mbase)
+        row["step_mem_ratio"] = max(r["peak_over_start_bytes"] for r in mrecs) / max(
+            max(r["peak_over_start_bytes"] for r in mbase), 1
         )
         # Same adapter, same seed: every scheme must have generated the same batch.
-        row["same_batches"] = [r["completion_tokens"] for r in recs] == [
-            r["completion_tokens"] for r in base
+        row["same_batches"] = [r["completion_tokens"] for r in all_recs] == [
+            r["completion_tokens"] for r in all_base
         ]
         out[f"{scheme}@{beta}"] = row
     return out
+
+
+def geometric_ci(ratios: list[float]) -> tuple[float, float, float]:
+    """Geometric mean of paired ratios with a 95% bootstrap interval."""
+    from arca.stats import bootstrap_ci
+
+    mean, lo, hi = bootstrap_ci([math.log(r) for r in ratios])
+    return math.exp(mean), math.exp(lo), math.exp(hi)
 
 
 TARGETS = {  # (time, memory) ceilings of issue 7, by scheme and whether beta > 0
@@ -368,8 +410,8 @@ def target(scheme: str, beta: float) -> tuple[float | None, float | None]:
 def print_table(summary: dict[str, Any], header: str) -> None:
     print(header)
     cols = (
-        f"{'scheme':<11}{'beta':>5}{'step s':>8}{'gen':>7}{'score':>7}{'fwd+bwd':>8}"
-        f"{'opt':>6}{'fwds':>5}{'time x':>8}{'compute x':>10}{'peak MB':>9}{'mem x':>7}"
+        f"{'scheme':<14}{'beta':>5}{'step s':>7}{'gen':>6}{'score':>6}{'fwd+bwd':>8}"
+        f"{'fwds':>5}{'time x [95% CI]':>22}{'compute x':>10}{'peak MB':>8}{'mem x':>7}"
         f"{'step mem x':>11}  target"
     )
     print(cols)
@@ -379,11 +421,12 @@ def print_table(summary: dict[str, Any], header: str) -> None:
         if tt is not None:
             ok = row["time_ratio"] <= tt and (mt is None or row["mem_ratio"] <= mt)
             verdict = f"time<={tt}" + (f", mem<={mt}" if mt else "") + (" met" if ok else " MISSED")
+        ci = f"{row['time_ratio']:.3f} [{row['time_lo']:.3f}, {row['time_hi']:.3f}]"
         print(
-            f"{row['scheme']:<11}{row['beta']:>5g}{row['total_s']:8.2f}{row['generation_s']:7.2f}"
-            f"{row['scoring_s']:7.2f}{row['fwd_bwd_s']:8.2f}{row['optimizer_s']:6.2f}"
-            f"{row['forwards']:>5}{row['time_ratio']:8.3f}{row['compute_ratio']:10.3f}"
-            f"{row['peak_mb']:9.0f}{row['mem_ratio']:7.3f}{row['step_mem_ratio']:11.3f}  {verdict}"
+            f"{row['scheme']:<14}{row['beta']:>5g}{row['total_s']:7.2f}{row['generation_s']:6.2f}"
+            f"{row['scoring_s']:6.2f}{row['fwd_bwd_s']:8.2f}"
+            f"{row['forwards']:>5}{ci:>22}{row['compute_ratio']:10.3f}"
+            f"{row['peak_mb']:8.0f}{row['mem_ratio']:7.3f}{row['step_mem_ratio']:11.3f}  {verdict}"
         )
 
 
@@ -510,14 +553,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES))
     ap.add_argument("--betas", nargs="+", type=float, default=[0.0, 0.04])
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=16, help="completions per step")
+    ap.add_argument("--rounds", type=int, default=20, help="timing rounds (as many memory rounds)")
+    ap.add_argument("--batch", type=int, default=32, help="completions per step")
     ap.add_argument("--k", type=int, default=4, help="completions per prompt")
     ap.add_argument("--completion", type=int, default=64, help="max completion tokens")
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-control", action="store_true", help="skip the A/A uniform control")
     ap.add_argument("--vocab-check", action="store_true")
     ap.add_argument("--vocab-batches", nargs="+", type=int, default=[2, 4, 8])
     args = ap.parse_args(argv)
@@ -538,13 +582,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if "uniform" not in args.schemes:
             args.schemes = ["uniform", *args.schemes]
+        if not args.no_control:
+            args.schemes = [*args.schemes, "uniform" + AA]
         raw = run_steps(args)
         summary = summarise(raw, args.device)
         dt = "bf16" if args.bf16 else "float32"
         print_table(
             summary,
             f"\n{meta['date']}, {machine}, {args.model} model, {dt}, {args.batch} completions x "
-            f"<= {args.completion} tokens, LoRA r={args.rank}; median of {args.rounds} paired rounds",
+            f"<= {args.completion} tokens, LoRA r={args.rank}; geometric mean of {args.rounds} paired timing rounds",
         )
         res = {"summary": summary, "records": raw["records"]}
     if args.json:

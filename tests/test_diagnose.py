@@ -129,6 +129,8 @@ def test_one_layer_model_with_known_L_satisfies_props_1_and_2():
     assert res["prop1"]["holds_corrected"] == 6
     assert res["prop3"]["comparable"] == 6 and res["prop3"]["modules"] == 7
     assert res["schemes"]["arca"]["gini"]["mean"] > 0.01
+    assert res["schemes"]["arca_local"]["gini"]["mean"] > 0.01  # LoRA on o_proj/down_proj
+    assert -1.0 <= res["rank_correlation"]["arca~arca_local"] <= 1.0
     assert adapter_message(res["adapter"]) is None
 
 
@@ -137,9 +139,10 @@ def test_zero_adapter_and_no_adapter_say_so_and_give_uniform_arca():
     for m in (add_lora(model, rank=4, dropout=0.0), model):
         res = diagnose(m, tok, _items(tok, 3))
         assert res["prop2"]["beta"] == 0.0 and res["prop2"]["max_abs_dlogp"] == 0.0
-        for s in ("arca", "divergence"):
+        for s in ("arca", "divergence") + (("arca_local",) if m is not model else ()):
             assert res["schemes"][s]["gini"]["mean"] == pytest.approx(0.0, abs=1e-6)
             assert res["schemes"][s]["regime"] == "uniform broadcast"
+        assert ("arca_local" in res["schemes"]) == (m is not model)  # no adapter, no LoRA layers
         msg = adapter_message(res["adapter"])
         assert "uniform by construction" in msg
     assert "B matrices are all zero" in adapter_message({"present": True, "zero": True})

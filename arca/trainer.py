@@ -113,7 +113,7 @@ class CreditGRPOConfig(GRPOConfig):
         default=4.0,
         metadata={
             "help": "credit/residual_below_noise counts tokens whose ARCA residual is under "
-            "factor * eps(dtype) * ||h_base|| (measured bf16 noise: 0.3-2 eps, docs/performance.md)."
+            "factor * eps(dtype) * ||h_base|| (eps of the training precision; measured bf16 noise: 0.2-2 eps, docs/performance.md)."
         },
     )
     credit_from_training_forward: bool = field(
@@ -418,8 +418,13 @@ class CreditGRPOTrainer(GRPOTrainer):
             if r.numel():
                 m["credit/residual_mean"].append(float(r.mean()))
                 m["credit/residual_max"].append(float(r.max()))
-                floor = residual_noise_floor(credit["h_base"], self.args.residual_noise_factor)
-                floor = floor[real]
+                # Under mixed precision the states are float32 but carry bf16/fp16 noise.
+                amp = (
+                    torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+                )
+                floor = residual_noise_floor(
+                    credit["h_base"], self.args.residual_noise_factor, compute_dtype=amp
+                )[real]
                 m["credit/residual_below_noise"].append(float((r < floor).float().mean()))
         if self.args.shadow_diagnostics:
             for name in BUILTIN:

@@ -266,6 +266,8 @@ def test_residual_noise_floor_is_eps_of_the_dtype_times_the_state_norm():
     h = torch.full((1, 2, 4), 3.0)  # ||h|| = 6
     assert residual_noise_floor(h.bfloat16()).tolist() == [[6 * 2**-7, 6 * 2**-7]]
     assert residual_noise_floor(h, factor=2.0).tolist() == [[12 * 2**-23, 12 * 2**-23]]
+    # float32 states computed under bf16 autocast carry bf16 noise
+    assert residual_noise_floor(h, compute_dtype=torch.bfloat16).tolist() == [[6 * 2**-7] * 2]
 
 
 # --------------------------------------------------------------- registry

@@ -205,7 +205,9 @@ def test_few_shot_prefix_is_shared_and_disjoint():
     plain = load_arithmetic(train_size=50, heldout_size=10)
     prefix = task.heldout[0]["prompt"][: -len(plain.heldout[0]["prompt"])]
     assert prefix.count("Solution: ") == 2 and prefix.endswith("}\n\n")
-    assert all(p.startswith(prefix) for p in list(task.train["prompt"]) + list(task.heldout["prompt"]))
+    assert all(
+        p.startswith(prefix) for p in list(task.train["prompt"]) + list(task.heldout["prompt"])
+    )
     assert list(task.heldout["problem"]) == list(plain.heldout["problem"])  # same held-out set
     shots = {line for line in prefix.splitlines() if line.startswith("Problem: ")}
     used = {f"Problem: {p}" for p in list(task.train["problem"]) + list(task.heldout["problem"])}

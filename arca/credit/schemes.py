@@ -274,16 +274,21 @@ def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
     return torch.linalg.vector_norm(diff, dim=-1)
 
 
-def residual_noise_floor(h_base: Tensor, factor: float = 1.0) -> Tensor:
+def residual_noise_floor(
+    h_base: Tensor, factor: float = 1.0, compute_dtype: torch.dtype | None = None
+) -> Tensor:
     """Below this ``(B, T)`` value, ``||h_adapted - h_base||`` is rounding noise.
 
-    ``factor * eps(dtype) * ||h_base_t||``, with ``eps`` the machine epsilon of
-    the hidden states' dtype (``2**-7`` for bf16, ``2**-23`` for float32): a
-    residual smaller than one unit in the last place of the state's magnitude
-    cannot be told from the rounding of two separately computed states
-    (measured: ``benchmarks/bf16_residual.py``). ``(B, T, d) -> (B, T)``.
+    ``factor * eps * ||h_base_t||``, with ``eps`` the machine epsilon of the
+    coarser of the hidden states' dtype and ``compute_dtype``, the dtype they
+    were computed in (under bf16 autocast, float32 states carry bf16 noise):
+    ``2**-7`` for bf16, ``2**-23`` for float32. The noise of two separately
+    computed states measures 0.2-2 ``eps * ||h||`` (``benchmarks/bf16_residual.py``,
+    docs/performance.md). ``(B, T, d) -> (B, T)``.
     """
     eps = torch.finfo(h_base.dtype).eps if h_base.is_floating_point() else 0.0
+    if compute_dtype is not None:
+        eps = max(eps, torch.finfo(compute_dtype).eps)
     return torch.linalg.vector_norm(h_base.float(), dim=-1) * (factor * eps)
 
 

@@ -9,7 +9,8 @@ states with a hook on the backbone, whose ``last_hidden_state`` is what the LM
 head projects (also in TRL's fused head, which never calls ``lm_head``).
 
 This module is for analysis and diagnosis. The trainer (``arca.trainer``)
-reuses TRL's own passes instead, so it pays for no extra forward.
+reads its inputs from the training forward and TRL's KL-reference pass where
+it can; its module docstring lists the passes it adds.
 """
 
 from __future__ import annotations

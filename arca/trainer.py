@@ -107,7 +107,9 @@ class CreditGRPOConfig(GRPOConfig):
     advantage_estimator: str = field(default="grpo", metadata={"help": "'grpo' or 'rloo'."})
     shadow_diagnostics: bool = field(
         default=False,
-        metadata={"help": "Log every scheme's Gini/EffN on each batch (runs both scoring passes)."},
+        metadata={
+            "help": "Log every scheme's Gini/EffN on each batch (gathers every scheme's inputs)."
+        },
     )
     residual_noise_factor: float = field(
         default=4.0,

@@ -93,6 +93,7 @@ def capture_adapter_deltas(
     model: nn.Module,
     n_completion: int,
     select: Callable[[str], bool] | None = None,
+    reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> Iterator[dict[str, list[Tensor]]]:
     """Each LoRA layer's own output ``scaling * B A x`` at the positions that
     emit the last ``n_completion`` tokens: ``{layer name: [(b, C, out) per call]}``,
@@ -102,7 +103,8 @@ def capture_adapter_deltas(
     never enters it and it costs two rank-``r`` matmuls on ``C`` positions per
     layer, no extra forward. Layers with the adapter disabled (inside
     ``disable_adapter()``) or merged record nothing; ``select`` filters layers
-    by name.
+    by name; ``reduce`` (e.g. a norm over the last dim) is applied in the hook,
+    so only its result is kept.
     """
     captured: dict[str, list[Tensor]] = {}
 
@@ -110,7 +112,7 @@ def capture_adapter_deltas(
         def hook(m: nn.Module, args: Any, _out: Any) -> None:
             d = _lora_delta(m, args[0][:, -(n_completion + 1) : -1])
             if d is not None:
-                captured.setdefault(key, []).append(d)
+                captured.setdefault(key, []).append(d if reduce is None else reduce(d))
 
         return hook
 
@@ -132,10 +134,27 @@ RESIDUAL_WRITERS = ("o_proj", "down_proj", "out_proj", "c_proj", "fc2", "w2", "d
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
 
+def _writers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in lora_layers(model) if n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS]
+
+
 def writes_residual(model: nn.Module) -> bool:
     """Does the adapter have a LoRA layer that writes into the residual stream
     (what ``arca_local`` reads)?"""
-    return any(n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS for n, _ in lora_layers(model))
+    return bool(_writers(model))
+
+
+def residual_writers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The LoRA layers ``arca_local`` reads; an error naming the adapter's
+    targets if there is none."""
+    layers = _writers(model)
+    if not layers:
+        targets = sorted({n.rsplit(".", 1)[-1] for n, _ in lora_layers(model)})
+        raise ValueError(
+            "arca_local needs LoRA on a layer that writes into the residual stream "
+            f"({', '.join(RESIDUAL_WRITERS)}); the adapter targets: {', '.join(targets) or 'nothing'}"
+        )
+    return layers
 
 
 def final_norm(model: nn.Module) -> nn.Module:
@@ -179,13 +198,7 @@ def capture_adapter_shift(model: nn.Module, n_completion: int) -> Iterator[list[
     its ``e_t``, read inside a forward that runs anyway. Forwards with the
     adapter disabled add nothing.
     """
-    layers = [(n, m) for n, m in lora_layers(model) if n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS]
-    if not layers:
-        targets = sorted({n.rsplit(".", 1)[-1] for n, _ in lora_layers(model)})
-        raise ValueError(
-            "arca_local needs LoRA on a layer that writes into the residual stream "
-            f"({', '.join(RESIDUAL_WRITERS)}); the adapter targets: {', '.join(targets) or 'nothing'}"
-        )
+    layers = residual_writers(model)
     norm = final_norm(model)
     shifts: list[Tensor] = []
     pending: list[Tensor] = []  # this forward's residual writes so far

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from arca.credit import normalize
+from arca.scoring import capture_adapter_deltas
 
 #: float32 rounding allowance when checking an inequality on log-probs.
 LOGP_TOLERANCE = 1e-5
@@ -177,31 +178,15 @@ def capture_lora_contributions(
     module, at the positions that emit the last ``n_completion`` tokens (the
     positions ARCA's residual is read at): ``{module name: [(b, C) per call]}``.
 
-    Hooks sit on each module's ``lora_B``; passes run inside
+    The norms of :func:`arca.scoring.capture_adapter_deltas`; passes run inside
     ``disable_adapter()`` skip LoRA and record nothing.
     """
-    captured: dict[str, list[Tensor]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        lora_b = getattr(module, "lora_B", None)
-        if not isinstance(lora_b, nn.ModuleDict):
-            continue
-        for adapter, sub in lora_b.items():
-            scale = float(module.scaling.get(adapter, 1.0)) if hasattr(module, "scaling") else 1.0
-            key = name.replace("base_model.model.", "")
-
-            def hook(
-                _m: nn.Module, _a: Any, out: Tensor, key: str = key, scale: float = scale
-            ) -> None:
-                v = out[:, -(n_completion + 1) : -1].float().norm(dim=-1) * abs(scale)
-                captured.setdefault(key, []).append(v.detach())
-
-            handles.append(sub.register_forward_hook(hook))
-    try:
+    with capture_adapter_deltas(model, n_completion, reduce=_row_norm) as captured:
         yield captured
-    finally:
-        for h in handles:
-            h.remove()
+
+
+def _row_norm(d: Tensor) -> Tensor:
+    return d.norm(dim=-1)
 
 
 def check_prop3(residual: Tensor, contributions: dict[str, Tensor], mask: Tensor) -> dict[str, Any]:

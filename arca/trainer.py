@@ -80,6 +80,7 @@ from arca.scoring import (
     capture_adapter_shift,
     capture_final_hidden,
     eval_mode,
+    residual_writers,
     writes_residual,
 )
 
@@ -215,20 +216,24 @@ class CreditGRPOTrainer(GRPOTrainer):
                 "train a LoRA adapter (pass peft_config)"
             )
         if "h_shift" in needs:
-            with capture_adapter_shift(unwrapped, 1):
-                pass  # fails early, naming the adapter's targets, if none writes the residual
+            residual_writers(unwrapped)  # fails early, naming the adapter's targets
         # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
 
     # ------------------------------------------------------------ scoring
 
     @contextmanager
-    def _policy_hooks(self, n_completion: int) -> Iterator[dict[str, list[Tensor]]]:
-        """Hooks that read ``h_adapted`` / ``h_shift`` from the adapted forwards run inside."""
+    def _policy_hooks(
+        self, n_completion: int, hidden: bool = False
+    ) -> Iterator[dict[str, list[Tensor]]]:
+        """Hooks that read the last hidden state (``h_adapted``; always with
+        ``hidden``) and ``h_shift`` from the forwards run inside, when the
+        schemes need them. Forwards with the adapter disabled add no ``h_shift``."""
         model = self.accelerator.unwrap_model(self.model)
-        hidden = capture_final_hidden(model, n_completion) if "h_adapted" in self._needs else None
+        keep_hidden = hidden or "h_adapted" in self._needs
+        hidden_ctx = capture_final_hidden(model, n_completion) if keep_hidden else None
         shift = capture_adapter_shift(model, n_completion) if "h_shift" in self._needs else None
-        with hidden or nullcontext([]) as hs, shift or nullcontext([]) as sh:
+        with hidden_ctx or nullcontext([]) as hs, shift or nullcontext([]) as sh:
             yield {"h_adapted": hs, "h_shift": sh}
 
     def _scoring_pass(
@@ -242,16 +247,9 @@ class CreditGRPOTrainer(GRPOTrainer):
         C = out["completion_ids"].size(1)
         model = self.accelerator.unwrap_model(self.model)
         off = model.disable_adapter() if not adapter else nullcontext()
-        shift = capture_adapter_shift(model, C) if adapter and "h_shift" in self._needs else None
         bs = self.args.per_device_train_batch_size
         # eval_mode: LoRA dropout off, so weights never depend on a dropout draw.
-        with (
-            torch.no_grad(),
-            eval_mode(model),
-            off,
-            capture_final_hidden(model, C) as hs,
-            shift or nullcontext([]) as sh,
-        ):
+        with torch.no_grad(), eval_mode(model), off, self._policy_hooks(C, hidden=True) as cap:
             if logits:
                 logps, ent, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, attn, C, batch_size=bs, compute_entropy=True
@@ -261,11 +259,11 @@ class CreditGRPOTrainer(GRPOTrainer):
                 for i in range(0, ids.size(0), bs):
                     with self.accelerator.autocast():
                         body(input_ids=ids[i : i + bs], attention_mask=attn[i : i + bs])
-        res = {"hidden": torch.cat(hs, dim=0)}
+        res = {"hidden": torch.cat(cap["h_adapted"], dim=0)}
         if logits:
             res |= {"logps": logps, "entropies": ent}
-        if sh:
-            res["h_shift"] = torch.cat(sh, dim=0)
+        if cap["h_shift"]:
+            res["h_shift"] = torch.cat(cap["h_shift"], dim=0)
         return res
 
     def _base_inputs(self, out: dict[str, Any], reference: list[Tensor]) -> dict[str, Tensor]:

@@ -24,18 +24,17 @@ Reported per candidate: Spearman correlation of its weights with exact ARCA's
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import _adapter_cli  # benchmarks/, next to this script
 import torch
 from torch import Tensor, nn
 
-from arca.credit import effective_token_ratio, gini, rank_correlation, token_weights
-from arca.diagnose import Completion, _batch, read_completions
-from arca.evaluate import load_policy
+from arca.credit import effective_token_ratio, gini, normalize, rank_correlation, token_weights
+from arca.diagnose import Completion, _batch
 from arca.scoring import (
     backbone,
     capture_adapter_deltas,
@@ -134,24 +133,12 @@ def fidelity(
 
 
 def _w(raw: Tensor, mask: Tensor) -> Tensor:
-    from arca.credit import normalize
-
     return normalize(raw, mask, eps=1e-8)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--adapter", required=True)
-    ap.add_argument("--completions", required=True)
-    ap.add_argument("--limit", type=int, default=64)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    model, tok = load_policy(args.model, args.adapter, dtype="float32", device="cpu")
-    model.eval()
-    items = read_completions(args.completions, tok)[: args.limit]
+    args = _adapter_cli.parser(__doc__, limit=64).parse_args()
+    model, tok, items = _adapter_cli.load(args)
     res = fidelity(model, tok, items)
     ex = res["exact"]
     print(

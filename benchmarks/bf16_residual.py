@@ -23,20 +23,19 @@ does). Reported per scale, over real completion tokens:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import _adapter_cli  # benchmarks/, next to this script
 import torch
 from torch import Tensor, nn
 
 from arca.credit import rank_correlation, residual_noise_floor
 from arca.credit.schemes import hidden_residual_norm
-from arca.diagnose import Completion, _batch, read_completions
-from arca.evaluate import load_policy
+from arca.diagnose import Completion, _batch
 from arca.scoring import capture_adapter_shift, capture_final_hidden
 
 SCALES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -101,18 +100,8 @@ def sweep(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--adapter", required=True)
-    ap.add_argument("--completions", required=True)
-    ap.add_argument("--limit", type=int, default=32)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    model, tok = load_policy(args.model, args.adapter, dtype="float32", device="cpu")
-    model.eval()
-    items = read_completions(args.completions, tok)[: args.limit]
+    args = _adapter_cli.parser(__doc__, limit=32).parse_args()
+    model, tok, items = _adapter_cli.load(args)
     print(f"{args.model} + {args.adapter}: {len(items)} completions")
     print(
         f"{'scale':>8}{'rel':>11}{'err':>9}{'spearman':>10}"

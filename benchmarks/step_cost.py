@@ -452,7 +452,7 @@ def print_table(summary: dict[str, Any], header: str) -> None:
 
 def vocab_check(args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory of scoring and of a deferred training step at V = 151,936."""
-    from peft import LoraConfig
+    from peft import LoraConfig, get_peft_model
 
     from arca.models import LORA_TARGETS, tiny_qwen3
     from arca.scoring import scheme_inputs
@@ -461,8 +461,6 @@ def vocab_check(args: argparse.Namespace) -> dict[str, Any]:
     V, C, P = 151_936, 512, 32
     torch.manual_seed(0)
     model = tiny_qwen3(vocab_size=V, hidden_size=64, seed=0)
-    from peft import get_peft_model
-
     model = get_peft_model(model, LoraConfig(r=8, target_modules=LORA_TARGETS))
     model.eval()
     rows = []

@@ -86,7 +86,8 @@ def test_regime_thresholds():
     from arca.credit import classify_regime
 
     assert classify_regime(0.0, 1.0) == "uniform broadcast"
-    assert classify_regime(0.9, 0.06) == "spuriously sparse"  # the paper's baselines
+    assert classify_regime(0.9, 0.06) == "sparse"  # the paper's baselines ("spuriously sparse")
     assert classify_regime(0.4, 0.6) == "middle regime"
-    assert classify_regime(0.4, 0.6, sparse_ratio_below=0.7) == "spuriously sparse"
+    assert classify_regime(0.4, 0.6, sparse_ratio_below=0.7) == "sparse"
     assert classify_regime(float("nan"), 0.5) == "n/a"
+    assert classify_regime(float("inf"), 0.5) == "n/a"  # non-finite is a bug, not a regime

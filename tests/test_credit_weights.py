@@ -20,7 +20,7 @@ from arca.credit import (
     unregister_scheme,
 )
 
-BUILTIN = ["uniform", "surprisal", "entropy", "divergence", "arca", "arca_local"]
+BUILTIN = ["uniform", "surprisal", "entropy", "divergence", "arca", "arca_local", "high_entropy"]
 
 
 @st.composite

@@ -11,13 +11,27 @@ Typical use::
     adv = group_advantages(rewards, group_size=4)                   # (B,)
     w = token_weights("arca", mask=mask, h_adapted=h, h_base=h0)    # (B, T)
     loss = weighted_pg_loss(logps, adv, w, mask)
+
+Where a task can say which token of a wrong completion was the first error
+(``error_index``, from :mod:`arca.tasks.locate`), :func:`credit_correctness`
+says whether the credit lands there.
 """
 
 from arca.credit.advantages import ESTIMATORS, Estimator, group_advantages
+from arca.credit.correctness import (
+    METRICS,
+    correctness_summary,
+    credit_correctness,
+    error_lift,
+    prefix_blame,
+    topk_hit,
+    weight_share,
+)
 from arca.credit.diagnostics import (
     REGIMES,
     classify_regime,
     concentration_summary,
+    effective_token_count,
     effective_token_ratio,
     gini,
     rank_correlation,
@@ -38,6 +52,7 @@ from arca.credit.weights import EpsMode, normalize, token_weights
 
 __all__ = [
     "ESTIMATORS",
+    "METRICS",
     "REGIMES",
     "classify_regime",
     "EpsMode",
@@ -45,7 +60,11 @@ __all__ = [
     "Scheme",
     "available_schemes",
     "concentration_summary",
+    "correctness_summary",
+    "credit_correctness",
+    "effective_token_count",
     "effective_token_ratio",
+    "error_lift",
     "get_scheme",
     "gini",
     "group_advantages",
@@ -53,10 +72,13 @@ __all__ = [
     "residual_noise_floor",
     "next_real_index",
     "normalize",
+    "prefix_blame",
     "rank_correlation",
     "register_scheme",
     "token_scores",
     "token_weights",
+    "topk_hit",
     "unregister_scheme",
+    "weight_share",
     "weighted_pg_loss",
 ]

@@ -2,7 +2,10 @@
 
 Uniform weights have Gini 0 and effective-token ratio 1; credit on a single
 token has Gini ``(T-1)/T`` and ratio ``1/T``. The paper's "middle regime" lies
-between the two degenerate ends: uniform broadcast and spurious sparsity.
+between the two ends it calls degenerate, uniform broadcast and "spurious"
+sparsity. arca names the regimes by what is measured (uniform broadcast,
+middle, sparse): whether sparse credit is spurious is a question of where it
+lands, which :mod:`arca.credit.correctness` answers on tasks with a ground truth.
 """
 
 from __future__ import annotations
@@ -72,19 +75,42 @@ def effective_token_ratio(weights: Tensor, mask: Tensor) -> Tensor:
     return torch.where(den > 0, s1.square() / torch.where(den > 0, den, 1.0), math.nan)
 
 
-def concentration_summary(weights: Tensor, mask: Tensor) -> dict[str, float]:
-    """Batch means of Gini and effective-token ratio, ignoring empty rows.
+def effective_token_count(weights: Tensor, mask: Tensor) -> Tensor:
+    """Effective number of tokens ``EffN = 1 / sum_t w_t^2`` of each row.
 
-    Returns ``{"gini": ..., "effective_ratio": ..., "rows": n}`` where ``rows``
-    counts the rows that entered the means (NaN means if there were none).
+    Computed as ``(sum w)^2 / sum w^2`` (scale-free). EffN/T alone hides the
+    length: a row with EffN 1.4 has EffN/T 0.056 at T = 25 and 0.003 at T = 500.
+
+    Returns ``(B,)`` in ``[1, T]``; NaN for rows with no real token or all-zero weights.
+    """
+    bmask = as_bool_mask(mask)
+    return effective_token_ratio(weights, bmask) * bmask.sum(dim=1).to(float_dtype(weights))
+
+
+def concentration_summary(weights: Tensor, mask: Tensor) -> dict[str, float]:
+    """Batch means of Gini, effective-token ratio, effective-token count and
+    length ``T``, ignoring empty rows.
+
+    Returns ``{"gini", "effective_ratio", "effective_n", "length", "rows"}``
+    where ``rows`` counts the rows that entered the means (NaN means if there
+    were none). ``effective_n`` is the mean of each row's EffN, not
+    ``effective_ratio * length``.
     """
     g = gini(weights, mask)
     e = effective_token_ratio(weights, mask)
+    n = as_bool_mask(mask).sum(dim=1).to(e.dtype)
     ok = ~torch.isnan(g)
     rows = int(ok.sum())
     if rows == 0:
-        return {"gini": math.nan, "effective_ratio": math.nan, "rows": 0}
-    return {"gini": float(g[ok].mean()), "effective_ratio": float(e[ok].mean()), "rows": rows}
+        nan = math.nan
+        return {"gini": nan, "effective_ratio": nan, "effective_n": nan, "length": nan, "rows": 0}
+    return {
+        "gini": float(g[ok].mean()),
+        "effective_ratio": float(e[ok].mean()),
+        "effective_n": float((e * n)[ok].mean()),
+        "length": float(n[ok].mean()),
+        "rows": rows,
+    }
 
 
 def average_ranks(values: Tensor, mask: Tensor) -> Tensor:
@@ -143,11 +169,14 @@ def rank_correlation(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
 
 #: Default regime thresholds (arca's choice; the paper names the regimes but
 #: gives no cut-offs). Its Table 3 puts the output-distribution baselines at
-#: EffN/T 0.05-0.07 ("spuriously sparse") and uniform at exactly G = 0.
+#: EffN/T 0.05-0.07 (its "spuriously sparse") and uniform at exactly G = 0.
 UNIFORM_GINI_BELOW = 0.05
 SPARSE_RATIO_BELOW = 0.15
 
-REGIMES = ("uniform broadcast", "middle regime", "spuriously sparse")
+#: Concentration regimes, named by what they measure. The paper calls the last
+#: one "spuriously sparse"; arca says "sparse" and lets the credit-correctness
+#: metrics say whether the concentrated credit is on the right tokens.
+REGIMES = ("uniform broadcast", "middle regime", "sparse")
 
 
 def classify_regime(
@@ -160,10 +189,11 @@ def classify_regime(
     """Name the concentration regime of a (mean) weight distribution.
 
     ``"uniform broadcast"`` if ``gini < uniform_gini_below``; else
-    ``"spuriously sparse"`` if ``effective_ratio < sparse_ratio_below``; else
-    ``"middle regime"``. NaN inputs give ``"n/a"``.
+    ``"sparse"`` if ``effective_ratio < sparse_ratio_below``; else
+    ``"middle regime"``. NaN or infinite inputs give ``"n/a"`` (a non-finite
+    mean is a bug upstream, not a regime).
     """
-    if math.isnan(gini_value) or math.isnan(effective_ratio):
+    if not (math.isfinite(gini_value) and math.isfinite(effective_ratio)):
         return "n/a"
     if gini_value < uniform_gini_below:
         return REGIMES[0]
@@ -180,6 +210,7 @@ __all__ = [
     "UNIFORM_GINI_BELOW",
     "classify_regime",
     "concentration_summary",
+    "effective_token_count",
     "effective_token_ratio",
     "gini",
 ]

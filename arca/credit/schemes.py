@@ -18,7 +18,17 @@ arca          h_adapted, h_base (BTd)  ||h_adapted_t - h_base_t||_2    (eq. 15)
 arca_local    h_shift (BTd)            ||h_shift_t||_2: the adapter's direct write
                                        into the LM-head input (Prop. 3's
                                        sum_l B_l A_l x_l, without e_t)
+high_entropy  entropies                1 if H_t is in the batch's top ``quantile``
+                                       fraction of entropies, else 0 (option
+                                       ``quantile``, default 0.2)
 ============  =======================  ==========================================
+
+``high_entropy`` is the "minority of high-entropy forking tokens" baseline
+(Wang et al. 2025, "Beyond the 80/20 rule"), as TRL's ``top_entropy_quantile``
+computes it: one threshold over the real tokens of the whole batch, so a
+row's weights depend on the other rows. A row with no token above the
+threshold gets uniform weights (eq. 8's floor), where TRL's mask would drop
+its update.
 
 ``arca_local`` is an option, not a replacement: exact ARCA stays the paper's
 definition. ``h_shift`` comes from hooks on the LoRA layers inside a forward
@@ -31,8 +41,9 @@ name is accepted (``token_scores``, ``token_weights``, the trainer config).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,16 +60,30 @@ HIDDEN_INPUTS = frozenset({"h_adapted", "h_base", "h_shift"})
 class Scheme:
     """A registered salience scheme.
 
-    ``fn`` is called as ``fn(mask=<bool (B,T)>, **{name: tensor for name in requires})``
-    and returns raw scores ``(B, T)``. Values at padding are ignored (set to 0
-    afterwards), so ``fn`` need not mask. ``requires`` names the inputs the
-    scheme reads; a trainer uses it to decide which forward passes to run.
+    ``fn`` is called as ``fn(mask=<bool (B,T)>, **{name: tensor for name in requires},
+    **options)`` and returns raw scores ``(B, T)``. Values at padding are ignored
+    (set to 0 afterwards), so ``fn`` need not mask. ``requires`` names the inputs
+    the scheme reads; a trainer uses it to decide which forward passes to run.
+    ``options`` holds the scheme's settings and their defaults (e.g.
+    ``high_entropy``'s ``quantile``).
     """
 
     name: str
     fn: ScoreFn
     requires: tuple[str, ...]
     description: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def resolve_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The defaults updated by ``given``; an unknown name is an error."""
+        defaults = dict(self.options)
+        unknown = sorted(set(given or {}) - set(defaults))
+        if unknown:
+            valid = ", ".join(defaults) or "none"
+            raise ValueError(
+                f"scheme {self.name!r} has no option {unknown[0]!r} (its options: {valid})"
+            )
+        return {**defaults, **(given or {})}
 
 
 _REGISTRY: dict[str, Scheme] = {}
@@ -70,6 +95,7 @@ def register_scheme(
     *,
     requires: tuple[str, ...] | list[str] = (),
     description: str = "",
+    options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> ScoreFn | Callable[[ScoreFn], ScoreFn]:
     """Register a salience scheme under ``name``; usable as a decorator.
@@ -83,7 +109,8 @@ def register_scheme(
     Inputs named in ``requires`` other than the built-in ones (``logps``,
     ``ref_logps``, ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``) are passed through
     the ``**extra`` keywords of :func:`token_scores`; they must be ``(B, T)``
-    float tensors.
+    float tensors. ``options`` names the scheme's settings with their
+    defaults; callers change them with ``token_scores(..., options={...})``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("scheme name must be a non-empty string")
@@ -93,7 +120,13 @@ def register_scheme(
             raise ValueError(
                 f"scheme {name!r} is already registered; pass overwrite=True to replace it"
             )
-        _REGISTRY[name] = Scheme(name, f, tuple(requires), description or (f.__doc__ or ""))
+        _REGISTRY[name] = Scheme(
+            name,
+            f,
+            tuple(requires),
+            description or (f.__doc__ or ""),
+            tuple((options or {}).items()),
+        )
         return f
 
     return _register(fn) if fn is not None else _register
@@ -130,6 +163,7 @@ def token_scores(
     h_base: Tensor | None = None,
     h_shift: Tensor | None = None,
     check_finite_inputs: bool = True,
+    options: Mapping[str, Any] | None = None,
     **extra: Tensor,
 ) -> Tensor:
     """Raw salience ``alpha`` of ``scheme`` for a padded batch.
@@ -147,6 +181,8 @@ def token_scores(
             hidden state (``arca_local``).
         check_finite_inputs: raise on NaN/Inf at real positions (one device sync
             per input; turn off only in a loop you have already validated).
+        options: the scheme's settings (e.g. ``{"quantile": 0.1}`` for
+            ``high_entropy``); unknown names are an error, omitted ones default.
         **extra: further ``(B, T)`` inputs named by user-registered schemes.
 
     Returns:
@@ -159,6 +195,7 @@ def token_scores(
             returned negative or non-finite scores.
     """
     spec = get_scheme(scheme)
+    opts = spec.resolve_options(options)
     bmask = as_bool_mask(mask)
     given = {
         "logps": logps,
@@ -183,7 +220,7 @@ def token_scores(
 
     dtype = float_dtype(*inputs.values())
     with torch.no_grad():
-        raw = spec.fn(mask=bmask, **inputs)
+        raw = spec.fn(mask=bmask, **inputs, **opts)
         if not isinstance(raw, Tensor) or raw.shape != bmask.shape:
             got = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
             raise ValueError(
@@ -260,6 +297,28 @@ def _arca(*, mask: Tensor, h_adapted: Tensor, h_base: Tensor) -> Tensor:
 )
 def _arca_local(*, mask: Tensor, h_shift: Tensor) -> Tensor:
     return torch.linalg.vector_norm(h_shift.to(float_dtype(h_shift)), dim=-1)
+
+
+@register_scheme(
+    "high_entropy",
+    requires=("entropies",),
+    options={"quantile": 0.2},
+    description="1 on the batch's top-quantile entropy tokens (TRL's top_entropy_quantile)",
+)
+def _high_entropy(*, mask: Tensor, entropies: Tensor, quantile: float) -> Tensor:
+    if not (isinstance(quantile, int | float) and 0 < quantile <= 1):
+        raise ValueError(f"high_entropy: quantile must be in (0, 1], got {quantile!r}")
+    H = entropies.to(float_dtype(entropies))
+    real = H[mask]
+    if real.numel() == 0:
+        return torch.zeros_like(H)
+    # torch.quantile's linear interpolation (as TRL), via a sort: no 2**24-element limit.
+    srt = real.sort().values
+    pos = (1 - quantile) * (srt.numel() - 1)
+    lo = int(pos)
+    hi = min(lo + 1, srt.numel() - 1)
+    threshold = srt[lo] + (srt[hi] - srt[lo]) * (pos - lo)
+    return (H >= threshold).to(H.dtype)
 
 
 def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:

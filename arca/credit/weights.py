@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -82,14 +83,17 @@ def token_weights(
     mask: Tensor,
     eps: float = 1e-8,
     eps_mode: EpsMode = "absolute",
+    options: Mapping[str, Any] | None = None,
     **inputs: Tensor | bool | None,
 ) -> Tensor:
     """:func:`token_scores` then :func:`normalize`: ``(B, T)`` weights of ``scheme``.
 
     ``inputs`` are the scheme's inputs (``logps``, ``ref_logps``,
-    ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``, or a registered scheme's own).
+    ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``, or a registered scheme's own);
+    ``options`` its settings (e.g. ``high_entropy``'s ``quantile``).
     """
-    return normalize(token_scores(scheme, mask=mask, **inputs), mask, eps, eps_mode=eps_mode)
+    scores = token_scores(scheme, mask=mask, options=options, **inputs)
+    return normalize(scores, mask, eps, eps_mode=eps_mode)
 
 
 __all__ = ["EpsMode", "normalize", "token_weights"]

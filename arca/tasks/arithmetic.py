@@ -9,10 +9,12 @@ is disjoint from every training problem.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from arca.tasks.base import Task, make_prompt, rows_to_dataset
+from arca.tasks.base import Located, Task, make_prompt, rows_to_dataset
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ def solve(nums: list[int], ops: list[str]) -> tuple[list[str], int]:
     return steps, acc
 
 
+def worked_solution(nums: list[int], ops: list[str]) -> tuple[str, int]:
+    """The task's worked solution text and value (the format every level uses)."""
+    steps, value = solve(nums, ops)
+    return " ".join(steps) + f" \\boxed{{{value}}}", value
+
+
 def make_problem(rng: random.Random, lv: Level) -> dict[str, str]:
     """One problem: ``{problem, solution, answer}``."""
     while True:
@@ -80,9 +88,96 @@ def make_problem(rng: random.Random, lv: Level) -> dict[str, str]:
         expr = " ".join(f"{n} {o}" for n, o in zip(nums, ops, strict=False)) + f" {nums[-1]}"
         return {
             "problem": f"What is {expr}?",
-            "solution": " ".join(steps) + f" \\boxed{{{value}}}",
+            "solution": worked_solution(nums, ops)[0],
             "answer": str(value),
         }
+
+
+# ------------------------------------------------------- where it went wrong
+
+_PROBLEM = re.compile(r"What is ([0-9+\-* ]+)\?")
+_LAST_PROBLEM = re.compile(r"Problem:[ \t]*(What is [^\n]*\?)[ \t]*(?:\n|$)")
+
+
+def parse_problem(problem: str) -> tuple[list[int], list[str]]:
+    """``"What is 47 - 8 + 15?"`` -> ``([47, 8, 15], ["-", "+"])``; a ValueError
+    naming the text if it is not a problem of this task."""
+    m = _PROBLEM.fullmatch(problem.strip())
+    parts = m.group(1).split() if m else []
+    if len(parts) < 3 or len(parts) % 2 == 0:
+        raise ValueError(f"not an arithmetic problem of arca's task: {problem!r}")
+    nums, ops = parts[0::2], parts[1::2]
+    if not all(n.isdigit() for n in nums) or not all(o in "+-*" and len(o) == 1 for o in ops):
+        raise ValueError(f"not an arithmetic problem of arca's task: {problem!r}")
+    return [int(n) for n in nums], ops
+
+
+def problem_from_prompt(prompt: str) -> str:
+    """The problem a prompt asks for: the last ``Problem: What is ...?`` line, so
+    few-shot prompts (worked examples first) give the question, not an example."""
+    found = _LAST_PROBLEM.findall(prompt)
+    if not found:
+        raise ValueError(f"no 'Problem: What is ...?' line in the prompt: {prompt[-80:]!r}")
+    return found[-1]
+
+
+def first_error(problem: str, completion: str) -> int | None:
+    """Offset in ``completion`` of its first wrong character, or ``None``.
+
+    The completion is compared with the problem's worked solution in the
+    task's format (multiplications first, then left to right, one ``a op b =
+    c.`` step per sentence, then ``\\boxed{value}``), ignoring whitespace: the
+    first non-space character that differs from the solution is the error. A
+    completion that stops before the solution is complete returns
+    ``len(completion)`` (the error is stopping); text after a complete
+    solution is an error at its first character; ``None`` means the completion
+    is the solution.
+
+    For ``What is 47 - 8 + 15?`` (``47 - 8 = 39. 39 + 15 = 54. \\boxed{54}``),
+    ``" 47 - 8 = 38. 38 + 15 = 53. \\boxed{53}"`` -> 10, the ``8`` of ``38``.
+    """
+    solution, _ = worked_solution(*parse_problem(problem))
+    i = j = 0
+    n, m = len(completion), len(solution)
+    while True:
+        while i < n and completion[i].isspace():
+            i += 1
+        while j < m and solution[j].isspace():
+            j += 1
+        if j == m:
+            return None if i == n else i
+        if i == n:
+            return n
+        if completion[i] != solution[j]:
+            return i
+        i += 1
+        j += 1
+
+
+# A step's value ("= 39", "= -47") and the final answer's content.
+_STEP_VALUE = re.compile(r"=\s*(-?\d+)")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def char_classes(completion: str) -> str:
+    """One letter per character: ``r`` result (each step's value, the boxed
+    answer), ``o`` operand or operator (other digits, ``+ - *``), ``t``
+    template (everything else). Read from the completion's own text, so a
+    wrong completion's results are classed too."""
+    cls = ["o" if c.isdigit() or c in "+-*" else "t" for c in completion]
+    for rx in (_STEP_VALUE, _BOXED):
+        for m in rx.finditer(completion):
+            for k in range(m.start(1), m.end(1)):
+                if not completion[k].isspace():
+                    cls[k] = "r"
+    return "".join(cls)
+
+
+def locate_error(row: Mapping[str, Any], completion: str) -> Located:
+    """The task's :data:`arca.tasks.base.ErrorLocator`: the row's ``problem``
+    (or the last problem in its ``prompt``) against the completion."""
+    problem = row.get("problem") or problem_from_prompt(str(row.get("prompt", "")))
+    return Located(first_error(str(problem), completion), char_classes(completion))
 
 
 def problems(
@@ -152,4 +247,5 @@ def load_arithmetic(
         heldout=rows_to_dataset(held, prefix),
         source=f"synthetic level {level} (seed {seed})"
         + (f", {few_shot}-shot" if few_shot else ""),
+        locate_error=locate_error,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,35 @@ class TaskDataError(ValueError):
     """A task's input data is malformed; the message names the file and row."""
 
 
+@dataclass(frozen=True)
+class Located:
+    """Where a completion went wrong, in characters of the completion text.
+
+    ``first_error``: offset of the first wrong character; ``None`` for a
+    correct solution; ``len(completion)`` when the completion stopped before
+    the solution was complete (the blame then falls on the end-of-sequence
+    token, if the completion has one). ``char_classes``: optional, one letter
+    per character of the completion: ``r`` a character of a result (a step's
+    value, the final answer), ``o`` an operand or operator copied from the
+    problem, ``t`` template (whitespace, punctuation, ``\\boxed{``, words).
+    """
+
+    first_error: int | None
+    char_classes: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_error is not None and self.first_error < 0:
+            raise ValueError(f"first_error must be >= 0 or None, got {self.first_error}")
+        if self.char_classes is not None and set(self.char_classes) - set("rot"):
+            raise ValueError("char_classes may only hold 'r', 'o' and 't'")
+
+
+#: A task's error locator: ``(dataset row, completion text) -> Located``. The
+#: row is the training/held-out row (``prompt``, ``answer`` and the task's own
+#: columns), as TRL passes it to reward functions.
+ErrorLocator = Callable[[Mapping[str, Any], str], Located]
+
+
 @dataclass
 class Task:
     """Train and held-out rows (``prompt``, ``answer``, ``problem`` columns) and a reward.
@@ -33,6 +62,10 @@ class Task:
     trainers take: the ``answer`` column reaches reward functions as a keyword.
     ``skipped`` counts input rows dropped as malformed (only with
     ``skip_malformed=True``); ``skipped_examples`` holds the first few reasons.
+    ``locate_error`` finds where a completion went wrong (the ground truth of
+    token credit, :mod:`arca.tasks.locate`); ``None`` for tasks without a
+    verifiable worked solution (MATH, GSM8K), where arca reports no
+    credit-correctness metrics rather than guessing.
     """
 
     name: str
@@ -42,6 +75,7 @@ class Task:
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
     source: str = ""
+    locate_error: ErrorLocator | None = None
 
     def reward(self, completion: str, answer: str) -> float:
         """1.0 if ``completion``'s final boxed answer matches ``answer``, else 0.0."""

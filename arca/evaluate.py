@@ -275,12 +275,14 @@ def evaluate_run(
 
     Everything comes from the run's ``config.yaml``: model, task and data,
     held-out size and split seed, decoding (``temperature``, ``top_p``,
-    ``max_completion_length``), precision and device. The adapter is
-    ``RUN_DIR/adapter``; results go to ``RUN_DIR/eval/``.
+    ``max_completion_length``), precision and device. The policy is the
+    base model with ``RUN_DIR/adapter``, or ``RUN_DIR/model`` for a full
+    fine-tuning run; results go to ``RUN_DIR/eval/``.
     """
     import yaml
 
     from arca.tasks.loaders import load_task
+    from arca.train import final_weights
 
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
@@ -302,16 +304,24 @@ def evaluate_run(
     )
     rows = task.heldout.to_list()[:limit] if limit else task.heldout.to_list()
     dtype = "bfloat16" if cfg.get("bf16") else "auto"
-    model, tok = load_policy(
-        cfg["model_name_or_path"],
-        str(run / "adapter"),
-        dtype=dtype,
-        device="cpu" if cfg.get("use_cpu") else None,
-    )
+    found = final_weights(run)
+    if found is None:
+        raise FileNotFoundError(
+            f"{run}: training has not finished (no adapter/ or model/); resume it with "
+            f"arca train --config {cfg_path} --resume true"
+        )
+    kind, weights = found
+    device = "cpu" if cfg.get("use_cpu") else None
+    if kind == "adapter":
+        model, tok = load_policy(
+            cfg["model_name_or_path"], str(weights), dtype=dtype, device=device
+        )
+    else:
+        model, tok = load_policy(str(weights), dtype=dtype, device=device)
     meta = {
         "run": str(run),
         "model": cfg["model_name_or_path"],
-        "adapter": str(run / "adapter"),
+        kind: str(weights),
         "task": cfg["task"],
         "source": task.source,
     }

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from arca.io import atomic_write_json
+from arca.train import final_weights
 
 PRESETS = ("tiny", "paper")
 _POLL_S = 1.0
@@ -175,7 +176,7 @@ def run_state(spec: RunSpec) -> str:
     d = Path(spec.run_dir)
     if (d / "eval" / "results.json").is_file():
         return "done"
-    if (d / "adapter" / "adapter_config.json").is_file():
+    if final_weights(d) is not None:
         return "evaluate"
     if any(d.glob("checkpoint-*")):
         return "resume"
@@ -281,10 +282,10 @@ def _tail(path: Path, n: int) -> str:
 
 
 def _worker(spec_json: str) -> int:
-    """The child process: train unless the adapter exists, then evaluate."""
+    """The child process: train unless the trained weights exist, then evaluate."""
     data = json.loads(Path(spec_json).read_text())
     run = Path(spec_json).parent
-    if not (run / "adapter" / "adapter_config.json").is_file():
+    if final_weights(run) is None:
         from arca.train import main as train_main
 
         print("[arca sweep] train " + " ".join(data["train_argv"]), flush=True)
@@ -383,7 +384,7 @@ class Progress:
         total = self.steps[s.run_dir]
         head = f"[{i}/{self.total}] {s.label}"
         rec = _last_json_line(d / "metrics.jsonl")
-        if (d / "adapter" / "adapter_config.json").is_file():
+        if final_weights(d) is not None:
             stage, step, what = "eval", total, "evaluating on the held-out set"
             left: float | None = None
         elif rec and "step" in rec:

@@ -5,11 +5,16 @@ where the fields are those of :class:`RunArguments`, :class:`arca.trainer.Credit
 (every ``trl.GRPOConfig`` field too) and ``trl.ModelConfig`` (``model_name_or_path``,
 ``lora_r``, ``lora_alpha``, ...), and a command-line value overrides the file's.
 
+``use_peft: true`` trains a LoRA adapter (the paper's setting); ``use_peft:
+false`` fine-tunes every weight, with divergence and ARCA measured against a
+frozen copy of the initial model (the paper's missing control).
+
 The run directory (``output_dir``) holds ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (one line per optimizer step), ``samples.jsonl`` (completions
 with per-token weights every ``sample_every`` steps), ``checkpoint-N/``
 folders (adapter, optimizer, scheduler, RNG states; each appears atomically)
-and ``adapter/`` (the final adapter). ``--resume`` continues from the last
+and ``adapter/`` (the final adapter) or, with full fine-tuning, ``model/``
+(the final model and tokenizer); :func:`final_weights` says which. ``--resume`` continues from the last
 checkpoint; steps after it are dropped from the metrics first, so a killed and
 resumed run ends with the same metrics lines as an uninterrupted one.
 """
@@ -24,6 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from arca.tasks.arithmetic import DEFAULT_LEVEL
+
+
+def final_weights(run_dir: str | Path) -> tuple[str, Path] | None:
+    """``("adapter", RUN/adapter)`` or ``("model", RUN/model)`` for a run whose
+    training finished (full fine-tuning saves the whole model), else ``None``."""
+    run = Path(run_dir)
+    if (run / "adapter" / "adapter_config.json").is_file():
+        return "adapter", run / "adapter"
+    if (run / "model" / "config.json").is_file():
+        return "model", run / "model"
+    return None
 
 
 @dataclass
@@ -80,14 +96,18 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     run, cfg, model = parser.parse_args_and_config(argv)
     if run.task not in ("arithmetic", "math", "gsm8k"):
         raise ValueError(f"task: must be arithmetic, math or gsm8k, got {run.task!r}")
-    if not model.use_peft:
-        raise ValueError("use_peft: arca trains LoRA adapters; set use_peft: true")
-    if model.lora_r < 1:
-        raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
-    if model.lora_alpha <= 0:
-        raise ValueError(f"lora_alpha: must be > 0, got {model.lora_alpha}")
-    if not 0 <= model.lora_dropout < 1:
-        raise ValueError(f"lora_dropout: must be in [0, 1), got {model.lora_dropout}")
+    if model.use_peft:
+        if model.lora_r < 1:
+            raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
+        if model.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha: must be > 0, got {model.lora_alpha}")
+        if not 0 <= model.lora_dropout < 1:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {model.lora_dropout}")
+    elif cfg.token_weighting == "arca_local":
+        raise ValueError(
+            "token_weighting: arca_local reads the LoRA layers' output; with use_peft: false "
+            "(full fine-tuning) use arca, which compares against the initial model"
+        )
     if run.sample_every < 0 or run.sample_count < 0:
         raise ValueError("sample_every and sample_count must be >= 0")
     if not model.model_name_or_path:
@@ -160,7 +180,7 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     atomic_write_text(
         out / "config.yaml", yaml.safe_dump(resolved_config(run, cfg, model_args), sort_keys=False)
     )
-    if model_args.lora_target_modules is None:
+    if model_args.use_peft and model_args.lora_target_modules is None:
         from arca.models import LORA_TARGETS
 
         model_args.lora_target_modules = LORA_TARGETS
@@ -172,15 +192,17 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         processing_class=tok,
         peft_config=get_peft_config(model_args),
         callbacks=[MetricsFile(out / "metrics.jsonl")],
+        error_locator=task.locate_error,
     )
     if run.sample_every:
         trainer.sample_writer = SampleWriter(
             out / "samples.jsonl", run.sample_every, run.sample_count
         )
     trainer.train(resume_from_checkpoint=last if run.resume and last else None)
-    with atomic_dir(out / "adapter") as tmp:
+    final = "adapter" if model_args.use_peft else "model"
+    with atomic_dir(out / final) as tmp:
         trainer.save_model(str(tmp))
-    print(f"run finished: {out} (metrics.jsonl, adapter/)")
+    print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
 
 

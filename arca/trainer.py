@@ -34,12 +34,36 @@ entropy        entropies                       0           0
 divergence     log-probs, reference log-probs  1 (no-grad) 0
 arca           adapted and base hidden states  1 (no-grad) 0
 arca_local     LoRA layers' outputs (hooks)    0           0
+high_entropy   entropies                       0           0
 =============  ==============================  ==========  =================
 
 (Add one adapted no-grad pass to the non-uniform rows when the training
 forward cannot be used.) ``shadow_diagnostics=True`` gathers every scheme's
 inputs, so every scheme's Gini and effective-token ratio are logged on the
 same batch.
+
+Full fine-tuning (no peft adapter): the "base" side of divergence and ARCA is
+the initial policy, from a frozen copy of the initial weights (TRL's own
+``ref_model`` when ``beta > 0``, else a copy arca makes, as TRL would for a
+KL term); the pass counts above hold with "adapter-disabled pass" read as
+"reference-model pass". ``arca_local`` needs LoRA layers and is refused.
+
+Ground truth. Given ``error_locator`` (a task's :data:`arca.tasks.base.ErrorLocator`),
+each generated batch's completions are located (:func:`arca.tasks.locate.ground_truth`,
+O(B*T) on the CPU, no forward) and ``credit/<metric>`` (prefix blame, error
+lift, top-1/3 hit, result and template share; :mod:`arca.credit.correctness`)
+is logged for the trained scheme and, with shadow diagnostics, for every
+scheme as ``credit/<scheme>/<metric>``: means over the rows each applies to
+(wrong completions with a located error and a negative advantage; correct
+ones for the shares), exact across micro-batches.
+
+Also logged: ``credit/effective_n`` and ``credit/length`` (EffN/T alone hides
+the length), ``credit/drift_kl`` (mean per-token KL of the sampled tokens from
+the initial policy, TRL's k3 estimator ``exp(r) - r - 1`` with ``r = log
+pi_ref - log pi``) whenever reference log-probs are at hand, and
+``credit/dropout``: the dropout probability of the forward the weights were
+read from (the training forward's LoRA dropout on the in-forward path; 0 for
+the dropout-free scoring pass).
 
 Exact ARCA in low precision: the residual is the difference of two large,
 nearly equal hidden states. Both are captured in the model's dtype and
@@ -50,7 +74,9 @@ of tokens whose residual is below the rounding noise of the hidden states
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -60,13 +86,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from arca.credit import (
     available_schemes,
     concentration_summary,
+    credit_correctness,
     get_scheme,
     hidden_residual_norm,
     normalize,
@@ -83,8 +110,10 @@ from arca.scoring import (
     residual_writers,
     writes_residual,
 )
+from arca.tasks.base import ErrorLocator
+from arca.tasks.locate import ground_truth
 
-BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
+BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local", "high_entropy")
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted", "h_shift"}
 _BASE_INPUTS = {"ref_logps", "h_base"}
 
@@ -106,6 +135,13 @@ class CreditGRPOConfig(GRPOConfig):
         default="absolute", metadata={"help": "'absolute' or 'relative' floor."}
     )
     advantage_estimator: str = field(default="grpo", metadata={"help": "'grpo' or 'rloo'."})
+    high_entropy_quantile: float = field(
+        default=0.2,
+        metadata={
+            "help": "high_entropy: the fraction of the batch's tokens, by predictive entropy, "
+            "that get the credit (TRL's top_entropy_quantile; 'Beyond the 80/20 rule': 0.2)."
+        },
+    )
     shadow_diagnostics: bool = field(
         default=False,
         metadata={
@@ -142,6 +178,10 @@ class CreditGRPOConfig(GRPOConfig):
             )
         if not self.weight_eps >= 0:
             raise ValueError(f"weight_eps: must be >= 0, got {self.weight_eps}")
+        if not 0 < self.high_entropy_quantile <= 1:
+            raise ValueError(
+                f"high_entropy_quantile: must be in (0, 1], got {self.high_entropy_quantile}"
+            )
         if self.weight_eps_mode not in ("absolute", "relative"):
             raise ValueError(
                 f"weight_eps_mode: must be 'absolute' or 'relative', got {self.weight_eps_mode!r}"
@@ -181,25 +221,35 @@ class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
     Takes the same arguments as ``GRPOTrainer`` with ``args`` a
-    :class:`CreditGRPOConfig`. Logs ``credit/gini``, ``credit/effective_ratio``,
-    when both hidden states are at hand ``credit/residual_mean`` /
+    :class:`CreditGRPOConfig`, plus ``error_locator``: the task's
+    :data:`arca.tasks.base.ErrorLocator` (``(row, completion) -> Located``),
+    which turns on the credit-correctness metrics. Logs ``credit/gini``,
+    ``credit/effective_ratio``, ``credit/effective_n``, ``credit/length``, when
+    both hidden states are at hand ``credit/residual_mean`` /
     ``credit/residual_max`` and ``credit/residual_below_noise`` (the fraction of
-    tokens whose residual is under :func:`arca.credit.residual_noise_floor`), and with
-    ``shadow_diagnostics`` ``credit/<scheme>/gini`` and ``.../effective_ratio``
-    for every built-in scheme.
+    tokens whose residual is under :func:`arca.credit.residual_noise_floor`),
+    ``credit/drift_kl`` when reference log-probs are, and with
+    ``shadow_diagnostics`` ``credit/<scheme>/<metric>`` for every built-in
+    scheme (see the module docstring).
     """
 
-    def __init__(self, model: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any, *args: Any, error_locator: ErrorLocator | None = None, **kwargs: Any
+    ) -> None:
         _reject_frozen_peft(model)
         super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
+        self.error_locator = error_locator
         self.scheme = get_scheme(self.args.token_weighting)
         unwrapped = self.accelerator.unwrap_model(self.model)
+        self._peft = hasattr(unwrapped, "disable_adapter")
         needs = set(self.scheme.requires)
         if self.args.shadow_diagnostics:
             needs |= _POLICY_INPUTS | _BASE_INPUTS
-            if "h_shift" not in self.scheme.requires and not writes_residual(unwrapped):
+            if "h_shift" not in self.scheme.requires and not (
+                self._peft and writes_residual(unwrapped)
+            ):
                 needs.discard("h_shift")  # arca_local's shadow needs LoRA on o/down proj
         unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
         if unknown:
@@ -210,13 +260,27 @@ class CreditGRPOTrainer(GRPOTrainer):
         self._needs = needs
         self._needs_policy = bool(needs & _POLICY_INPUTS)
         self._needs_base = bool(needs & _BASE_INPUTS)
-        if (self._needs_base or "h_shift" in needs) and not hasattr(unwrapped, "disable_adapter"):
+        if "h_shift" in needs and not self._peft:
             raise ValueError(
-                f"token_weighting: {self.scheme.name!r} reads the LoRA adapter's effect; "
-                "train a LoRA adapter (pass peft_config)"
+                f"token_weighting: {self.scheme.name!r} reads the LoRA layers' output; with full "
+                "fine-tuning (use_peft: false) use 'arca', which compares against the initial model"
             )
         if "h_shift" in needs:
             residual_writers(unwrapped)  # fails early, naming the adapter's targets
+        # Full fine-tuning: the base side is a frozen copy of the initial policy.
+        # TRL keeps one for beta > 0; otherwise arca makes it, as TRL would.
+        self._frozen_ref: Any = None
+        if self._needs_base and not self._peft:
+            if self.ref_model is not None:
+                self._frozen_ref = self.ref_model
+            else:
+                ref = copy.deepcopy(unwrapped).eval()
+                ref.requires_grad_(False)
+                self._frozen_ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
+        # The dropout of the training forward, which the in-forward path reads.
+        self._dropout_p = max(
+            (float(m.p) for m in unwrapped.modules() if isinstance(m, nn.Dropout)), default=0.0
+        )
         # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
 
@@ -236,26 +300,45 @@ class CreditGRPOTrainer(GRPOTrainer):
         with hidden_ctx or nullcontext([]) as hs, shift or nullcontext([]) as sh:
             yield {"h_adapted": hs, "h_shift": sh}
 
+    @contextmanager
+    def _reference_hooks(self, n_completion: int) -> Iterator[dict[str, list[Tensor]]]:
+        """The frozen initial model's last hidden state, shaped as :meth:`_policy_hooks`."""
+        with capture_final_hidden(
+            self.accelerator.unwrap_model(self._frozen_ref), n_completion
+        ) as hs:
+            yield {"h_adapted": hs, "h_shift": []}
+
     def _scoring_pass(
         self, out: dict[str, Any], adapter: bool, logits: bool = True
     ) -> dict[str, Tensor]:
         """One no-grad, dropout-free pass over the batch in ``out``: ``logps``,
         ``entropies``, ``hidden`` and, adapted, ``h_shift`` when a scheme needs it.
+        ``adapter=False`` scores the base side: the policy with its adapter
+        disabled, or the frozen initial model under full fine-tuning.
         ``logits=False`` runs the body only (no LM head) and returns ``hidden``."""
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         C = out["completion_ids"].size(1)
-        model = self.accelerator.unwrap_model(self.model)
-        off = model.disable_adapter() if not adapter else nullcontext()
         bs = self.args.per_device_train_batch_size
-        # eval_mode: LoRA dropout off, so weights never depend on a dropout draw.
-        with torch.no_grad(), eval_mode(model), off, self._policy_hooks(C, hidden=True) as cap:
+        if not adapter and self._frozen_ref is not None:
+            model, off = self._frozen_ref, nullcontext()
+            hooks = self._reference_hooks(C)
+        else:
+            model, hooks = self.model, self._policy_hooks(C, hidden=True)
+            off = (
+                self.accelerator.unwrap_model(model).disable_adapter()
+                if not adapter
+                else nullcontext()
+            )
+        unwrapped = self.accelerator.unwrap_model(model)
+        # eval_mode: dropout off, so weights never depend on a dropout draw.
+        with torch.no_grad(), eval_mode(unwrapped), off, hooks as cap:
             if logits:
                 logps, ent, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, attn, C, batch_size=bs, compute_entropy=True
+                    model, ids, attn, C, batch_size=bs, compute_entropy=True
                 )
             else:
-                body = backbone(model)
+                body = backbone(unwrapped)
                 for i in range(0, ids.size(0), bs):
                     with self.accelerator.autocast():
                         body(input_ids=ids[i : i + bs], attention_mask=attn[i : i + bs])
@@ -268,8 +351,8 @@ class CreditGRPOTrainer(GRPOTrainer):
 
     def _base_inputs(self, out: dict[str, Any], reference: list[Tensor]) -> dict[str, Tensor]:
         """``ref_logps`` and ``h_base`` for the batch in ``out``. ``reference``: full
-        last hidden states captured during TRL's own adapter-disabled KL-reference
-        pass (``beta > 0``), which then replaces arca's adapter-disabled pass."""
+        last hidden states captured during TRL's own KL-reference pass (``beta >
+        0``), which then replaces arca's base-side pass."""
         C = out["completion_ids"].size(1)
         B = out["completion_ids"].size(0)
         if reference and "ref_per_token_logps" in out and sum(h.size(0) for h in reference) == B:
@@ -309,7 +392,12 @@ class CreditGRPOTrainer(GRPOTrainer):
 
     @contextmanager
     def _capture_reference(self) -> Iterator[list[Tensor]]:
-        """Keep the backbone's output of every forward run with the adapter disabled."""
+        """Keep the backbone's output of TRL's KL-reference forward: the
+        policy's with the adapter disabled, or TRL's reference model's."""
+        if self._frozen_ref is not None:
+            with capture_final_hidden(self.accelerator.unwrap_model(self._frozen_ref), None) as c:
+                yield c
+            return
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         model = self.accelerator.unwrap_model(self.model)
@@ -321,13 +409,23 @@ class CreditGRPOTrainer(GRPOTrainer):
             yield chunks
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
-        # With beta > 0 TRL runs an adapter-disabled pass for its KL reference:
-        # capture the base hidden states there instead of running another pass.
-        reuse = self.beta != 0.0 and self._needs_base and self.ref_model is None
+        # With beta > 0 TRL runs a reference pass for its KL term: capture the
+        # base hidden states there instead of running another pass.
+        reuse = self.beta != 0.0 and self._needs_base
         with self._capture_reference() if reuse else nullcontext([]) as reference:
             out = super()._generate_and_score_completions(inputs)
+        if self.error_locator is not None:
+            # Tensors, so TRL's shuffle and split keep them with their rows.
+            gt = ground_truth(
+                self.error_locator,
+                inputs,
+                out["completion_ids"],
+                out["completion_mask"],
+                self.processing_class,
+            )
+            out |= {f"arca_{k}": v for k, v in gt.items()}
         if not self._defer(out):
-            return self._apply_credit(out, self._credit_inputs(out, reference))
+            return self._apply_credit(out, self._credit_inputs(out, reference), dropout=0.0)
         # Deferred: TRL splits and shuffles `out` into micro-batches, these keys included.
         out["arca_advantage"] = out["advantages"]
         if self._needs_base:
@@ -363,12 +461,15 @@ class CreditGRPOTrainer(GRPOTrainer):
                 credit["entropies"] = ent.detach()
             credit |= {k: torch.cat(v, dim=0) for k, v in captured.items() if v}
             credit |= {k: inputs[f"arca_{k}"] for k in _BASE_INPUTS if f"arca_{k}" in inputs}
-            self._apply_credit(inputs, credit)
+            self._apply_credit(inputs, credit, dropout=self._dropout_p if model.training else 0.0)
         return logps, ent, aux
 
-    def _apply_credit(self, out: dict[str, Any], credit: dict[str, Tensor]) -> dict[str, Any]:
+    def _apply_credit(
+        self, out: dict[str, Any], credit: dict[str, Tensor], dropout: float
+    ) -> dict[str, Any]:
         """Set ``out["advantages"]`` to ``A_i * T_i * w_it`` from TRL's ``(B,)``
-        advantages and the schemes' inputs in ``credit``."""
+        advantages and the schemes' inputs in ``credit`` (read from a forward
+        whose dropout probability was ``dropout``)."""
         adv = out.get("arca_advantage", out["advantages"])
         if self.args.advantage_estimator == "rloo":
             k = self.num_generations
@@ -384,7 +485,8 @@ class CreditGRPOTrainer(GRPOTrainer):
             w = self._weights(self.scheme.name, mask, credit)
             lengths = mask.sum(dim=1, keepdim=True).to(w.dtype)
             out["advantages"] = (adv.unsqueeze(1).to(w.dtype) * lengths * w).detach()
-        shadow = self._log_credit(mode, w, mask, credit)
+        self._metrics[mode]["credit/dropout"].append(dropout)
+        shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
         step = self.state.global_step
         if (
@@ -399,19 +501,35 @@ class CreditGRPOTrainer(GRPOTrainer):
     def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
         """``scheme``'s normalised weights from the inputs in ``credit``."""
         req = {k: credit[k] for k in get_scheme(scheme).requires}
+        opts = {"quantile": self.args.high_entropy_quantile} if scheme == "high_entropy" else None
         return token_weights(
-            scheme, mask=mask, eps=self.args.weight_eps, eps_mode=self.args.weight_eps_mode, **req
+            scheme,
+            mask=mask,
+            eps=self.args.weight_eps,
+            eps_mode=self.args.weight_eps_mode,
+            options=opts,
+            **req,
         )
 
     def _log_credit(
-        self, mode: str, w: Tensor, mask: Tensor, credit: dict[str, Tensor]
+        self,
+        mode: str,
+        w: Tensor,
+        mask: Tensor,
+        credit: dict[str, Tensor],
+        out: dict[str, Any],
+        adv: Tensor,
     ) -> dict[str, Tensor]:
-        """Log concentration metrics; returns the shadow schemes' weights."""
+        """Log concentration (and, with ground truth, correctness) metrics;
+        returns the shadow schemes' weights."""
         m = self._metrics[mode]
         shadow: dict[str, Tensor] = {}
-        s = concentration_summary(w, mask)
-        m["credit/gini"].append(s["gini"])
-        m["credit/effective_ratio"].append(s["effective_ratio"])
+        self._log_weights(m, "credit", w, mask, out, adv)
+        if "ref_logps" in credit and "logps" in credit:
+            # TRL's k3 estimator of KL(pi || pi_ref), per sampled token.
+            r = (credit["ref_logps"] - credit["logps"]).float()[mask.bool()]
+            if r.numel():
+                m["credit/drift_kl"].append(float((r.exp() - r - 1).mean()))
         if "h_adapted" in credit and "h_base" in credit:
             real = mask.bool()
             r = hidden_residual_norm(credit["h_adapted"], credit["h_base"])[real]
@@ -431,11 +549,46 @@ class CreditGRPOTrainer(GRPOTrainer):
                 if all(k in credit for k in get_scheme(name).requires):
                     # The trained scheme's weights exist already; the others are new.
                     ws = w if name == self.scheme.name else self._weights(name, mask, credit)
-                    sh = concentration_summary(ws, mask)
-                    m[f"credit/{name}/gini"].append(sh["gini"])
-                    m[f"credit/{name}/effective_ratio"].append(sh["effective_ratio"])
+                    self._log_weights(m, f"credit/{name}", ws, mask, out, adv)
                     shadow[name] = ws
         return shadow
+
+    @staticmethod
+    def _log_weights(
+        m: dict[str, list[float]],
+        prefix: str,
+        w: Tensor,
+        mask: Tensor,
+        out: dict[str, Any],
+        adv: Tensor,
+    ) -> None:
+        """Concentration of ``w`` and, where the batch carries ground truth, the
+        correctness metrics, under ``prefix``. Correctness values are appended
+        one per row they apply to, so TRL's mean over the logging window is the
+        mean over those rows, whatever the micro-batches."""
+        s = concentration_summary(w, mask)
+        for k in ("gini", "effective_ratio", "effective_n", "length"):
+            if prefix == "credit" or k != "length":  # T is the same for every scheme
+                m[f"{prefix}/{k}"].append(s[k])
+        if "arca_error_index" not in out:
+            return
+        per = credit_correctness(
+            w,
+            mask,
+            out["arca_error_index"],
+            advantages=adv,
+            correct=out["arca_correct"],
+            result_mask=out["arca_result_mask"],
+            template_mask=out["arca_template_mask"],
+        )
+        for name, v in per.items():
+            vals = v[~torch.isnan(v)].tolist()
+            # No row applies in this micro-batch: NaN, which TRL's log skips.
+            m[f"{prefix}/{name}"].extend(vals if vals else [math.nan])
+        if prefix == "credit":
+            blamed = ~torch.isnan(per["prefix_blame"])
+            m["credit/blamed_fraction"].extend(blamed.float().tolist())
+            m["credit/correct_fraction"].extend(out["arca_correct"].float().tolist())
 
     # ------------------------------------------------------ checkpoints
 
@@ -512,9 +665,12 @@ class MetricsFile(TrainerCallback):
 
 
 class SampleWriter:
-    """Every ``every`` steps, append ``count`` completions (those with a nonzero
-    advantage first) with their per-token weights (the trained scheme's, and
-    every shadow scheme's) to ``path``."""
+    """Every ``every`` steps, append ``count`` completions with their per-token
+    weights (the trained scheme's, and every shadow scheme's) to ``path``.
+    Wrong completions with a located error and a negative advantage come first,
+    then the others with a nonzero advantage: those are the ones whose weights
+    matter. With ground truth, each record has ``first_error`` (index of the
+    first wrong token among the completion's tokens, or null) and ``correct``."""
 
     def __init__(self, path: str | os.PathLike[str], every: int, count: int) -> None:
         self.path, self.every, self.count = Path(path), every, count
@@ -534,9 +690,11 @@ class SampleWriter:
         self.last_step = step
         mask = out["completion_mask"].bool()
         with self.path.open("a", encoding="utf-8") as f:
-            # Completions that carry credit (nonzero advantage) first: those are the
-            # ones whose weights matter.
-            rows = sorted(range(mask.size(0)), key=lambda i: float(adv[i]) == 0.0)
+            err = out.get("arca_error_index")
+            blamed = [
+                err is not None and int(err[i]) >= 0 and float(adv[i]) < 0 for i in range(len(adv))
+            ]
+            rows = sorted(range(mask.size(0)), key=lambda i: (not blamed[i], float(adv[i]) == 0.0))
             for i in rows[: self.count]:
                 ids = out["completion_ids"][i][mask[i]].tolist()
                 prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
@@ -550,5 +708,9 @@ class SampleWriter:
                         k: [round(float(x), 6) for x in w[i][mask[i]]] for k, w in weights.items()
                     },
                 }
+                if err is not None:
+                    e = int(err[i])
+                    rec["first_error"] = int(mask[i, :e].sum()) if e >= 0 else None
+                    rec["correct"] = bool(out["arca_correct"][i])
                 f.write(json.dumps(rec) + "\n")
             f.flush()

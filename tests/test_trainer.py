@@ -21,10 +21,24 @@ def reward(completions, **_):
 
 
 def make(
-    cls=CreditGRPOTrainer, cfg=CreditGRPOConfig, tmp="/tmp/arca-trainer-test", steps=3, **extra
+    cls=CreditGRPOTrainer,
+    cfg=CreditGRPOConfig,
+    tmp="/tmp/arca-trainer-test",
+    steps=3,
+    peft=True,
+    lora_dropout=0.0,
+    trainer_kw=None,
+    **extra,
 ):
     tok = build_tokenizer()
     model = tiny_qwen3(vocab_size=len(tok), hidden_size=32, seed=0)
+    if not peft:
+        # TRL builds its reference model (beta > 0) from the model's folder, as
+        # for any model loaded with from_pretrained.
+        from transformers import AutoModelForCausalLM
+
+        model.save_pretrained(f"{tmp}/initial")
+        model = AutoModelForCausalLM.from_pretrained(f"{tmp}/initial")
     ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]})
     args = cfg(
         output_dir=tmp,
@@ -42,14 +56,15 @@ def make(
         bf16=False,
         **extra,
     )
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=lora_dropout)
     return cls(
         model=model,
         reward_funcs=reward,
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        peft_config=lora,
+        peft_config=lora if peft else None,
+        **(trainer_kw or {}),
     )
 
 
@@ -87,12 +102,25 @@ def test_weights_reach_the_loss_as_A_T_w(scheme, in_forward, tmp_path):
     or from arca's own scoring passes; w equals the scoring passes' weights."""
     tr = make(tmp=str(tmp_path), token_weighting=scheme, credit_from_training_forward=in_forward)
     _randomise_adapter(tr)
+    _check_A_T_w(tr, scheme, in_forward)
+
+
+@pytest.mark.parametrize("scheme", ["divergence", "arca"])
+def test_full_fine_tuning_weights_reach_the_loss_as_A_T_w(scheme, tmp_path):
+    tr = make(tmp=str(tmp_path), peft=False, token_weighting=scheme)
+    with torch.no_grad():  # the policy moves away from the frozen initial model
+        for p in tr.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    _check_A_T_w(tr, scheme, in_forward=True)
+
+
+def _check_A_T_w(tr, scheme, in_forward):
     batch = next(iter(tr.get_train_dataloader()))
     seen = []  # TRL's (B,) advantages as _apply_credit receives them
     real = tr._apply_credit
-    tr._apply_credit = lambda o, c: (
+    tr._apply_credit = lambda o, c, **kw: (
         seen.append(o.get("arca_advantage", o["advantages"])),
-        real(o, c),
+        real(o, c, **kw),
     )[1]
     torch.manual_seed(0)
     out = tr._generate_and_score_completions(batch)
@@ -282,3 +310,144 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     own = tr._scoring_pass(captured["out"], adapter=False)
     torch.testing.assert_close(captured["inputs"]["ref_logps"], own["logps"])
     torch.testing.assert_close(captured["inputs"]["h_base"], own["hidden"])
+
+
+# ------------------------------------------------------------ ground truth
+
+
+def halfway(row, text):
+    """A stand-in locator: the first error is the middle character; every
+    character is a result."""
+    from arca.tasks.base import Located
+
+    return Located(len(text) // 2 if len(text) >= 2 else None, "r" * len(text))
+
+
+def test_correctness_metrics_are_logged_per_row_for_every_scheme(tmp_path):
+    from arca.credit import credit_correctness
+    from arca.tasks.locate import ground_truth
+
+    tr = make(
+        tmp=str(tmp_path),
+        token_weighting="arca",
+        shadow_diagnostics=True,
+        trainer_kw={"error_locator": halfway},
+    )
+    _randomise_adapter(tr)
+    batch = next(iter(tr.get_train_dataloader()))
+    out = tr._generate_and_score_completions(batch)
+    tr.current_gradient_accumulation_steps = 1
+    tr._compute_loss(tr.model, out)
+    m = tr._metrics["train"]
+    mask = out["completion_mask"]
+    gt = ground_truth(halfway, batch, out["completion_ids"], mask, tr.processing_class)
+    for k, v in gt.items():  # carried through TRL's batch dict unchanged
+        assert torch.equal(out[f"arca_{k}"], v), k
+    adv = out["arca_advantage"]
+    blamed = (gt["error_index"] >= 0) & (adv < 0)
+    assert blamed.any() and (~blamed).any()
+    assert m["credit/blamed_fraction"] == blamed.float().tolist()
+    # uniform: prefix blame is exactly prefix / T for every blamed row
+    n = mask.sum(1).float()
+    prefix = torch.stack([mask[i, : gt["error_index"][i]].sum() for i in range(len(n))]).float()
+    expect = (prefix / n)[blamed]
+    assert m["credit/uniform/prefix_blame"] == pytest.approx(expect.tolist())
+    assert m["credit/uniform/error_lift"] == pytest.approx([1.0] * int(blamed.sum()))
+    # the trained scheme's values are its shadow values, and match a recomputation
+    assert m["credit/prefix_blame"] == m["credit/arca/prefix_blame"]
+    w = tr._weights("surprisal", mask, tr._credit_inputs(out))
+    per = credit_correctness(w, mask, gt["error_index"], advantages=adv)
+    got = torch.tensor(m["credit/surprisal/top1_hit"])
+    torch.testing.assert_close(got, per["top1_hit"][blamed].float(), atol=1e-6, rtol=0)
+    for name in BUILTIN:
+        assert f"credit/{name}/effective_n" in m
+    assert m["credit/length"] == [float(n.mean())]
+    assert m["credit/uniform/effective_n"] == pytest.approx([float(n.mean())])
+
+
+def test_sample_writer_records_the_first_wrong_token(tmp_path):
+    import json
+
+    from arca.trainer import SampleWriter
+
+    tr = make(tmp=str(tmp_path), token_weighting="surprisal", trainer_kw={"error_locator": halfway})
+    tr.sample_writer = SampleWriter(tmp_path / "samples.jsonl", every=1, count=3)
+    tr.train()
+    recs = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert recs and all("first_error" in r and "correct" in r for r in recs)
+    special = {"<pad>", "<bos>", "<eos>", "<unk>"}  # zero-width in the decoded text
+    checked = 0
+    for r in recs:
+        chars = [i for i, t in enumerate(r["tokens"]) if t not in special]  # one char each
+        if r["first_error"] is not None:
+            assert r["first_error"] == chars[len(chars) // 2]
+            assert not r["correct"]
+            checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("in_forward, expected", [(True, 0.1), (False, 0.0)])
+def test_dropout_of_the_forward_the_weights_came_from_is_logged(in_forward, expected, tmp_path):
+    tr = make(
+        tmp=str(tmp_path),
+        token_weighting="surprisal",
+        lora_dropout=0.1,
+        credit_from_training_forward=in_forward,
+        steps=1,
+    )
+    tr.train()
+    (log,) = [h for h in tr.state.log_history if "credit/dropout" in h]
+    assert log["credit/dropout"] == pytest.approx(expected)
+
+
+def test_drift_equals_trls_kl_when_both_are_computed(tmp_path):
+    tr = make(tmp=str(tmp_path), token_weighting="divergence", beta=0.04, steps=3)
+    tr.train()
+    logs = [h for h in tr.state.log_history if "credit/drift_kl" in h]
+    assert len(logs) == 3 and logs[0]["credit/drift_kl"] == 0.0  # zero adapter at step 1
+    for h in logs:  # TRL's k3 on the same log-probs
+        assert h["credit/drift_kl"] == pytest.approx(h["kl"], rel=1e-4, abs=1e-9)
+    assert logs[-1]["credit/drift_kl"] > 0
+
+
+# ------------------------------------------------------- full fine-tuning
+
+
+@pytest.mark.parametrize("beta, forwards", [(0.0, 2), (0.04, 2)])
+def test_full_fine_tuning_compares_with_a_frozen_initial_model(beta, forwards, tmp_path):
+    from arca.scoring import backbone
+
+    tr = make(
+        tmp=str(tmp_path), peft=False, token_weighting="arca", shadow_diagnostics=True, beta=beta
+    )
+    assert tr._frozen_ref is not None and tr._frozen_ref is not tr.model
+    if beta:  # TRL's own reference model, shared rather than copied again
+        assert tr._frozen_ref is tr.ref_model
+    initial = {k: v.clone() for k, v in tr._frozen_ref.state_dict().items()}
+    calls = []
+    hooks = [
+        backbone(m).register_forward_hook(
+            lambda _m, _a, o: calls.append(o.last_hidden_state.shape[1])
+        )
+        for m in (tr.model, tr._frozen_ref)
+    ]
+    batch = next(iter(tr.get_train_dataloader()))
+    out = tr._generate_and_score_completions(batch)
+    tr.current_gradient_accumulation_steps = 1
+    tr._compute_loss(tr.model, out)
+    for h in hooks:
+        h.remove()
+    full = out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
+    assert calls.count(full) == forwards  # the training forward + one reference pass
+    tr.train()
+    logs = [h for h in tr.state.log_history if "credit/residual_max" in h]
+    assert logs[0]["credit/residual_max"] == 0.0  # step 1: policy == initial model
+    assert logs[-1]["credit/residual_max"] > 0 and logs[-1]["credit/drift_kl"] > 0
+    assert logs[-1]["credit/divergence/gini"] > 0  # divergence against the initial policy
+    for k, v in tr._frozen_ref.state_dict().items():
+        assert torch.equal(v, initial[k]), k  # the reference never trains
+
+
+def test_full_fine_tuning_refuses_arca_local(tmp_path):
+    with pytest.raises(ValueError, match="with full fine-tuning .* use 'arca'"):
+        make(tmp=str(tmp_path), peft=False, token_weighting="arca_local")

@@ -101,11 +101,19 @@ def test_run_directory_and_cli_overrides(tmp_path, random_model):
         "credit/effective_ratio",
         "credit/residual_mean",
         "credit/residual_max",
+        "credit/effective_n",
+        "credit/length",
+        "credit/drift_kl",
+        "credit/dropout",
+        # arithmetic has an error locator (a random model is always wrong, so
+        # the blame metrics have no negatively-advantaged row and are absent)
+        "credit/blamed_fraction",
+        "credit/correct_fraction",
     }
     need |= {
         f"credit/{s}/{m}"
-        for s in ("uniform", "surprisal", "entropy", "divergence", "arca")
-        for m in ("gini", "effective_ratio")
+        for s in ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
+        for m in ("gini", "effective_ratio", "effective_n")
     }
     for r in rows:
         assert need <= r.keys(), need - r.keys()
@@ -132,6 +140,28 @@ def test_run_directory_and_cli_overrides(tmp_path, random_model):
     # The same output_dir again without --resume: refused, nothing overwritten.
     again = arca_train("--config", str(cfg), "--max_steps", "3", "--output_dir", str(run))
     assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
+
+
+def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_model):
+    from arca.evaluate import evaluate_run
+    from arca.train import final_weights
+
+    cfg = config(tmp_path, random_model, use_peft=False, max_steps=2, save_steps=2)
+    res = arca_train("--config", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "run"
+    assert final_weights(run) == ("model", run / "model")
+    assert not (run / "adapter").exists()
+    rows = metrics(run)
+    # A random model earns no reward, so nothing moves: the residual against the
+    # frozen initial model stays exactly 0 (tests/test_trainer.py trains one that moves).
+    assert all(r["credit/residual_max"] == 0.0 for r in rows)
+    assert "credit/divergence/gini" in rows[-1] and "credit/drift_kl" in rows[-1]
+    assert yaml.safe_load((run / "config.yaml").read_text())["use_peft"] is False
+    out = evaluate_run(run, k=2, limit=2, show_progress=False)
+    assert out["problems"] == 2 and out["model"] == str(run / "model")
+    local = arca_train("--config", str(cfg), "--token_weighting", "arca_local")
+    assert local.returncode == 2 and "arca_local reads the LoRA layers" in local.stderr
 
 
 def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
@@ -173,7 +203,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
         ({"weight_eps": -1.0}, "weight_eps: must be >= 0"),
         ({"num_generations": 1}, "num_generations: a group needs at least 2"),
         ({"per_device_train_batch_size": 6}, "num_generations"),
-        ({"use_peft": False}, "use_peft: arca trains LoRA adapters"),
+        ({"use_peft": False, "token_weighting": "arca_local"}, "arca_local reads the LoRA layers"),
+        ({"high_entropy_quantile": 1.5}, "high_entropy_quantile: must be in (0, 1]"),
         ({"bogus_field": 1}, "bogus_field"),
     ],
 )

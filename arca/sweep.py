@@ -1,8 +1,9 @@
 """``arca sweep``: run a set of training configs, evaluate each, report.
 
-A sweep is a folder of ``arca train`` YAML configs (a preset, ``configs/tiny``
-or ``configs/paper``: the paper's seven runs, or any folder of your own) times
-a list of seeds. Each (config, seed) is a *run* in ``OUT/<name>/seed-<seed>/``;
+A sweep is a folder of ``arca train`` YAML configs (a preset: ``configs/tiny``
+or ``configs/paper``, the paper's seven runs, or ``configs/tiny-full``, its
+schemes with full fine-tuning; or any folder of your own) times a list of
+seeds. Each (config, seed) is a *run* in ``OUT/<name>/seed-<seed>/``;
 it is trained, then evaluated on its held-out set (``arca eval --run``), in a
 child process whose output goes to the run's ``run.log``. Then
 ``OUT/report/`` is written (``arca report``).
@@ -42,7 +43,7 @@ from typing import Any
 from arca.io import atomic_write_json
 from arca.train import final_weights
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "paper", "tiny-full")
 _POLL_S = 1.0
 
 
@@ -678,7 +679,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser, *, preset: str | None = None
         "--preset",
         choices=PRESETS,
         default=preset,
-        help="configs/<preset>/ (the paper's seven runs)",
+        help="configs/<preset>/: tiny and paper are the paper's seven runs, tiny-full its "
+        "schemes with full fine-tuning",
     )
     src.add_argument("--configs", help="a folder of arca train YAML configs")
     p.add_argument("--out", help="sweep folder (default: runs/sweep-<preset>)")

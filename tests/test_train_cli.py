@@ -237,6 +237,9 @@ def test_shipped_configs_are_the_seven_runs_of_table_1():
     }
     # configs/smollm2 holds one extra run (the diagnose docs), not a sweep preset.
     assert names["paper"] == runs and names["tiny"] == runs
+    # tiny-full: the paper's schemes with full fine-tuning (ranks do not apply).
+    full = {"uniform_full", "surprisal_full", "entropy_full", "divergence_full", "arca_full"}
+    assert names["tiny-full"] == full
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -246,6 +249,15 @@ def test_shipped_configs_parse_and_match_the_paper(path):
     # The paper's configs ask for bf16, which needs a GPU: override it here as a CPU user would.
     extra = ["--bf16", "false"] if path.parent.name == "paper" else []
     run, cfg, model = parse(["--config", str(path), *extra])
+    if path.parent.name == "tiny-full":
+        assert cfg.token_weighting == path.stem.removesuffix("_full") and not model.use_peft
+        twin = path.parent.parent / "tiny" / f"{cfg.token_weighting}_r64.yaml"
+        tiny, mine = yaml.safe_load(twin.read_text()), yaml.safe_load(path.read_text())
+        differ = {k for k in tiny if tiny[k] != mine.get(k)}
+        # Only what full fine-tuning changes: no LoRA, a drift-matched learning rate.
+        lora = {"use_peft", "lora_r", "lora_alpha", "lora_dropout"}
+        assert differ == lora | {"learning_rate", "output_dir"}
+        return
     scheme, rank = path.stem.rsplit("_r", 1)
     assert cfg.token_weighting == scheme and model.lora_r == int(rank) and model.use_peft
     assert cfg.num_generations == 4 and cfg.loss_type == "grpo" and cfg.seed == 1337

@@ -23,6 +23,11 @@ def make_run(
     samples: list[list[int]] | None = None,
     shadow: dict[str, tuple[float, float]] | None = None,
     tokens: list[str] | None = None,
+    correctness: dict[str, dict[str, float]] | None = None,
+    drift: list[float] | None = None,
+    full: bool = False,
+    first_error: int | None = None,
+    extra: dict[str, float] | None = None,
 ) -> Path:
     d = root / name / f"seed-{seed}"
     d.mkdir(parents=True)
@@ -43,6 +48,8 @@ def make_run(
         "model_name_or_path": "tiny",
         "task": "arithmetic",
     }
+    if full:
+        cfg["use_peft"] = False
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
     for i, (r, g, e) in enumerate(zip(rewards, gini, eff, strict=True)):
@@ -51,6 +58,15 @@ def make_run(
         rec["credit/residual_max"] = 0.03 * i
         for s, (sg, se) in (shadow or {}).items():
             rec[f"credit/{s}/gini"], rec[f"credit/{s}/effective_ratio"] = sg, se
+        if drift is not None:
+            rec["credit/drift_kl"] = drift[i]
+        rec |= extra or {}
+        for s, values in (correctness or {}).items():
+            for metric, v in values.items():
+                rec[f"credit/{s}/{metric}"] = v
+                if s == scheme:
+                    rec[f"credit/{metric}"] = v
+            rec["credit/blamed_fraction"] = 0.25
         lines.append(json.dumps(rec))
     (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if greedy is not None:
@@ -86,6 +102,8 @@ def make_run(
             "tokens": tokens,
             "weights": weights,
         }
+        if first_error is not None:
+            rec |= {"first_error": first_error, "correct": False}
         (d / "samples.jsonl").write_text(
             json.dumps({**rec, "step": 0}) + "\n" + json.dumps(rec) + "\n"
         )

@@ -126,7 +126,7 @@ def test_table3_and_regimes(sweep_dir):
     assert arca["regime"] == "middle regime"
     assert _row(t3, "method", "uniform_r64")["regime"] == "uniform broadcast"
     surp = _row(t3, "method", "surprisal_r64")
-    assert surp["Gini"].value == pytest.approx(0.95) and surp["regime"] == "spuriously sparse"
+    assert surp["Gini"].value == pytest.approx(0.95) and surp["regime"] == "sparse"
 
 
 def test_versus_uniform_is_paired_over_problems(sweep_dir):
@@ -139,11 +139,16 @@ def test_versus_uniform_is_paired_over_problems(sweep_dir):
     assert 0.0 <= float(vs["p (greedy acc)"]) <= 1.0
 
 
-def test_shadow_table(sweep_dir):
+def test_shadow_tables_one_per_metric_led_by_the_initial_model(sweep_dir):
     _, _, res = sweep_dir
-    sh = _row(res["tables"]["shadow"], "run", "arca_r4")
-    assert sh["surprisal Gini"].value == pytest.approx(0.9)
-    assert sh["arca EffN/T"].value == pytest.approx(0.85)
+    t = res["tables"]
+    assert _row(t["shadow_gini"], "run", "arca_r4")["surprisal"].value == pytest.approx(0.9)
+    assert _row(t["shadow_effective_ratio"], "run", "arca_r4")["arca"].value == pytest.approx(0.85)
+    base = t["shadow_gini"][0]  # no diagnosis given: the runs' step-1 batches
+    assert base["run"] == "initial model (step-1 batches)"
+    assert base["surprisal"].value == pytest.approx(0.9) and base["surprisal"].seeds == 2
+    assert base["arca"] == "undefined (policy = initial model)"
+    assert "shadow_prefix_blame" not in t  # no run logged ground truth
 
 
 def test_csv_and_markdown(sweep_dir):
@@ -162,7 +167,8 @@ def test_csv_and_markdown(sweep_dir):
     for heading in ("Table 1", "Table 2", "Table 3", "Shadow diagnostics", "Against uniform"):
         assert heading in md
     assert "divergence_r64 seed 1" in md and "/x/run.log" in md  # failed runs are listed
-    assert "| arca_r4 | arca | grpo | 4 | 8 |" in md
+    assert "| arca_r4 | arca | grpo | LoRA r 4 | 8 |" in md
+    assert "Not measured" not in md or "has no error locator" in md
 
 
 def test_plots_are_valid_pngs(sweep_dir):
@@ -256,3 +262,165 @@ def test_bad_inputs_name_the_file_and_line(tmp_path, capsys):
     (d / "metrics.jsonl").write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: not valid JSON"):
         load_run(d)
+
+
+# ------------------------------------------------------------ ground truth
+
+TRUTH = {
+    "uniform": {"prefix_blame": 0.44, "error_lift": 1.0, "top1_hit": 0.04, "top3_hit": 0.12},
+    "surprisal": {"prefix_blame": 0.02, "error_lift": 22.0, "top1_hit": 0.8, "top3_hit": 0.9},
+}
+
+
+@pytest.fixture(scope="module")
+def truth_dir(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("truth")
+    common = dict(
+        rewards=[0.2, 0.3],
+        greedy=[1, 0, 1, 0],
+        samples=[[1, 0, 0, 0]] * 4,
+        shadow={"uniform": (0.0, 1.0), "surprisal": (0.9, 0.06)},
+    )
+    for seed, blame in ((1, 0.02), (2, 0.04)):
+        truth = {**TRUTH, "surprisal": {**TRUTH["surprisal"], "prefix_blame": blame}}
+        make_run(
+            root,
+            "surprisal_r64",
+            seed,
+            scheme="surprisal",
+            gini=[0.9, 0.9],
+            eff=[0.06, 0.06],
+            correctness=truth,
+            drift=[0.0, 0.01],
+            extra={"credit/dropout": 0.05},
+            **common,
+        )
+    make_run(
+        root,
+        "uniform_r64",
+        1,
+        scheme="uniform",
+        gini=[0, 0],
+        eff=[1, 1],
+        correctness=TRUTH,
+        drift=[0.0, 0.01],
+        **common,
+    )
+    for scheme in ("uniform", "surprisal"):
+        make_run(
+            root,
+            f"{scheme}_full",
+            1,
+            scheme=scheme,
+            gini=[0.5, 0.5],
+            eff=[0.5, 0.5],
+            correctness=TRUTH,
+            drift=[0.0, 0.02],
+            full=True,
+            tokens=["4", "7", "<eos>"] if scheme == "surprisal" else None,
+            first_error=1 if scheme == "surprisal" else None,
+            **common,
+        )
+    make_run(root, "<b>odd</b>", 1, scheme="entropy", gini=[0.9, 0.9], eff=[0.1, 0.1], **common)
+    base = root / "base-model"
+    base.mkdir()
+    q = lambda v: {"mean": v, "p10": v, "p50": v, "p90": v}  # noqa: E731
+    (base / "diagnose.json").write_text(
+        json.dumps(
+            {
+                "completions": 256,
+                "models": [
+                    {
+                        "label": "base model",
+                        "schemes": {
+                            "uniform": {
+                                "gini": q(0.0),
+                                "effective_ratio": q(1.0),
+                                "effective_n": q(25.0),
+                                "correctness": {"prefix_blame": 0.45, "error_lift": 1.0},
+                            },
+                            "surprisal": {
+                                "gini": q(0.94),
+                                "effective_ratio": q(0.05),
+                                "effective_n": q(1.4),
+                                "correctness": {"prefix_blame": 0.03, "error_lift": 20.0},
+                            },
+                            "divergence": {"undefined": "no adapter"},
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    res = build_report([root], root / "report", base=base)
+    return root, res
+
+
+def test_correctness_table_of_the_trained_scheme(truth_dir):
+    _, res = truth_dir
+    t = res["tables"]["credit_correctness"]
+    s = _row(t, "method", "surprisal_r64")
+    assert s["prefix blame"].value == pytest.approx(0.03) and s["prefix blame"].seeds == 2
+    assert s["uniform's blame"].value == pytest.approx(0.44)
+    assert s["error lift"].value == pytest.approx(22.0) and s["top-1 hit"].value == pytest.approx(
+        0.8
+    )
+    assert s["trains"] == "LoRA r64" and _row(t, "method", "uniform_full")["trains"] == "full"
+    assert math.isnan(_row(t, "method", "<b>odd</b>")["prefix blame"].value)  # no ground truth
+
+
+def test_base_row_comes_from_the_diagnosis(truth_dir):
+    _, res = truth_dir
+    blame = res["tables"]["shadow_prefix_blame"]
+    assert blame[0]["run"] == "base model (256 completions, arca diagnose)"
+    assert blame[0]["surprisal"].value == pytest.approx(0.03)
+    assert res["tables"]["shadow_effective_ratio"][0]["surprisal"].value == pytest.approx(0.05)
+    assert "shadow_effective_n" not in res["tables"]  # no run logged EffN
+
+
+def test_full_fine_tuning_is_compared_with_its_own_uniform_and_seeds_are_marked(truth_dir):
+    _, res = truth_dir
+    vs = res["tables"]["versus_uniform"]
+    assert _row(vs, "method", "surprisal_full")["vs"] == "uniform_full"
+    s = _row(vs, "method", "surprisal_r64")
+    assert s["vs"] == "uniform_r64" and s["seeds"] == "2 vs 1" and "one seed" in s["note"]
+    aa = res["tables"]["seed_spread"]
+    assert [r["method"] for r in aa] == ["surprisal_r64"]  # the only method with two seeds
+    assert aa[0]["d greedy acc"].value == 0.0  # identical seeds: no spread
+
+
+def test_report_says_dropout_escapes_names_and_draws_the_new_plots(truth_dir):
+    import matplotlib.image
+
+    root, res = truth_dir
+    md = (root / "report" / "report.md").read_text()
+    assert "surprisal_r64 (p = 0.05) were read from the training forward" in md
+    assert "<b>odd</b>" not in md and "&lt;b&gt;odd&lt;/b&gt;" in md
+    assert "## Credit correctness" in md and "credit.png" in md
+    for name in ("credit", "drift"):
+        img = matplotlib.image.imread(root / "report" / f"{name}.png")
+        assert (
+            img.shape[0] > 250 and len({tuple(p) for p in img.reshape(-1, img.shape[2])[::97]}) > 20
+        )
+    page = (root / "report" / "tokens.html").read_text()
+    assert page.count('class="t err"') == 3  # the legend's example, token #1 in both columns
+    assert "first wrong token: #1" in page
+
+
+def test_summary_shows_the_correctness_columns(truth_dir):
+    from arca.report import summary_text
+
+    _, res = truth_dir
+    text = summary_text(res["tables"])
+    head, *rows = text.splitlines()
+    assert head.split()[-4:] == ["blame", "lift", "top-1", "regime"]
+    row = next(r for r in rows if r.startswith("surprisal_r64"))
+    assert "0.030" in row and "22.00" in row and "sparse" in row
+
+
+def test_no_ground_truth_is_said(sweep_dir):
+    _, out, _ = sweep_dir
+    md = (out / "report.md").read_text()
+    assert "Not measured: the task (arithmetic) has no error locator" in md

@@ -1,10 +1,13 @@
 """``arca report RUN_DIR...``: tables, plots and a token page for a set of runs.
 
 Writes ``report.md`` and ``tables.csv`` (Table 1 configurations, Table 2
-held-out accuracy, Table 3 concentration, each method against uniform, and the
-shadow diagnostics), ``reward.png``, ``concentration.png``, ``residual.png``,
-``regimes.png`` and ``tokens.html``. Reading only: the run folders are never
-modified.
+held-out accuracy, each method against uniform and seeds of one method against
+each other, Table 3 concentration, the trained scheme's credit correctness,
+and every scheme's shadow values led by the base model), ``reward.png``,
+``concentration.png``, ``residual.png``, ``regimes.png``, ``credit.png``
+(correctness against concentration), ``drift.png`` (both against drift from
+the initial policy) and ``tokens.html``. Reading only: the run folders are
+never modified.
 """
 
 from __future__ import annotations
@@ -26,17 +29,38 @@ from arca.report.runs import Method, Run, find_run_dirs, group_methods, load_run
 __all__ = ["Method", "Run", "build_report", "find_run_dirs", "load_run", "summary_text"]
 
 
+def load_base(path: str | Path) -> dict[str, Any]:
+    """An ``arca diagnose`` of the initial model: its folder or ``diagnose.json``."""
+    import json
+
+    p = Path(path)
+    p = p / "diagnose.json" if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"--base: no diagnose.json at {p} (run arca diagnose --out DIR)")
+    try:
+        res = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e.msg})") from None
+    if not isinstance(res, dict) or not res.get("models"):
+        raise ValueError(f"{p}: not an arca diagnose result (no 'models')")
+    return res
+
+
 def build_report(
     paths: Sequence[str | Path],
     out: str | Path,
     *,
     failed: Sequence[tuple[str, str]] = (),
     title: str = "arca report",
+    base: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build the report for the runs in ``paths`` into ``out``.
 
     ``failed`` lists ``(run label, log path)`` of runs that did not finish, so
-    the report says what is missing. Returns ``{"methods", "tables", "files"}``.
+    the report says what is missing. ``base``: an ``arca diagnose`` of the
+    initial model (folder or ``diagnose.json``) for the base-model row; without
+    it the row comes from the runs' first steps. Returns ``{"methods",
+    "tables", "files"}``.
     """
     from arca import __version__
 
@@ -44,12 +68,16 @@ def build_report(
     methods = group_methods(runs)
     k = next((int(r.eval.get("k", 4)) for r in runs if r.eval), 4)
     schemes = tables.shadow_schemes(methods)
+    diagnosis = load_base(base) if base is not None else None
+    brow = tables.base_row(diagnosis, schemes) if diagnosis else None
     tbl = {
         "table1_config": tables.config_table(methods),
         "table2_accuracy": tables.accuracy_table(methods, k),
         "versus_uniform": tables.versus_uniform_table(methods, k),
+        "seed_spread": tables.seed_spread_table(methods, k),
         "table3_concentration": tables.concentration_table(methods),
-        "shadow": tables.shadow_table(methods, schemes),
+        "credit_correctness": tables.correctness_table(methods),
+        **tables.shadow_tables(methods, schemes, brow),
     }
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
@@ -58,6 +86,8 @@ def build_report(
         plots.plot_concentration(methods, dest / "concentration.png"),
         plots.plot_residual(methods, dest / "residual.png"),
         plots.plot_regimes(methods, dest / "regimes.png"),
+        plots.plot_credit(methods, schemes, dest / "credit.png"),
+        plots.plot_drift(methods, schemes, dest / "drift.png"),
     ]
     label, samples = tokens.pick_samples(methods)
     files.append(atomic_write_text(dest / "tokens.html", tokens.render(label, samples)))
@@ -68,7 +98,7 @@ def build_report(
     writer.writeheader()
     writer.writerows(tables.csv_rows(tbl))
     files.append(atomic_write_text(dest / "tables.csv", buf.getvalue()))
-    md = _markdown(title, runs, methods, tbl, k, failed, __version__)
+    md = _markdown(title, runs, methods, tbl, k, failed, __version__, diagnosis)
     files.append(atomic_write_text(dest / "report.md", md))
     return {"methods": methods, "tables": tbl, "files": [f for f in files if f is not None]}
 
@@ -81,12 +111,14 @@ def _markdown(
     k: int,
     failed: Sequence[tuple[str, str]],
     version: str,
+    diagnosis: dict[str, Any] | None,
 ) -> str:
+    esc = tables._md
     seeds = sorted({s for m in methods for s in m.seeds})
     multi = any(len(m.runs) > 1 for m in methods)
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [
-        f"# {title}",
+        f"# {esc(title)}",
         "",
         f"{len(runs)} runs: {len(methods)} methods x seeds {', '.join(map(str, seeds))}. "
         f"Generated {now} by arca {version}.",
@@ -98,12 +130,14 @@ def _markdown(
             "in brackets.",
             "",
         ]
+    else:
+        lines += ["**One seed**: no interval covers seed-to-seed variation.", ""]
     missing = [r.path for r in runs if not r.eval]
     if missing:
-        lines += ["Not evaluated (no eval/results.json): " + ", ".join(map(str, missing)), ""]
+        lines += ["Not evaluated (no eval/results.json): " + ", ".join(esc(p) for p in missing), ""]
     if failed:
         lines += ["**Failed runs** (not in the tables):", ""]
-        lines += [f"- {name}: see `{log}`" for name, log in failed]
+        lines += [f"- {esc(name)}: see `{esc(log)}`" for name, log in failed]
         lines.append("")
     lines += [
         "## Table 1: configurations",
@@ -119,24 +153,80 @@ def _markdown(
             "",
             "Difference in percentage points (pp) with a 95% paired-bootstrap interval: each of "
             "10,000 replicates resamples the problems (shared by both methods) and each "
-            "method's seeds; p is the two-sided bootstrap p-value.",
+            "method's seeds; p is the two-sided bootstrap p-value. LoRA runs are compared with "
+            "the LoRA uniform run, full fine-tuning runs with the full fine-tuning one.",
             "",
             tables.markdown(tbl["versus_uniform"]),
+        ]
+    if tbl["seed_spread"]:
+        lines += [
+            "### A/A: seeds of the same method against each other",
+            "",
+            "For each method, the two seeds whose greedy accuracy differs most, compared like two "
+            "methods. A difference from uniform no larger than this is within seed noise.",
+            "",
+            tables.markdown(tbl["seed_spread"]),
         ]
     lines += [
         "## Table 3: token-weight concentration (trained scheme, averaged over training)",
         "",
-        f"Regimes: uniform broadcast if Gini < {UNIFORM_GINI_BELOW}, spuriously sparse if "
+        f"Regimes: uniform broadcast if Gini < {UNIFORM_GINI_BELOW}, sparse if "
         f"EffN/T < {SPARSE_RATIO_BELOW}, else middle regime (arca's thresholds; the paper "
-        "gives none).",
+        "gives none and calls the sparse end 'spuriously sparse': whether sparse credit is "
+        "spurious is what the credit-correctness tables measure). EffN = 1 / sum w^2 is the "
+        "effective number of tokens, T the mean completion length: EffN/T alone moves with T. "
+        "drift (final): mean per-token KL of the sampled tokens from the initial policy over "
+        "the last 10% of steps.",
         "",
         tables.markdown(tbl["table3_concentration"]),
-        "## Shadow diagnostics: every scheme on each run's batches",
-        "",
-        "Each column is what that scheme's weights would have been on the completions the "
-        "run actually sampled, averaged over training.",
-        "",
-        tables.markdown(tbl["shadow"]),
+    ]
+    lines += _dropout_note(methods)
+    if tbl["credit_correctness"]:
+        lines += [
+            "## Credit correctness (trained scheme, averaged over training)",
+            "",
+            "On wrong completions with a located first error and a negative advantage (their "
+            "tokens are pushed down): **prefix blame**, the share of the weight on the tokens "
+            "before the first wrong token (tokens that were right; uniform's value on the same "
+            "rows beside it, lower is better); **error lift**, T times the weight on the first "
+            "wrong token (uniform: 1); **top-k hit**, whether the first wrong token is among the "
+            "k highest-weighted (ties broken at random: uniform scores k/T). On correct "
+            "completions: **result share**, the weight on the tokens that carry a result (each "
+            "step's value, the answer). **blamed rows**: the fraction of each batch the error "
+            "metrics average over.",
+            "",
+            tables.markdown(tbl["credit_correctness"]),
+        ]
+    else:
+        tasks = sorted({str(r.config.get("task", "?")) for r in runs})
+        lines += [
+            "## Credit correctness",
+            "",
+            f"Not measured: the task ({esc(', '.join(tasks))}) has no error locator, so arca "
+            "cannot say which token of a wrong completion was the first error. Concentration "
+            "alone does not say whether credit is right.",
+            "",
+        ]
+    shadow = [(key, t) for key, t in tables.SHADOW_METRICS if f"shadow_{key}" in tbl]
+    if shadow:
+        base_text = (
+            f"The first row is the base model before any training: {esc(tables.base_row(diagnosis, [])['label'])}, "
+            "on completions sampled from it."
+            if diagnosis
+            else "The first row is the initial model: each run's first batch was sampled and "
+            "scored before any update (one batch per seed)."
+        )
+        lines += [
+            "## Shadow diagnostics: every scheme on each run's batches",
+            "",
+            "Each column is what that scheme's weights would have been on the completions the "
+            f"run actually sampled, averaged over training. {base_text} Divergence and ARCA "
+            "compare with the initial model and have no signal before training.",
+            "",
+        ]
+        for key, t in shadow:
+            lines += [f"### {t}", "", tables.markdown(tbl[f"shadow_{key}"])]
+    lines += [
         "## Plots",
         "",
         "![train reward](reward.png)",
@@ -147,42 +237,77 @@ def _markdown(
         "",
         "![regimes](regimes.png)",
         "",
+    ]
+    if tbl["credit_correctness"]:
+        lines += ["![credit correctness against concentration](credit.png)", ""]
+    lines += [
+        "![concentration and correctness against drift](drift.png)",
+        "",
         "## Token weights",
         "",
         "[tokens.html](tokens.html): sampled completions, one column per scheme, each token "
-        "coloured by its weight.",
+        "coloured by its weight; the first wrong token of a wrong completion is outlined.",
         "",
     ]
     return "\n".join(lines)
 
 
+def _dropout_note(methods: Sequence[Method]) -> list[str]:
+    """Say which runs' weights were read with dropout (the training forward)."""
+    with_dropout = [
+        (m.name, max(m.per_seed("credit/dropout")))
+        for m in methods
+        if any(v > 0 for v in m.per_seed("credit/dropout") if not math.isnan(v))
+    ]
+    if not with_dropout:
+        return []
+    names = ", ".join(f"{tables._md(n)} (p = {p:g})" for n, p in with_dropout)
+    return [
+        f"Weights and drift of {names} were read from the training forward, with its dropout "
+        "(LoRA dropout), as TRL reads its own log-probs; `credit_from_training_forward: false` "
+        "scores them dropout-free.",
+        "",
+    ]
+
+
 def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
-    """A compact terminal table: accuracy and concentration per method."""
+    """A compact terminal table: accuracy, concentration and (with ground
+    truth) credit correctness of the trained scheme, per method."""
     acc = {r["method"]: r for r in tbl["table2_accuracy"]}
+    corr = {r["method"]: r for r in tbl.get("credit_correctness", [])}
     rows = []
     for r in tbl["table3_concentration"]:
-        a = acc.get(r["method"], {})
-        rows.append(
-            (
-                r["method"],
-                _short(a.get("greedy acc"), True),
-                _short(a.get(f"pass@{k}"), True),
-                _short(a.get("train reward")),
-                _short(r["Gini"]),
-                _short(r["EffN/T"]),
-                r["regime"],
-            )
-        )
-    head = ("method", "greedy", f"pass@{k}", "reward", "Gini", "EffN/T", "regime")
+        a, c = acc.get(r["method"], {}), corr.get(r["method"])
+        row = [
+            r["method"],
+            _short(a.get("greedy acc"), True),
+            _short(a.get(f"pass@{k}"), True),
+            _short(a.get("train reward")),
+            _short(r["Gini"]),
+            _short(r["EffN/T"]),
+            _short(r["EffN"], digits=1),
+        ]
+        if corr:
+            row += [
+                _short(c and c["prefix blame"]),
+                _short(c and c["error lift"], digits=2),
+                _short(c and c["top-1 hit"], digits=2),
+            ]
+        rows.append((*row, r["regime"]))
+    head = ("method", "greedy", f"pass@{k}", "reward", "Gini", "EffN/T", "EffN")
+    if corr:
+        head += ("blame", "lift", "top-1")
+    head += ("regime",)
+    last = len(head) - 1
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" if i in (0, 6) else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i in (0, last) else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join(fmt.format(*x).rstrip() for x in [head, *rows])
 
 
-def _short(c: Any, percent: bool = False) -> str:  # one decimal, no interval
-    if c is None or math.isnan(c.value):
+def _short(c: Any, percent: bool = False, digits: int = 3) -> str:  # no interval
+    if c is None or not isinstance(c, tables.Cell) or math.isnan(c.value):
         return "n/a"
-    return f"{100 * c.value:.1f}%" if percent else f"{c.value:.3f}"
+    return f"{100 * c.value:.1f}%" if percent else f"{c.value:.{digits}f}"
 
 
 # ------------------------------------------------------------------- CLI
@@ -198,6 +323,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="output folder (default: <common parent of the runs>/report)")
     p.add_argument("--title", default="arca report")
+    p.add_argument(
+        "--base",
+        help="an arca diagnose of the initial model (folder or diagnose.json) for the "
+        "base-model row (default: a sweep's base-model/ folder if there is one, else the "
+        "runs' first steps)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -208,7 +339,11 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(os.path.commonpath([d.resolve() for d in dirs]))
     if not args.out:
         out = (out.parent if (out / "config.yaml").exists() else out) / "report"
-    res = build_report(dirs, out, title=args.title)
+    base = args.base
+    if base is None:
+        found = [Path(r) / "base-model" / "diagnose.json" for r in args.runs]
+        base = next((f for f in found if f.is_file()), None)
+    res = build_report(dirs, out, title=args.title, base=base)
     print(summary_text(res["tables"]))
     print(f"\nreport: {out / 'report.md'} ({len(res['files'])} files)")
     return 0

@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
-from arca.report.runs import Method
-
-#: Fraction of the last logged steps that "final" concentration averages over.
-FINAL_FRACTION = 0.1
+from arca.report.runs import FINAL_FRACTION, Method
 
 
 def _plt() -> Any:
@@ -144,9 +141,7 @@ def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
 def final_point(m: Method) -> tuple[float, float]:
     """Mean over seeds of the trained scheme's Gini and EffN/T over the last
     ``FINAL_FRACTION`` of logged steps."""
-    g = [r.mean("credit/gini", last_fraction=FINAL_FRACTION) for r in m.runs]
-    e = [r.mean("credit/effective_ratio", last_fraction=FINAL_FRACTION) for r in m.runs]
-    return sum(g) / len(g), sum(e) / len(e)
+    return m.final_mean("credit/gini"), m.final_mean("credit/effective_ratio")
 
 
 def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
@@ -158,7 +153,7 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
     ax.text(
         0.005, 0.5, "uniform\nbroadcast", rotation=90, va="center", fontsize=9, color="tab:blue"
     )
-    ax.text(0.55, 0.05, "spuriously sparse", ha="center", fontsize=9, color="tab:red")
+    ax.text(0.55, 0.05, "sparse", ha="center", fontsize=9, color="tab:red")
     ax.text(0.55, 0.6, "middle regime", ha="center", fontsize=9, color="tab:green")
     for m in methods:
         g, e = final_point(m)
@@ -192,5 +187,165 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------ ground truth and drift
+
+#: One colour per scheme in the per-scheme plots.
+SCHEME_COLORS = {
+    "uniform": "tab:gray",
+    "surprisal": "tab:blue",
+    "entropy": "tab:orange",
+    "divergence": "tab:red",
+    "arca": "tab:green",
+    "arca_local": "tab:olive",
+    "high_entropy": "tab:purple",
+}
+
+
+def _scheme_color(s: str) -> str:
+    return SCHEME_COLORS.get(s, "black")
+
+
+def plot_credit(methods: Sequence[Method], schemes: Sequence[str], path: Path) -> Path | None:
+    """Does concentrated credit land on the error? Every (run, scheme) pair's
+    shadow values over the last steps: error lift (log scale) and prefix blame
+    relative to uniform's against EffN/T. None without ground truth."""
+    pts = []
+    for m in methods:
+        for s in schemes:
+            e = m.final_mean(f"credit/{s}/effective_ratio")
+            lift = m.final_mean(f"credit/{s}/error_lift")
+            blame = m.final_mean(f"credit/{s}/prefix_blame")
+            ref = m.final_mean("credit/uniform/prefix_blame")
+            if math.isnan(e) or math.isnan(lift):
+                continue
+            pts.append((m, s, e, lift, blame / ref if ref > 0 else math.nan))
+    if not pts:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    seen: set[str] = set()
+    for m, s, e, lift, rel in pts:
+        kw = {
+            "color": _scheme_color(s),
+            "marker": "s" if m.full else "o",
+            "s": 45,
+            "edgecolor": "black",
+            "linewidth": 0.4,
+            "zorder": 3,
+        }
+        label = s if s not in seen else None
+        seen.add(s)
+        axes[0].scatter([e], [max(lift, 1e-3)], label=label, **kw)
+        axes[1].scatter([e], [rel], **kw)
+    axes[0].set_yscale("log")
+    axes[0].axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    axes[0].text(1.0, 1.0, " uniform", va="bottom", ha="right", fontsize=8, color="grey")
+    axes[0].set_ylabel("error lift: T x weight on the first wrong token")
+    axes[1].axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    axes[1].text(1.0, 1.0, " uniform", va="bottom", ha="right", fontsize=8, color="grey")
+    axes[1].set_ylabel("prefix blame / uniform's")
+    for ax in axes:
+        ax.axvline(SPARSE_RATIO_BELOW, color="tab:red", linestyle=":", linewidth=1)
+        ax.set_xlabel("EffN/T (concentration; left of the red line: sparse)")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Credit on the first wrong token (wrong completions)")
+    axes[1].set_title("Credit on the correct prefix (wrong completions; lower is better)")
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            marker="o",
+            color="w",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            label="LoRA",
+        ),
+        plt.Line2D(
+            [],
+            [],
+            marker="s",
+            color="w",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            label="full fine-tuning",
+        ),
+    ]
+    leg = axes[0].legend(title="scheme", fontsize=8, title_fontsize=8, loc="upper right")
+    axes[0].add_artist(leg)
+    axes[1].legend(handles=handles, fontsize=8, loc="upper right")
+    fig.suptitle(
+        "Each point: one run's shadow values for one scheme, last 10% of steps", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) -> Path | None:
+    """Concentration (EffN/T) and, with ground truth, error lift of every
+    scheme against the drift from the initial policy, one point per logged
+    step of every run: LoRA and full fine-tuning compared at equal drift, not
+    at equal steps. None if no run logged its drift."""
+    show = [s for s in schemes if s != "uniform"]
+    runs = [(m, r) for m in methods for r in m.runs]
+    if not show or not any(r.series("credit/drift_kl")[0] for _, r in runs):
+        return None
+    has_truth = any(r.series(f"credit/{s}/error_lift")[0] for _, r in runs for s in show)
+    rows = [("effective_ratio", "EffN/T")] + ([("error_lift", "error lift")] if has_truth else [])
+    plt = _plt()
+    fig, axes = plt.subplots(
+        len(rows), len(show), figsize=(2.9 * len(show), 2.6 * len(rows)), squeeze=False
+    )
+    for j, s in enumerate(show):
+        for i, (key, label) in enumerate(rows):
+            ax = axes[i][j]
+            for m, r in runs:
+                steps, drift = r.series("credit/drift_kl")
+                by = dict(zip(*r.series(f"credit/{s}/{key}"), strict=True))
+                xy = [(d, by[st]) for st, d in zip(steps, drift, strict=True) if st in by]
+                if not xy:
+                    continue
+                ax.scatter(
+                    [x for x, _ in xy],
+                    [y for _, y in xy],
+                    s=9,
+                    alpha=0.55,
+                    color="tab:brown" if m.full else "tab:cyan",
+                    marker="s" if m.full else "o",
+                    linewidths=0,
+                )
+            ax.set_xscale("symlog", linthresh=1e-4)
+            ax.grid(alpha=0.3)
+            if key == "error_lift":
+                from matplotlib.ticker import ScalarFormatter
+
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                ax.yaxis.set_minor_formatter(ScalarFormatter())
+                ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+            if i == 0:
+                ax.set_title(s, fontsize=10)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == len(rows) - 1:
+                ax.set_xlabel("drift: KL from initial policy")
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color="tab:cyan", label="LoRA runs"),
+        plt.Line2D(
+            [], [], marker="s", linestyle="", color="tab:brown", label="full fine-tuning runs"
+        ),
+    ]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle(
+        "Each point: one logged step of one run (shadow values of each scheme)", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -2,8 +2,9 @@
 
 A run folder holds ``config.yaml``, ``metrics.jsonl``, optionally
 ``samples.jsonl``, ``eval/results.json`` and ``eval/completions.jsonl``.
-Runs with the same name (``run_name``, else ``<scheme>_r<rank>``) and
-different seeds form one :class:`Method`.
+Runs with the same name (``run_name``, else ``<scheme>_r<rank>``, or
+``<scheme>_full`` for full fine-tuning) and different seeds form one
+:class:`Method`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ import numpy as np
 
 from arca.evaluate import pass_at_k
 
-SCHEME_ORDER = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local")
+#: Fraction of the last logged steps that "final" values average over.
+FINAL_FRACTION = 0.1
+
+SCHEME_ORDER = (
+    "uniform",
+    "surprisal",
+    "entropy",
+    "divergence",
+    "arca",
+    "arca_local",
+    "high_entropy",
+)
 
 
 @dataclass
@@ -38,9 +50,20 @@ class Run:
         return str(self.config.get("token_weighting", "uniform"))
 
     @property
+    def full(self) -> bool:
+        """Full fine-tuning (no LoRA adapter)?"""
+        return self.config.get("use_peft") is False
+
+    @property
     def rank(self) -> int | None:
         r = self.config.get("lora_r")
-        return int(r) if r is not None else None
+        return int(r) if r is not None and not self.full else None
+
+    def first(self, key: str) -> float:
+        """The metric at the first logged step (NaN if absent): at step 1 the
+        batch was sampled and scored before any update, by the initial model."""
+        _, v = self.series(key)
+        return v[0] if v else math.nan
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """``(steps, values)`` of a metric, skipping steps that lack it."""
@@ -75,6 +98,10 @@ class Method:
         return self.runs[0].rank
 
     @property
+    def full(self) -> bool:
+        return self.runs[0].full
+
+    @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
 
@@ -83,6 +110,15 @@ class Method:
         if source == "eval":
             return [float(r.eval[key]) if r.eval and key in r.eval else math.nan for r in self.runs]
         return [r.mean(key, **kw) for r in self.runs]
+
+    def final(self, key: str) -> list[float]:
+        """Per seed: the metric's mean over the last :data:`FINAL_FRACTION` of steps."""
+        return [r.mean(key, last_fraction=FINAL_FRACTION) for r in self.runs]
+
+    def final_mean(self, key: str) -> float:
+        """:meth:`final` averaged over the seeds that logged the metric (NaN if none)."""
+        vals = [v for v in self.final(key) if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else math.nan
 
     def problem_matrix(self, key: str) -> np.ndarray | None:
         """``(seeds, problems)`` per-problem scores, or None if any run lacks them."""
@@ -140,8 +176,11 @@ def load_run(path: str | Path) -> Run:
     except yaml.YAMLError as e:
         raise ValueError(f"{cfg_path}: not valid YAML ({e})") from None
     metrics = _read_jsonl(p / "metrics.jsonl") if (p / "metrics.jsonl").exists() else []
+    scheme = config.get("token_weighting", "uniform")
     name = config.get("run_name") or (
-        f"{config.get('token_weighting', 'uniform')}_r{config.get('lora_r', '?')}"
+        f"{scheme}_full"
+        if config.get("use_peft") is False
+        else f"{scheme}_r{config.get('lora_r', '?')}"
     )
     run = Run(p, str(name), int(config.get("seed", 0)), config, metrics)
     res = p / "eval" / "results.json"
@@ -176,9 +215,10 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _order(m: Method) -> tuple[int, int, str]:
+def _order(m: Method) -> tuple[int, int, int, str]:
     s = m.scheme
-    return (SCHEME_ORDER.index(s) if s in SCHEME_ORDER else len(SCHEME_ORDER), m.rank or 0, m.name)
+    idx = SCHEME_ORDER.index(s) if s in SCHEME_ORDER else len(SCHEME_ORDER)
+    return (int(m.full), idx, m.rank or 0, m.name)
 
 
 def group_methods(runs: Sequence[Run]) -> list[Method]:

@@ -1,4 +1,5 @@
-"""The report's tables, in the paper's layout (Tables 1-3), as plain rows.
+"""The report's tables, in the paper's layout (Tables 1-3) plus the ground-truth
+credit tables, as plain rows.
 
 Each table is a list of dicts (column -> cell); :func:`markdown` renders one,
 :func:`csv_rows` flattens all of them for ``tables.csv``. Numeric cells are
@@ -7,6 +8,7 @@ Each table is a list of dicts (column -> cell); :func:`markdown` renders one,
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +17,26 @@ from typing import Any
 from arca.credit.diagnostics import classify_regime
 from arca.report.runs import Method
 from arca.stats import bootstrap_ci, paired_bootstrap
+
+#: Credit-correctness metrics as logged (``credit/<metric>``) and their column names.
+CORRECTNESS = {
+    "prefix_blame": "prefix blame",
+    "error_lift": "error lift",
+    "top1_hit": "top-1 hit",
+    "top3_hit": "top-3 hit",
+    "result_share": "result share",
+}
+#: Shadow tables, one per metric: (metric key, title).
+SHADOW_METRICS = [
+    ("gini", "Gini"),
+    ("effective_ratio", "EffN/T"),
+    ("effective_n", "EffN"),
+    *CORRECTNESS.items(),
+]
+#: Schemes with no signal before training (they compare with the initial model).
+NEEDS_TRAINING = ("divergence", "arca", "arca_local")
+UNDEFINED = "undefined (policy = initial model)"
+NO_LORA = "undefined (no LoRA layers)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,10 @@ class Cell:
 Table = list[dict[str, Any]]
 
 
+def kind(m: Method) -> str:
+    return "full" if m.full else f"LoRA r{m.rank}"
+
+
 def config_table(methods: Sequence[Method]) -> Table:
     """Table 1: what each run was."""
     rows = []
@@ -59,15 +85,18 @@ def config_table(methods: Sequence[Method]) -> Table:
                 "run": m.name,
                 "scheme": m.scheme,
                 "estimator": c.get("advantage_estimator", "grpo"),
-                "LoRA r": m.rank,
-                "alpha": c.get("lora_alpha"),
+                "trains": "all weights" if m.full else f"LoRA r {m.rank}",
+                "alpha": None if m.full else c.get("lora_alpha"),
                 "lr": c.get("learning_rate"),
                 "steps": c.get("max_steps"),
                 "prompts x K": f"{bs // k if isinstance(k, int) and k else '?'} x {k}",
                 "beta": c.get("beta"),
                 "eps": c.get("weight_eps"),
                 "model": c.get("model_name_or_path"),
-                "task": c.get("task"),
+                "task": c.get("task")
+                + (
+                    f" level {c['level']}" if c.get("task") == "arithmetic" and "level" in c else ""
+                ),
                 "seeds": ", ".join(str(s) for s in m.seeds),
             }
         )
@@ -87,58 +116,198 @@ def accuracy_table(methods: Sequence[Method], k: int = 4) -> Table:
     ]
 
 
+def _paired(a: Any, b: Any, row: dict[str, Any], label: str) -> None:
+    if a is None or b is None or a.shape[1] != b.shape[1]:
+        row[f"d {label}"], row[f"p ({label})"] = Cell(math.nan), "n/a"
+        return
+    r = paired_bootstrap(a, b)
+    row[f"d {label}"] = Cell(r["diff"], r["low"], r["high"], a.shape[0], unit="pp")
+    row[f"p ({label})"] = f"{r['p']:.3f}"
+
+
 def versus_uniform_table(methods: Sequence[Method], k: int = 4) -> Table:
     """Each method against uniform on the same held-out problems (paired
-    bootstrap over problems and seeds). Empty if there is no uniform run."""
-    base = next((m for m in methods if m.scheme == "uniform"), None)
-    if base is None:
-        return []
+    bootstrap over problems and seeds). Empty if there is no uniform run. A
+    LoRA method is compared with the LoRA uniform run, a full fine-tuning one
+    with the full fine-tuning uniform run (if there is one)."""
     rows = []
     for m in methods:
-        if m is base:
+        base = next((b for b in methods if b.scheme == "uniform" and b.full == m.full), None)
+        if base is None or m is base:
             continue
-        row: dict[str, Any] = {"method": m.name, "vs": base.name}
+        n, nb = len(m.runs), len(base.runs)
+        row: dict[str, Any] = {"method": m.name, "vs": base.name, "seeds": f"{n} vs {nb}"}
         for key, label in (("greedy", "greedy acc"), (f"pass@{k}", f"pass@{k}")):
-            a, b = m.problem_matrix(key), base.problem_matrix(key)
-            if a is None or b is None or a.shape[1] != b.shape[1]:
-                row[f"d {label}"], row[f"p ({label})"] = Cell(math.nan), "n/a"
-                continue
-            r = paired_bootstrap(a, b)
-            row[f"d {label}"] = Cell(r["diff"], r["low"], r["high"], a.shape[0], unit="pp")
-            row[f"p ({label})"] = f"{r['p']:.3f}"
+            _paired(m.problem_matrix(key), base.problem_matrix(key), row, label)
+        row["note"] = (
+            "one seed: the interval covers the problems, not seed-to-seed variation"
+            if min(n, nb) == 1
+            else ""
+        )
+        rows.append(row)
+    return rows
+
+
+def seed_spread_table(methods: Sequence[Method], k: int = 4) -> Table:
+    """A/A: for every method with several seeds, the two seeds whose greedy
+    accuracy differs most, compared on the same problems like any two methods.
+    A method-vs-uniform difference smaller than this is within seed noise."""
+    rows = []
+    for m in methods:
+        if len(m.runs) < 2:
+            continue
+        scores = m.problem_matrix("greedy")
+        if scores is None:
+            continue
+        i, j = max(
+            itertools.combinations(range(len(m.runs)), 2),
+            key=lambda p: abs(scores[p[0]].mean() - scores[p[1]].mean()),
+        )
+        if scores[i].mean() < scores[j].mean():
+            i, j = j, i
+        row: dict[str, Any] = {
+            "method": m.name,
+            "seeds": f"{m.runs[i].seed} vs {m.runs[j].seed}",
+        }
+        _paired(scores[i : i + 1], scores[j : j + 1], row, "greedy acc")
+        passk = m.problem_matrix(f"pass@{k}")
+        _paired(
+            None if passk is None else passk[i : i + 1],
+            None if passk is None else passk[j : j + 1],
+            row,
+            f"pass@{k}",
+        )
         rows.append(row)
     return rows
 
 
 def concentration_table(methods: Sequence[Method]) -> Table:
-    """Table 3: the trained scheme's Gini and effective-token ratio, averaged
-    over training, and the regime they fall in."""
+    """Table 3: the trained scheme's Gini, effective-token ratio and count and
+    the completion length, averaged over training, the regime they fall in,
+    and the drift from the initial policy at the end of training."""
     rows = []
     for m in methods:
         g = Cell.of(m.per_seed("credit/gini"))
         e = Cell.of(m.per_seed("credit/effective_ratio"))
         rows.append(
-            {"method": m.name, "Gini": g, "EffN/T": e, "regime": classify_regime(g.value, e.value)}
+            {
+                "method": m.name,
+                "trains": kind(m),
+                "Gini": g,
+                "EffN/T": e,
+                "EffN": Cell.of(m.per_seed("credit/effective_n")),
+                "T": Cell.of(m.per_seed("credit/length")),
+                "drift (final)": Cell.of(m.final("credit/drift_kl")),
+                "regime": classify_regime(g.value, e.value),
+            }
         )
     return rows
 
 
-def shadow_table(methods: Sequence[Method], schemes: Sequence[str]) -> Table:
-    """Every scheme's Gini / EffN/T on each run's own batches (shadow
-    diagnostics), averaged over training: how the schemes would have weighted
-    the same completions."""
+def correctness_table(methods: Sequence[Method]) -> Table:
+    """The trained scheme's credit correctness, averaged over training: on
+    wrong completions with a located error and a negative advantage, the share
+    of the weight on the correct prefix (with uniform's on the same rows), the
+    lift on the first wrong token and the top-1/3 hit rate; on correct ones, the
+    share on the tokens that carry a result. Empty when no run has ground truth."""
+    if not any(_has(m, "credit/blamed_fraction") for m in methods):
+        return []
     rows = []
     for m in methods:
-        row: dict[str, Any] = {"run": m.name}
-        for s in schemes:
-            row[f"{s} Gini"] = Cell.of(m.per_seed(f"credit/{s}/gini"))
-            row[f"{s} EffN/T"] = Cell.of(m.per_seed(f"credit/{s}/effective_ratio"))
+        row: dict[str, Any] = {"method": m.name, "trains": kind(m)}
+        for key, label in CORRECTNESS.items():
+            row[label] = Cell.of(m.per_seed(f"credit/{key}"))
+            if key == "prefix_blame":
+                row["uniform's blame"] = Cell.of(m.per_seed("credit/uniform/prefix_blame"))
+        row["blamed rows"] = Cell.of(m.per_seed("credit/blamed_fraction"))
         rows.append(row)
     return rows
 
 
+def _has(m: Method, key: str) -> bool:
+    return any(key in rec for r in m.runs for rec in r.metrics)
+
+
+def shadow_tables(
+    methods: Sequence[Method], schemes: Sequence[str], base: dict[str, Any] | None = None
+) -> dict[str, Table]:
+    """Every scheme's values on each run's own batches (shadow diagnostics),
+    averaged over training, one table per metric (rows: runs; columns:
+    schemes), each led by the base-model row: ``base`` (a diagnosis of the
+    initial model, :func:`base_row`) or, without it, the runs' first steps,
+    whose batches were sampled and scored before any update."""
+    out: dict[str, Table] = {}
+    for key, _ in SHADOW_METRICS:
+        if not any(_has(m, f"credit/{s}/{key}") for m in methods for s in schemes):
+            continue
+        rows: Table = []
+        if base is not None:
+            b, label = base["per_key"][key], base["label"]
+        else:
+            b = _base_from_first_steps(methods, schemes, key)
+            label = "initial model (step-1 batches)"
+        rows.append({"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}})
+        for m in methods:
+            row: dict[str, Any] = {"run": m.name, "trains": kind(m)}
+            for s in schemes:
+                row[s] = (
+                    NO_LORA
+                    if m.full and s == "arca_local"
+                    else Cell.of(m.per_seed(f"credit/{s}/{key}"))
+                )
+            rows.append(row)
+        out[f"shadow_{key}"] = rows
+    return out
+
+
+def _base_from_first_steps(
+    methods: Sequence[Method], schemes: Sequence[str], key: str
+) -> dict[str, Any]:
+    """Each scheme's value at step 1, one value per distinct (seed, scheme,
+    run kind) batch: runs that share a seed sampled the same step-1 batch."""
+    out: dict[str, Any] = {}
+    for s in schemes:
+        if s in NEEDS_TRAINING:
+            out[s] = UNDEFINED
+            continue
+        seen: dict[int, float] = {}
+        for m in methods:
+            for r in m.runs:
+                v = r.first(f"credit/{s}/{key}")
+                if not math.isnan(v):
+                    seen.setdefault(r.seed, v)
+        out[s] = Cell.of(list(seen.values()))
+    return out
+
+
+def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any]:
+    """The base-model row of the shadow tables from an ``arca diagnose`` of the
+    initial model (its ``diagnose.json``): per metric key, per scheme a
+    :class:`Cell` or :data:`UNDEFINED`."""
+    model = diagnosis["models"][0]
+    per_key: dict[str, dict[str, Any]] = {}
+    for key, _ in SHADOW_METRICS:
+        cells: dict[str, Any] = {}
+        for s in schemes:
+            d = model["schemes"].get(s)
+            if d is None or d.get("undefined"):
+                cells[s] = UNDEFINED if s in NEEDS_TRAINING else Cell(math.nan)
+                continue
+            v = (
+                d[key]["mean"]
+                if key in ("gini", "effective_ratio", "effective_n")
+                else d.get("correctness", {}).get(key, math.nan)
+            )
+            cells[s] = Cell(float(v))
+        per_key[key] = cells
+    n = diagnosis.get("completions", 0)
+    return {"label": f"base model ({n} completions, arca diagnose)", "per_key": per_key}
+
+
 def shadow_schemes(methods: Sequence[Method]) -> list[str]:
-    """Schemes with shadow metrics in any run, in the order first seen."""
+    """Schemes with shadow metrics in any run, in the paper's order."""
+    from arca.report.runs import SCHEME_ORDER
+
     seen: dict[str, None] = {}
     for m in methods:
         for r in m.runs:
@@ -147,21 +316,25 @@ def shadow_schemes(methods: Sequence[Method]) -> list[str]:
                     parts = key.split("/")
                     if len(parts) == 3 and parts[0] == "credit" and parts[2] == "gini":
                         seen[parts[1]] = None
-    return list(seen)
+    order = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    return sorted(seen, key=lambda s: (order.get(s, len(order)), s))
 
 
 def markdown(rows: Table) -> str:
     if not rows:
         return "_(none)_\n"
     cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out = ["| " + " | ".join(_md(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         out.append("| " + " | ".join(_md(r.get(c)) for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
 def _md(v: Any) -> str:
-    return "" if v is None else str(v).replace("|", "\\|")
+    """A markdown table cell: escaped, so run names cannot inject markup."""
+    import html
+
+    return "" if v is None else html.escape(str(v), quote=False).replace("|", "\\|")
 
 
 def csv_rows(tables: dict[str, Table]) -> list[dict[str, Any]]:

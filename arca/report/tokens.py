@@ -2,7 +2,8 @@
 one column per scheme, so a reader sees where each scheme puts the credit.
 
 The page is self-contained (inline CSS, no scripts). Every piece of text that
-came from a model or a data file is HTML-escaped.
+came from a model or a data file is HTML-escaped. Where the task has a ground
+truth, the first wrong token of a wrong completion is outlined in every column.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _heading(rec: dict[str, Any]) -> str:
     info = [f"{len(rec['tokens'])} tokens"]
     if "advantage" in rec:
         info.insert(0, f"advantage {float(rec['advantage']):+.3f}")
+    if rec.get("correct") is True:
+        info.append("correct")
+    elif rec.get("first_error") is not None:
+        info.append(f"first wrong token: #{int(rec['first_error'])}")
+    elif rec.get("correct") is False:
+        info.append("wrong, error not located")
     if rec.get("where"):
         info.append(str(rec["where"]))
     return html.escape(f"{', '.join(parts)} ({', '.join(info)})")
@@ -75,13 +82,15 @@ def _style(w: float, n: int) -> str:
     return f"background:rgba({rgb},{abs(x):.2f})"
 
 
-def _column(tokens: Sequence[str], w: Sequence[float]) -> str:
+def _column(tokens: Sequence[str], w: Sequence[float], error: int | None = None) -> str:
     n = len(tokens)
     spans = []
-    for t, x in zip(tokens, w, strict=False):
-        title = html.escape(f"w={x:.4g} ({x * n:.2f}x uniform)", quote=True)
+    for i, (t, x) in enumerate(zip(tokens, w, strict=False)):
+        note = "; the first wrong token" if i == error else ""
+        title = html.escape(f"w={x:.4g} ({x * n:.2f}x uniform){note}", quote=True)
+        cls = "t err" if i == error else "t"
         spans.append(
-            f'<span class="t" style="{_style(x, n)}" title="{title}">{html.escape(t)}</span>'
+            f'<span class="{cls}" style="{_style(x, n)}" title="{title}">{html.escape(t)}</span>'
         )
     return "".join(spans)
 
@@ -115,6 +124,7 @@ def render(
         ".col h3{font-family:system-ui,sans-serif;font-size:13px;margin:0 0 4px}",
         ".col .s{font-family:system-ui,sans-serif;font-size:11px;color:#666;margin-bottom:4px}",
         ".t{border-radius:2px}",
+        ".err{outline:2px solid #c00;outline-offset:-1px}",
         ".prompt{font-family:ui-monospace,monospace;white-space:pre-wrap;background:#f6f6f6;padding:6px}",
         ".legend span{display:inline-block;padding:2px 8px;font-size:12px}",
         "</style></head><body>",
@@ -138,7 +148,9 @@ def render(
         f"<p>Completions {html.escape(source)} <strong>{html.escape(label)}</strong>. Each token "
         "is coloured by its weight relative to uniform (w<sub>t</sub>·T): orange above, blue "
         "below, white at uniform. Hover a token for its weight. Columns are the schemes "
-        "evaluated on the same completion (shadow diagnostics).</p>",
+        "evaluated on the same completion (shadow diagnostics). "
+        '<span class="t err">Outlined</span>: the first wrong token of a wrong completion '
+        "(the task's ground truth).</p>",
         f'<p class="legend">{legend}</p>',
     ]
     last_prompt = None
@@ -152,9 +164,11 @@ def render(
         if rec.get("prompt") and rec["prompt"] != last_prompt:
             parts.append(f'<div class="prompt">{html.escape(str(rec["prompt"]))}</div>')
         last_prompt = rec.get("prompt")
+        err = rec.get("first_error")
+        err = int(err) if isinstance(err, int) and 0 <= err < len(rec["tokens"]) else None
         cols = [
             f'<div class="col"><h3>{html.escape(s)}</h3><div class="s">{_stats(rec["weights"][s])}</div>'
-            f"{_column([str(t) for t in rec['tokens']], rec['weights'][s])}</div>"
+            f"{_column([str(t) for t in rec['tokens']], rec['weights'][s], err)}</div>"
             for s in schemes
         ]
         parts.append(

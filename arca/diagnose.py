@@ -1,26 +1,37 @@
-"""``arca diagnose``: does token credit degenerate on *your* model and adapter?
+"""``arca diagnose``: where does token credit land, on *your* models?
 
-For a base model, an optional LoRA adapter (trained with any framework, saved
-with peft's ``save_pretrained``) and a set of completions (a JSONL file of
-``{"prompt", "completion"}`` rows, e.g. a run's ``samples.jsonl`` or any
-framework's rollouts; or sampled from the adapted model on a task), it
-computes every scheme's per-token weights from one adapted and one
-adapter-disabled pass per batch and reports:
+No training. For a base (initial) model and one or more policies trained from
+it, and one set of completions, it scores the completions with every model and
+reports, per model and scheme:
 
-- per scheme (``arca_local`` too when the adapter has LoRA on a layer that
-  writes into the residual stream): Gini and effective-token ratio (mean and 10/50/90% quantiles
-  over completions) and the regime (uniform broadcast / middle / spuriously
-  sparse, thresholds stated);
+- concentration: Gini, effective-token ratio and count (mean and 10/50/90%
+  quantiles over completions) and the regime (uniform broadcast / middle /
+  sparse; thresholds stated), with the mean length ``T``;
+- credit correctness, where the task can locate a wrong completion's first
+  error (:mod:`arca.tasks.locate`; the synthetic arithmetic task can,
+  MATH/GSM8K cannot and are reported as such): prefix blame, error lift,
+  top-1/3 hit on every wrong completion with a located error, and the share of
+  the weight on result tokens of correct ones (:mod:`arca.credit.correctness`);
+- drift: the exact mean per-position ``KL(pi || pi_base)`` over the vocabulary;
 - Spearman rank correlations between the schemes' weights;
-- the paper's propositions checked numerically (:mod:`arca.theory`):
-  ``L = ||W_lm||_op``, ``beta``, Prop. 2's bound, Prop. 1's stated and
-  corrected bounds, Prop. 3's variances from hooks on the LoRA layers; a
-  violated bound is printed as a finding with the completion;
-- ``tokens.html`` with the first completions coloured by each scheme's weights.
+- for LoRA policies, the paper's propositions checked numerically
+  (:mod:`arca.theory`): ``L = ||W_lm||_op``, ``beta``, Prop. 2's bound, Prop.
+  1's stated and corrected bounds, Prop. 3's variances from hooks on the LoRA
+  layers; a violated bound is printed as a finding with the completion.
+
+The first row is always the base model alone: surprisal, entropy and
+high-entropy weights exist before any training, divergence and ARCA (which
+compare a policy with the base model) do not. Policies are LoRA adapters on the
+base model (``--adapter A [B ...]``), or fully fine-tuned checkpoints with
+``--ref-model INITIAL --model CKPT [CKPT ...]``, whose divergence and ARCA
+compare with the initial model. All rows score the same completions: sampled
+from the base model (``--task``, default) or the last policy
+(``--sample-from policy``), or read from a JSONL file (``--completions``;
+``--task`` then names their task, for its ground truth).
 
 Outputs: ``OUT/diagnose.json``, ``OUT/report.md``, ``OUT/tokens.html`` and
 ``OUT/completions.jsonl`` (the completions diagnosed, to reuse with
-``--completions`` on another checkpoint).
+``--completions`` on other checkpoints).
 """
 
 from __future__ import annotations
@@ -29,26 +40,29 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from arca.credit import classify_regime, effective_token_ratio, gini, rank_correlation
+from arca.credit import (
+    METRICS,
+    classify_regime,
+    credit_correctness,
+    effective_token_ratio,
+    gini,
+    rank_correlation,
+)
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.credit.schemes import hidden_residual_norm
 from arca.credit.weights import token_weights
 from arca.io import atomic_write_json, atomic_write_text
-from arca.scoring import (
-    capture_adapter_shift,
-    completion_token_stats,
-    scheme_inputs,
-    writes_residual,
-)
+from arca.scoring import capture_adapter_shift, completion_token_stats, token_kl, writes_residual
+from arca.tasks.base import ErrorLocator
 from arca.theory import (
     capture_lora_contributions,
     check_prop1,
@@ -58,7 +72,9 @@ from arca.theory import (
     operator_norm,
 )
 
-SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca")
+SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
+#: Defined only for a policy that differs from the base model.
+NEEDS_POLICY = ("divergence", "arca", "arca_local")
 HTML_COUNT = 6
 
 
@@ -68,6 +84,8 @@ class Completion:
     prompt_ids: list[int]
     completion_ids: list[int]
     where: str  # "FILE:LINE" or "task problem i, sample j"
+    #: The dataset row it answers (``prompt`` and the task's columns), for ground truth.
+    row: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ input
@@ -108,7 +126,8 @@ def read_completions(path: str | Path, tokenizer: Any) -> list[Completion]:
         if not ids:
             raise ValueError(f"{where}: the completion is empty")
         pids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        out.append(Completion(prompt, pids, ids, where))
+        row = {k: v for k, v in rec.items() if k not in ("completion", "tokens", "weights")}
+        out.append(Completion(prompt, pids, ids, where, row))
     if not out:
         raise ValueError(f"--completions: {p} holds no completions")
     return out
@@ -123,26 +142,55 @@ def sample_completions(
     group_size: int = 4,
     max_new_tokens: int = 64,
     seed: int = 1337,
+    batch_size: int = 8,
 ) -> list[Completion]:
     """``n`` completions: ``group_size`` samples (temperature 1, top-p 0.95, as
-    in GRPO rollouts) for each of the first ``ceil(n / group_size)`` rows."""
-    from arca.evaluate import generate
+    in GRPO rollouts) for each of the first ``ceil(n / group_size)`` rows.
 
+    The generated token ids are kept as generated, up to and including the
+    end-of-sequence token where the model stopped (TRL's completions keep it);
+    a completion cut by ``max_new_tokens`` has none."""
     k = max(1, group_size)
-    prompts = [r["prompt"] for r in rows[: math.ceil(n / k)]]
-    if len(prompts) * k < n:
+    chosen = list(rows[: math.ceil(n / k)])
+    if len(chosen) * k < n:
         raise ValueError(f"--samples {n}: the task has only {len(rows)} held-out problems")
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     torch.manual_seed(seed)
-    texts = generate(
-        model, tokenizer, prompts, num_samples=k, greedy=False, max_new_tokens=max_new_tokens
-    )
-    out = []
-    for i, (p, group) in enumerate(zip(prompts, texts, strict=True)):
-        pids = tokenizer(p, add_special_tokens=False)["input_ids"]
-        for j, t in enumerate(group):
-            ids = tokenizer(t, add_special_tokens=False)["input_ids"]
-            if ids and len(out) < n:
-                out.append(Completion(p, pids, ids, f"problem {i}, sample {j}"))
+    out: list[Completion] = []
+    try:
+        for start in range(0, len(chosen), batch_size):
+            group = chosen[start : start + batch_size]
+            enc = tokenizer(
+                [r["prompt"] for r in group],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device)
+            seqs = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=0.95,
+                num_return_sequences=k,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+            comp = seqs[:, enc["input_ids"].shape[1] :].tolist()
+            for i, row in enumerate(group):
+                pids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+                for j in range(k):
+                    ids = comp[i * k + j]
+                    if eos in ids:
+                        ids = ids[: ids.index(eos) + 1]
+                    if ids and len(out) < n:
+                        where = f"problem {start + i}, sample {j}"
+                        out.append(Completion(row["prompt"], pids, ids, where, dict(row)))
+    finally:
+        tokenizer.padding_side = side
     return out
 
 
@@ -159,14 +207,19 @@ def _batch(items: Sequence[Completion], pad_id: int) -> tuple[torch.Tensor, ...]
     return torch.tensor(ids), torch.tensor(attn), torch.tensor(mask)
 
 
-# ------------------------------------------------------------------ adapter
+# ------------------------------------------------------------------ models
 
 
-def adapter_state(model: nn.Module) -> dict[str, Any]:
-    """``{"present", "zero", "modules", "rank", "targets_head"}`` of the LoRA adapter."""
+def adapter_state(model: nn.Module, name: str | None = None) -> dict[str, Any]:
+    """``{"present", "zero", "modules", "rank", "targets_head"}`` of a LoRA
+    adapter (``name``, or every adapter)."""
     if not hasattr(model, "disable_adapter"):
         return {"present": False, "zero": True, "modules": 0, "rank": None, "targets_head": False}
-    bs = [(n, p) for n, p in model.named_parameters() if "lora_B" in n]
+    bs = [
+        (n, p)
+        for n, p in model.named_parameters()
+        if "lora_B" in n and (name is None or f".{name}." in n)
+    ]
     ranks = {p.shape[1] for _, p in bs}
     return {
         "present": True,
@@ -175,6 +228,80 @@ def adapter_state(model: nn.Module) -> dict[str, Any]:
         "rank": max(ranks) if ranks else None,
         "targets_head": any("lm_head" in n for n, _ in bs),
     }
+
+
+@dataclass
+class Policy:
+    """A model to diagnose against the base: a LoRA adapter on the base model
+    (``adapter`` is its peft adapter name) or a separate fully fine-tuned model."""
+
+    label: str
+    model: nn.Module
+    adapter: str | None = None
+    path: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "adapter" if self.adapter is not None else "model"
+
+    @contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        if self.adapter is not None:
+            self.model.set_adapter(self.adapter)
+        yield self.model
+
+
+@dataclass
+class Models:
+    """The base model and the policies, as :func:`load_models` builds them."""
+
+    base: nn.Module
+    policies: list[Policy]
+    #: The base pass runs inside the peft model with its adapters disabled.
+    base_is_peft: bool = False
+
+    @contextmanager
+    def base_ctx(self) -> Iterator[nn.Module]:
+        with self.base.disable_adapter() if self.base_is_peft else nullcontext():
+            yield self.base
+
+
+def load_models(
+    model: str,
+    *,
+    adapters: Sequence[str] = (),
+    checkpoints: Sequence[str] = (),
+    dtype: str = "auto",
+    device: str | None = None,
+) -> tuple[Models, Any]:
+    """``(Models, tokenizer)``: ``model`` (``tiny``, ``smollm2``, a folder or a
+    Hub id) as the base, with LoRA ``adapters`` on it, or full ``checkpoints``
+    fine-tuned from it."""
+    from arca.evaluate import load_policy
+
+    if adapters and checkpoints:
+        raise ValueError("--adapter and --ref-model exclude each other: LoRA or full fine-tuning")
+    for a in adapters:
+        if not Path(a, "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{a}: not a LoRA adapter folder (no adapter_config.json)")
+    if not adapters:
+        base, tok = load_policy(model, dtype=dtype, device=device)
+        policies = [
+            Policy(c, load_policy(c, dtype=dtype, device=device)[0].eval(), path=c)
+            for c in checkpoints
+        ]
+        return Models(base.eval(), policies), tok
+    peft_model, tok = load_policy(model, adapters[0], dtype=dtype, device=device)
+    # load_policy names its adapter "default"; the others get p1, p2, ...
+    names = ["default"]
+    for i, a in enumerate(adapters[1:], 1):
+        peft_model.load_adapter(a, adapter_name=f"p{i}")
+        names.append(f"p{i}")
+    peft_model.eval()
+    policies = [
+        Policy(a, peft_model, adapter=n, path=a) for a, n in zip(adapters, names, strict=True)
+    ]
+    return Models(peft_model, policies, base_is_peft=True), tok
 
 
 # ------------------------------------------------------------------ core
@@ -188,245 +315,547 @@ def _quantiles(x: torch.Tensor) -> dict[str, float]:
     return {"mean": float(x.mean()), "p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])}
 
 
+class _Rows:
+    """Per-row values of one model, gathered over the batches."""
+
+    def __init__(self) -> None:
+        self.per: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self.corr: dict[tuple[str, str], list[torch.Tensor]] = {}
+        self.kl_sum = 0.0
+        self.kl_tokens = 0
+
+    def add(
+        self,
+        weights: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        truth: dict[str, torch.Tensor] | None,
+    ) -> None:
+        n = mask.sum(dim=1).to(torch.float64)
+        for s, w in weights.items():
+            d = self.per.setdefault(s, {})
+            e = effective_token_ratio(w, mask).cpu()
+            vals = {"gini": gini(w, mask).cpu(), "effective_ratio": e, "effective_n": e * n.cpu()}
+            if truth is not None:
+                vals |= credit_correctness(
+                    w,
+                    mask,
+                    truth["error_index"],
+                    correct=truth["correct"],
+                    result_mask=truth["result_mask"],
+                    template_mask=truth["template_mask"],
+                )
+            for k, v in vals.items():
+                d.setdefault(k, []).append(v.cpu())
+        ranked = [s for s in weights if s != "uniform"]  # uniform weights have no ranking
+        for i, a in enumerate(ranked):
+            for b in ranked[i + 1 :]:
+                self.corr.setdefault((a, b), []).append(
+                    rank_correlation(weights[a], weights[b], mask).cpu()
+                )
+
+    def summary(self, undefined: Sequence[str] = ()) -> dict[str, Any]:
+        schemes: dict[str, Any] = {}
+        for s in undefined:
+            schemes[s] = {"undefined": "the policy is the base model"}
+        for s, d in self.per.items():
+            cat = {k: torch.cat(v) for k, v in d.items()}
+            entry: dict[str, Any] = {
+                k: _quantiles(cat[k]) for k in ("gini", "effective_ratio", "effective_n")
+            }
+            entry["regime"] = classify_regime(
+                entry["gini"]["mean"], entry["effective_ratio"]["mean"]
+            )
+            if "prefix_blame" in cat:
+                c = {}
+                for k in METRICS:
+                    if k in cat:
+                        ok = ~cat[k].isnan()
+                        c[k] = float(cat[k][ok].mean()) if bool(ok.any()) else math.nan
+                c["error_rows"] = int((~cat["prefix_blame"].isnan()).sum())
+                c["correct_rows"] = int((~cat["result_share"].isnan()).sum())
+                entry["correctness"] = c
+            schemes[s] = entry
+        ordered = {s: schemes[s] for s in (*SCHEMES, "arca_local") if s in schemes}
+        corr = {}
+        for (a, b), v in self.corr.items():
+            x = torch.cat(v)
+            corr[f"{a}~{b}"] = float(x.nanmean()) if not x.isnan().all() else math.nan
+        return {"schemes": ordered, "rank_correlation": corr}
+
+
+class _Props:
+    """The propositions' checks for one LoRA policy, gathered over the batches."""
+
+    def __init__(self, L: float, eps: float) -> None:
+        self.L, self.eps = L, eps
+        self.p1: dict[str, list[torch.Tensor]] = {}
+        self.p2: list[dict[str, Any]] = []
+        self.p3: dict[str, list[Any]] = {"var_arca": [], "max_v": [], "ratio": [], "argmax": []}
+        self.lengths: list[int] = []
+
+    def add(
+        self, inputs: dict[str, torch.Tensor], mask: torch.Tensor, contrib: dict, start: int
+    ) -> None:
+        resid = hidden_residual_norm(inputs["h_adapted"], inputs["h_base"]).float()
+        r2 = check_prop2(inputs["logps"], inputs["ref_logps"], resid, mask, self.L)
+        if r2["first_violation"] is not None:
+            r2["first_violation"][0] += start
+        self.p2.append(r2)
+        for k, v in check_prop1(
+            inputs["logps"], inputs["ref_logps"], resid, mask, self.L, self.eps
+        ).items():
+            self.p1.setdefault(k, []).append(v.cpu())
+        stacked = {k: torch.cat(v, dim=0) for k, v in contrib.items()}
+        r3 = check_prop3(resid, stacked, mask)
+        for k in ("var_arca", "max_v", "ratio"):
+            self.p3[k].append(r3[k].cpu())
+        self.p3["argmax"] += r3["argmax"]
+        self.lengths += mask.sum(dim=1).tolist()
+
+    def summary(self, items: Sequence[Completion], modules: int) -> dict[str, Any]:
+        p2_parts, lengths = self.p2, self.lengths
+        L = self.L
+        beta = max(r["beta"] for r in p2_parts)
+        max_d = max(r["max_abs_dlogp"] for r in p2_parts)
+        first = next((r["first_violation"] for r in p2_parts if r["first_violation"]), None)
+        prop2 = {
+            "beta": beta,
+            "bound": 2 * L * beta,
+            "max_abs_dlogp": max_d,
+            "ratio": max_d / (2 * L * beta) if beta > 0 else (0.0 if max_d == 0 else math.inf),
+            "token_ratio": max(r["token_ratio"] for r in p2_parts),
+            "violations": sum(r["violations"] for r in p2_parts),
+            "tokens": sum(r["tokens"] for r in p2_parts),
+            "first_violation": (
+                {"completion": first[0], "position": first[1], "where": items[first[0]].where}
+                if first
+                else None
+            ),
+        }
+        c = {k: torch.cat(v) for k, v in self.p1.items()}
+        bad_stated = (~c["holds_stated"]).nonzero().flatten().tolist()
+        bad_corr = (~c["holds_corrected"]).nonzero().flatten().tolist()
+
+        def _example(i: int) -> dict[str, Any]:
+            return {
+                "completion": i,
+                "where": items[i].where,
+                "tokens": lengths[i],
+                "l1": float(c["l1"][i]),
+                "stated": float(c["stated"][i]),
+                "corrected": float(c["corrected"][i]),
+            }
+
+        active = c["stated"] > 0
+
+        def _median(x: torch.Tensor) -> float:
+            return float(x.median()) if x.numel() else math.nan
+
+        prop1 = {
+            "completions": len(items),
+            "holds_stated": int(c["holds_stated"].sum()),
+            "holds_corrected": int(c["holds_corrected"].sum()),
+            "median_l1_over_stated": _median(c["l1"][active] / c["stated"][active]),
+            "median_l1_over_corrected": _median(c["l1"][active] / c["corrected"][active]),
+            "stated_violations": [_example(i) for i in bad_stated[:5]],
+            "corrected_violations": [_example(i) for i in bad_corr[:5]],
+        }
+        ratio = torch.cat(self.p3["ratio"])
+        var_a, max_v = torch.cat(self.p3["var_arca"]), torch.cat(self.p3["max_v"])
+        names = [n for n in self.p3["argmax"] if n]
+        top = max(set(names), key=names.count) if names else None
+        prop3 = {
+            "modules": modules,
+            "var_arca_median": float(var_a.median()),
+            "max_v_median": float(max_v.nanmedian()) if not max_v.isnan().all() else math.nan,
+            "ratio_median": float(ratio.nanmedian()) if not ratio.isnan().all() else math.nan,
+            "holds": int((var_a >= max_v).sum()),
+            "comparable": int((~max_v.isnan()).sum()),
+            "dominant_module": top,
+            "dominant_share": names.count(top) / len(names) if names else math.nan,
+        }
+        return {"prop1": prop1, "prop2": prop2, "prop3": prop3}
+
+
+def _weights(
+    schemes: Sequence[str],
+    mask: torch.Tensor,
+    inputs: dict[str, torch.Tensor],
+    eps: float,
+    q: float,
+) -> dict[str, torch.Tensor]:
+    return {
+        s: token_weights(
+            s,
+            mask=mask,
+            eps=eps,
+            options={"quantile": q} if s == "high_entropy" else None,
+            **inputs,
+        )
+        for s in schemes
+    }
+
+
 @torch.no_grad()
-def diagnose(
-    model: nn.Module,
+def diagnose_models(
+    models: Models,
     tokenizer: Any,
     items: Sequence[Completion],
     *,
     eps: float = 1e-8,
     batch_size: int = 8,
+    locate: ErrorLocator | None = None,
+    high_entropy_quantile: float = 0.2,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Weights, concentration, correlations and the propositions' checks for
-    ``items``. Returns a JSON-ready dict (see the module docstring)."""
+    """Score ``items`` with the base model and every policy in ``models``;
+    returns the JSON-ready result (see the module docstring). ``locate``: the
+    task's error locator, for the credit-correctness metrics."""
+    from arca.tasks.locate import ground_truth
+
     if not items:
         raise ValueError("no completions to diagnose")
-    state = adapter_state(model)
-    device = next(model.parameters()).device
+    device = next(models.base.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    L = operator_norm(lm_head_weight(model))
-    # arca_local reads the LoRA layers that write into the residual stream.
-    local = state["present"] and writes_residual(model)
-    schemes = SCHEMES + (("arca_local",) if local else ())
-    per: dict[str, dict[str, list[torch.Tensor]]] = {s: {"gini": [], "eff": []} for s in schemes}
-    corr: dict[tuple[str, str], list[torch.Tensor]] = {}
-    p1: dict[str, list[torch.Tensor]] = {}
-    p3: dict[str, list[Any]] = {"var_arca": [], "max_v": [], "ratio": [], "argmax": []}
-    p2_parts: list[dict[str, Any]] = []
-    lengths: list[int] = []
-    html: list[dict[str, Any]] = []
+    L = operator_norm(lm_head_weight(models.base))
+    # Base pass once per batch, kept (on the CPU) for every policy.
+    base_rows, cache = _Rows(), []
+    truth_summary = {"wrong": 0, "located": 0, "correct": 0}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         ids, attn, mask = (t.to(device) for t in _batch(chunk, pad))
         C = mask.shape[1]
-        if state["present"]:
-            shift = capture_adapter_shift(model, C) if local else nullcontext([])
-            with capture_lora_contributions(model, C) as contrib, shift as shifts:
-                inputs = scheme_inputs(model, ids, attn, C)
-            if local:
-                inputs["h_shift"] = shifts[0]
-        else:  # the base model alone: no shift, no residual
-            contrib = {}
-            on = completion_token_stats(model, ids, attn, C)
-            inputs = {
-                "logps": on["logps"],
-                "entropies": on["entropies"],
-                "h_adapted": on["hidden"],
-                "ref_logps": on["logps"],
-                "h_base": on["hidden"],
-            }
-        weights = {s: token_weights(s, mask=mask, eps=eps, **inputs) for s in schemes}
-        for s, w in weights.items():
-            per[s]["gini"].append(gini(w, mask).cpu())
-            per[s]["eff"].append(effective_token_ratio(w, mask).cpu())
-        ranked = schemes[1:]  # uniform weights have no ranking
-        for i, a in enumerate(ranked):
-            for b in ranked[i + 1 :]:
-                corr.setdefault((a, b), []).append(
-                    rank_correlation(weights[a], weights[b], mask).cpu()
-                )
-        resid = hidden_residual_norm(inputs["h_adapted"], inputs["h_base"]).float()
-        r2 = check_prop2(inputs["logps"], inputs["ref_logps"], resid, mask, L)
-        if r2["first_violation"] is not None:
-            r2["first_violation"][0] += start
-        p2_parts.append(r2)
-        for k, v in check_prop1(inputs["logps"], inputs["ref_logps"], resid, mask, L, eps).items():
-            p1.setdefault(k, []).append(v.cpu())
-        stacked = {k: torch.cat(v, dim=0) for k, v in contrib.items()}
-        r3 = check_prop3(resid, stacked, mask)
-        for k in ("var_arca", "max_v", "ratio"):
-            p3[k].append(r3[k].cpu())
-        p3["argmax"] += r3["argmax"]
-        lengths += mask.sum(dim=1).tolist()
-        for j, c in enumerate(chunk):
-            if len(html) >= HTML_COUNT:
-                break
-            n = len(c.completion_ids)
-            html.append(
-                {
-                    "index": start + j,
-                    "where": c.where,
-                    "prompt": c.prompt,
-                    "tokens": [tokenizer.decode([t]) for t in c.completion_ids],
-                    "weights": {s: [float(x) for x in w[j, :n]] for s, w in weights.items()},
-                }
-            )
+        with models.base_ctx() as m:
+            b = completion_token_stats(m, ids, attn, C)
+        truth = None
+        if locate is not None:
+            truth = ground_truth(locate, [c.row for c in chunk], ids[:, -C:], mask, tokenizer)
+            truth_summary["correct"] += int(truth["correct"].sum())
+            truth_summary["wrong"] += int((~truth["correct"]).sum())
+            truth_summary["located"] += int(truth["located"].sum())
+        inputs = {"logps": b["logps"], "entropies": b["entropies"]}
+        base_rows.add(
+            _weights(
+                ("uniform", "surprisal", "entropy", "high_entropy"),
+                mask,
+                inputs,
+                eps,
+                high_entropy_quantile,
+            ),
+            mask,
+            truth,
+        )
+        cache.append({k: v.cpu() for k, v in b.items()} | {"truth": truth, "start": start})
         if progress is not None:
             progress(len(chunk))
-    return _summarise(items, state, L, eps, per, corr, p1, p2_parts, p3, lengths, html)
-
-
-def _summarise(
-    items: Sequence[Completion],
-    state: dict[str, Any],
-    L: float,
-    eps: float,
-    per: dict[str, dict[str, list[torch.Tensor]]],
-    corr: dict[tuple[str, str], list[torch.Tensor]],
-    p1: dict[str, list[torch.Tensor]],
-    p2_parts: list[dict[str, Any]],
-    p3: dict[str, list[Any]],
-    lengths: list[int],
-    html: list[dict[str, Any]],
-) -> dict[str, Any]:
-    schemes = {}
-    for s, d in per.items():
-        g, e = torch.cat(d["gini"]), torch.cat(d["eff"])
-        gq, eq = _quantiles(g), _quantiles(e)
-        schemes[s] = {
-            "gini": gq,
-            "effective_ratio": eq,
-            "regime": classify_regime(gq["mean"], eq["mean"]),
-        }
-    correlations = {
-        f"{a}~{b}": float(torch.cat(v).nanmean()) if not torch.cat(v).isnan().all() else math.nan
-        for (a, b), v in corr.items()
-    }
-    beta = max(r["beta"] for r in p2_parts)
-    max_d = max(r["max_abs_dlogp"] for r in p2_parts)
-    viol = sum(r["violations"] for r in p2_parts)
-    first = next((r["first_violation"] for r in p2_parts if r["first_violation"]), None)
-    prop2 = {
-        "beta": beta,
-        "bound": 2 * L * beta,
-        "max_abs_dlogp": max_d,
-        "ratio": max_d / (2 * L * beta) if beta > 0 else (0.0 if max_d == 0 else math.inf),
-        "token_ratio": max(r["token_ratio"] for r in p2_parts),
-        "violations": viol,
-        "tokens": sum(r["tokens"] for r in p2_parts),
-        "first_violation": (
-            {"completion": first[0], "position": first[1], "where": items[first[0]].where}
-            if first
-            else None
-        ),
-    }
-    c = {k: torch.cat(v) for k, v in p1.items()}
-    bad_stated = (~c["holds_stated"]).nonzero().flatten().tolist()
-    bad_corr = (~c["holds_corrected"]).nonzero().flatten().tolist()
-
-    def _example(i: int) -> dict[str, Any]:
-        return {
-            "completion": i,
-            "where": items[i].where,
-            "tokens": lengths[i],
-            "l1": float(c["l1"][i]),
-            "stated": float(c["stated"][i]),
-            "corrected": float(c["corrected"][i]),
-        }
-
-    active = c["stated"] > 0
-    prop1 = {
-        "completions": len(items),
-        "holds_stated": int(c["holds_stated"].sum()),
-        "holds_corrected": int(c["holds_corrected"].sum()),
-        "median_l1_over_stated": float((c["l1"][active] / c["stated"][active]).median())
-        if active.any()
-        else math.nan,
-        "median_l1_over_corrected": float((c["l1"][active] / c["corrected"][active]).median())
-        if active.any()
-        else math.nan,
-        "stated_violations": [_example(i) for i in bad_stated[:5]],
-        "corrected_violations": [_example(i) for i in bad_corr[:5]],
-    }
-    ratio = torch.cat(p3["ratio"])
-    var_a, max_v = torch.cat(p3["var_arca"]), torch.cat(p3["max_v"])
-    names = [n for n in p3["argmax"] if n]
-    top = max(set(names), key=names.count) if names else None
-    prop3 = {
-        "modules": state["modules"],
-        "var_arca_median": float(var_a.median()),
-        "max_v_median": float(max_v.nanmedian()) if not max_v.isnan().all() else math.nan,
-        "ratio_median": float(ratio.nanmedian()) if not ratio.isnan().all() else math.nan,
-        "holds": int((var_a >= max_v).sum()),
-        "comparable": int((~max_v.isnan()).sum()),
-        "dominant_module": top,
-        "dominant_share": names.count(top) / len(names) if names else math.nan,
-    }
+    local = any(p.kind == "adapter" and writes_residual(p.model) for p in models.policies)
+    base_summary = base_rows.summary(undefined=NEEDS_POLICY if local else NEEDS_POLICY[:2])
+    results = [{"label": "base model", "kind": "base", "drift_kl": 0.0, **base_summary}]
+    lengths = [len(c.completion_ids) for c in items]
+    samples: list[dict[str, Any]] = []
+    for pol in models.policies:
+        with pol.active() as model:
+            results.append(
+                _diagnose_policy(
+                    L,
+                    pol,
+                    model,
+                    models,
+                    tokenizer,
+                    items,
+                    cache,
+                    pad,
+                    device,
+                    eps,
+                    high_entropy_quantile,
+                    samples,
+                    progress,
+                )
+            )
+    if not models.policies:  # the page shows the base model's weights
+        samples = _samples(items, cache, tokenizer, eps, high_entropy_quantile, device, pad)
     return {
         "completions": len(items),
         "tokens": int(sum(lengths)),
+        "mean_length": sum(lengths) / len(lengths),
         "eps": eps,
+        "high_entropy_quantile": high_entropy_quantile,
         "thresholds": {
             "uniform_gini_below": UNIFORM_GINI_BELOW,
             "sparse_ratio_below": SPARSE_RATIO_BELOW,
         },
-        "adapter": state,
         "L": L,
-        "schemes": schemes,
-        "rank_correlation": correlations,
-        "prop1": prop1,
-        "prop2": prop2,
-        "prop3": prop3,
-        "samples": html,
+        "ground_truth": truth_summary if locate is not None else None,
+        "models": results,
+        "samples": samples,
     }
+
+
+def diagnose(
+    model: nn.Module,
+    tokenizer: Any,
+    items: Sequence[Completion],
+    **kw: Any,
+) -> dict[str, Any]:
+    """:func:`diagnose_models` for one model: a peft model (its active
+    adapter against the base) or a plain model (the base row alone)."""
+    if hasattr(model, "disable_adapter"):
+        pol = Policy("adapter", model, adapter=model.active_adapter)
+        return diagnose_models(Models(model, [pol], base_is_peft=True), tokenizer, items, **kw)
+    return diagnose_models(Models(model, []), tokenizer, items, **kw)
+
+
+def _diagnose_policy(
+    L: float,
+    pol: Policy,
+    model: nn.Module,
+    models: Models,
+    tokenizer: Any,
+    items: Sequence[Completion],
+    cache: list[dict[str, Any]],
+    pad: int,
+    device: Any,
+    eps: float,
+    q: float,
+    samples: list[dict[str, Any]],
+    progress: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    lora = pol.kind == "adapter"
+    state = adapter_state(model, pol.adapter) if lora else None
+    local = lora and writes_residual(model)
+    schemes = SCHEMES + (("arca_local",) if local else ())
+    rows = _Rows()
+    props = _Props(L, eps) if lora else None
+    head_p = model.get_output_embeddings()
+
+    def head_q(x: torch.Tensor) -> torch.Tensor:
+        # The base side's head: inside the base context only while it runs, so
+        # a LoRA on lm_head stays active for the policy side.
+        with models.base_ctx() as base:
+            return base.get_output_embeddings()(x)
+
+    for c in cache:
+        chunk = items[c["start"] : c["start"] + batch_size_of(c)]
+        ids, attn, mask = (t.to(device) for t in _batch(chunk, pad))
+        C = mask.shape[1]
+        shift = capture_adapter_shift(model, C) if local else nullcontext([])
+        contrib = capture_lora_contributions(model, C) if lora else nullcontext({})
+        with contrib as lora_out, shift as shifts:
+            on = completion_token_stats(model, ids, attn, C)
+        h_base = c["hidden"].to(device)
+        inputs = {
+            "logps": on["logps"],
+            "entropies": on["entropies"],
+            "h_adapted": on["hidden"],
+            "ref_logps": c["logps"].to(device),
+            "h_base": h_base,
+        }
+        if local:
+            inputs["h_shift"] = shifts[0]
+        w = _weights(schemes, mask, inputs, eps, q)
+        rows.add(w, mask, c["truth"])
+        kl = token_kl(head_p, on["hidden"], head_q, h_base)
+        m = mask.bool()
+        rows.kl_sum += float(kl[m].sum())
+        rows.kl_tokens += int(m.sum())
+        if props is not None:
+            props.add(inputs, mask, lora_out, c["start"])
+        if pol is models.policies[-1]:
+            samples += _page_rows(chunk, c, w, tokenizer, len(samples))
+        if progress is not None:
+            progress(len(chunk))
+    res: dict[str, Any] = {
+        "label": pol.label,
+        "kind": pol.kind,
+        "path": pol.path,
+        "drift_kl": rows.kl_sum / max(1, rows.kl_tokens),
+        **rows.summary(),
+    }
+    if props is not None:
+        res["adapter"] = state
+        res["L"] = props.L
+        res |= props.summary(items, state["modules"])
+    return res
+
+
+def batch_size_of(c: dict[str, Any]) -> int:
+    return int(c["logps"].shape[0])
+
+
+def _page_rows(
+    chunk: Sequence[Completion],
+    c: dict[str, Any],
+    w: dict[str, torch.Tensor],
+    tokenizer: Any,
+    have: int,
+) -> list[dict[str, Any]]:
+    out = []
+    truth = c["truth"]
+    for j, item in enumerate(chunk):
+        if have + len(out) >= HTML_COUNT:
+            break
+        n = len(item.completion_ids)
+        rec = {
+            "index": c["start"] + j,
+            "where": item.where,
+            "prompt": item.prompt,
+            "tokens": [tokenizer.decode([t]) for t in item.completion_ids],
+            "weights": {s: [float(x) for x in wt[j, :n]] for s, wt in w.items()},
+        }
+        if truth is not None:
+            e = int(truth["error_index"][j])
+            rec["first_error"] = e if e >= 0 else None
+            rec["correct"] = bool(truth["correct"][j])
+        out.append(rec)
+    return out
+
+
+def _samples(
+    items: Sequence[Completion],
+    cache: list[dict[str, Any]],
+    tokenizer: Any,
+    eps: float,
+    q: float,
+    device: Any,
+    pad: int,
+) -> list[dict[str, Any]]:
+    """The page's rows when there is no policy: the base model's weights."""
+    out: list[dict[str, Any]] = []
+    for c in cache:
+        chunk = items[c["start"] : c["start"] + batch_size_of(c)]
+        _, _, mask = _batch(chunk, pad)
+        inputs = {"logps": c["logps"], "entropies": c["entropies"]}
+        w = _weights(("uniform", "surprisal", "entropy", "high_entropy"), mask, inputs, eps, q)
+        out += _page_rows(chunk, c, w, tokenizer, len(out))
+        if len(out) >= HTML_COUNT:
+            break
+    return out
 
 
 # ------------------------------------------------------------------ text
 
 
-def adapter_message(state: dict[str, Any]) -> str | None:
-    """The plain statement for an absent or untrained adapter, else None."""
-    if not state["present"]:
-        return (
-            "No adapter: the adapted and base models are the same, so divergence and ARCA "
-            "have no signal and their weights are uniform by construction."
-        )
-    if state["zero"]:
+def adapter_message(state: dict[str, Any] | None) -> str | None:
+    """The plain statement for an untrained adapter, else None."""
+    if state is not None and state["present"] and state["zero"]:
         return (
             "The adapter's B matrices are all zero (a freshly initialised LoRA adapter): "
-            "ARCA has no signal yet and its weights are uniform by construction, as are "
-            "divergence's."
+            "it is the base model, so ARCA and divergence have no signal and their weights "
+            "are uniform by construction."
         )
     return None
 
 
+def _f(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return format(x, spec)
+
+
 def format_summary(res: dict[str, Any]) -> str:
     lines = []
-    msg = adapter_message(res["adapter"])
-    if msg:
-        lines += [msg, ""]
-    head = f"{'scheme':<11} {'Gini mean [p10, p50, p90]':<28} {'EffN/T mean [p10, p50, p90]':<30} regime"
-    lines.append(head)
-    for s, d in res["schemes"].items():
-        g, e = d["gini"], d["effective_ratio"]
+    gt = res.get("ground_truth")
+    lines.append(
+        f"{res['completions']} completions, mean length T = {res['mean_length']:.1f} tokens"
+        + (f"; sampled from the {res['sampled_from']}" if res.get("sampled_from") else "")
+    )
+    if gt is None:
         lines.append(
-            f"{s:<11} {g['mean']:.3f} [{g['p10']:.2f}, {g['p50']:.2f}, {g['p90']:.2f}]      "
-            f"{e['mean']:.3f} [{e['p10']:.2f}, {e['p50']:.2f}, {e['p90']:.2f}]        {d['regime']}"
+            "No ground truth: the task has no error locator (or none was named), so whether "
+            "credit lands on the error is not measured."
         )
+    else:
+        lines.append(
+            f"Ground truth: {gt['correct']} correct, {gt['wrong']} wrong, of which "
+            f"{gt['located']} have a located first error (the error metrics average over those)."
+        )
+    for m in res["models"]:
+        msg = adapter_message(m.get("adapter"))
+        if msg:
+            lines += ["", f"{m['label']}: {msg}"]
+    lines += ["", _table(res)]
     t = res["thresholds"]
     lines += [
         f"(regimes of the mean: uniform broadcast if Gini < {t['uniform_gini_below']}, "
-        f"spuriously sparse if EffN/T < {t['sparse_ratio_below']}, else middle; eps = {res['eps']:g})",
-        "",
-        "Spearman rank correlation of the weights (mean over completions):",
+        f"sparse if EffN/T < {t['sparse_ratio_below']}, else middle; eps = {res['eps']:g}; "
+        "drift: mean per-token KL(pi || base) over the vocabulary; blame: weight share on the "
+        "correct prefix of wrong completions; lift: T x weight on the first wrong token "
+        "(uniform 1); top-1/3: first wrong token among the 1/3 heaviest; result: weight share "
+        "on result tokens of correct completions)",
     ]
-    lines += [f"  {k.replace('~', ' ~ '):<26} {_f(v)}" for k, v in res["rank_correlation"].items()]
-    p1, p2, p3 = res["prop1"], res["prop2"], res["prop3"]
-    lines += [
-        "",
-        "The paper's propositions (Appendix C.6-C.7), checked:",
-        f"  L = ||W_lm||_op = {res['L']:.4g}    beta = max_t ||dh_t|| = {p2['beta']:.4g}",
+    for m in res["models"][1:]:
+        lines += [
+            "",
+            f"{m['label']}: Spearman rank correlation of the weights (mean over completions):",
+        ]
+        lines += [
+            f"  {k.replace('~', ' ~ '):<28} {_f(v)}" for k, v in m["rank_correlation"].items()
+        ]
+        if "prop1" in m:
+            lines += _props_text(m)
+        else:
+            lines.append(
+                "  The propositions (Appendix C.6-C.7) are about a LoRA adapter on a fixed LM "
+                "head; full fine-tuning changes the head too, so they are not checked."
+            )
+    return "\n".join(lines)
+
+
+def _table(res: dict[str, Any]) -> str:
+    truth = res.get("ground_truth") is not None
+    head = ["model", "drift", "scheme", "Gini", "EffN/T", "EffN"]
+    if truth:
+        head += ["blame", "lift", "top-1", "top-3", "result"]
+    head.append("regime")
+    rows = []
+    for m in res["models"]:
+        label = _short_label(m["label"])
+        for i, (s, d) in enumerate(m["schemes"].items()):
+            first = (label, _f(m["drift_kl"], ".4f")) if i == 0 else ("", "")
+            if d.get("undefined"):
+                rows.append([*first, s, "undefined: " + d["undefined"]])
+                continue
+            r = [
+                *first,
+                s,
+                _f(d["gini"]["mean"], ".3f"),
+                _f(d["effective_ratio"]["mean"], ".3f"),
+                _f(d["effective_n"]["mean"], ".1f"),
+            ]
+            if truth:
+                c = d.get("correctness", {})
+                r += [
+                    _f(c.get("prefix_blame"), ".3f"),
+                    _f(c.get("error_lift"), ".2f"),
+                    _f(c.get("top1_hit"), ".2f"),
+                    _f(c.get("top3_hit"), ".2f"),
+                    _f(c.get("result_share"), ".2f"),
+                ]
+            rows.append([*r, d["regime"]])
+    widths = [len(h) for h in head]
+    for r in rows:
+        if len(r) == len(head):
+            widths = [max(w, len(x)) for w, x in zip(widths, r, strict=True)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    for r in rows:
+        if len(r) < len(head):  # an undefined scheme: its text spans the columns
+            out.append(
+                "  ".join(x.ljust(w) for x, w in zip(r[:3], widths, strict=False)) + "  " + r[3]
+            )
+        else:
+            out.append("  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def _short_label(label: str, width: int = 28) -> str:
+    return label if len(label) <= width else "..." + label[-(width - 3) :]
+
+
+def _props_text(m: dict[str, Any]) -> list[str]:
+    p1, p2, p3 = m["prop1"], m["prop2"], m["prop3"]
+    lines = [
+        "  The paper's propositions (Appendix C.6-C.7), checked:",
+        f"  L = ||W_lm||_op = {m['L']:.4g}    beta = max_t ||dh_t|| = {p2['beta']:.4g}",
         f"  Prop. 2  |dlogp_t| <= 2 L beta = {p2['bound']:.4g}: max |dlogp| = {p2['max_abs_dlogp']:.4g} "
         f"(ratio {_f(p2['ratio'])}; tightest per-token ratio |dlogp_t| / (2 L ||dh_t||) = "
         f"{_f(p2['token_ratio'])}); {p2['violations']} of {p2['tokens']} tokens over the bound",
@@ -439,15 +868,14 @@ def format_summary(res: dict[str, Any]) -> str:
         f"(median ratio {_f(p3['ratio_median'])}; the largest V_l is most often "
         f"{p3['dominant_module']}, {_f(p3['dominant_share'])} of completions; {p3['modules']} LoRA modules)"
         if p3["comparable"]
-        else "  Prop. 3  no adapter contribution to compare (no LoRA modules, or all B = 0)",
+        else "  Prop. 3  no adapter contribution to compare (all B = 0)",
     ]
-    for f in findings(res):
-        lines.append(f"  FINDING: {f}")
-    return "\n".join(lines)
+    lines += [f"  FINDING: {f}" for f in findings(m)]
+    return lines
 
 
 def findings(res: dict[str, Any]) -> list[str]:
-    """Violated bounds, each with the offending completion."""
+    """Violated bounds of one LoRA policy, each with the offending completion."""
     out = []
     p2 = res["prop2"]
     if p2["violations"]:
@@ -477,12 +905,11 @@ def findings(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def _f(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
-
-
 def report_markdown(res: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", "```", format_summary(res), "```", ""]
+    import html
+
+    body = html.escape(format_summary(res), quote=False)
+    lines = [f"# {html.escape(title, quote=False)}", "", "```", body, "```", ""]
     lines += ["[tokens.html](tokens.html): the first completions, one column per scheme.", ""]
     return "\n".join(lines)
 
@@ -493,16 +920,34 @@ def report_markdown(res: dict[str, Any], title: str) -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diagnose",
-        help="token-signal degeneration on any model + LoRA adapter, with the paper's bounds",
+        help="where token credit lands on a base model and its LoRA or fully fine-tuned policies",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="tiny", help="'tiny', 'smollm2', a model folder, or a Hub id")
-    p.add_argument("--adapter", help="a LoRA adapter folder (peft save_pretrained)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--completions", help="JSONL of {prompt, completion} (or samples.jsonl)")
-    src.add_argument(
-        "--task", choices=["arithmetic", "math", "gsm8k"], help="sample from this task"
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=["tiny"],
+        help="the base model ('tiny', 'smollm2', a folder or a Hub id); with --ref-model, "
+        "one or more fully fine-tuned checkpoints of it",
+    )
+    p.add_argument("--adapter", nargs="+", default=[], help="LoRA adapter folder(s) on --model")
+    p.add_argument(
+        "--ref-model", help="the initial model the --model checkpoints were fine-tuned from"
+    )
+    p.add_argument("--completions", help="JSONL of {prompt, completion} (or a run's samples.jsonl)")
+    p.add_argument(
+        "--task",
+        choices=["arithmetic", "math", "gsm8k"],
+        help="sample held-out completions from this task; with --completions, the task they "
+        "answer (for its ground truth)",
+    )
+    p.add_argument(
+        "--sample-from",
+        choices=["base", "policy"],
+        default="base",
+        help="with --task: sample from the base model (default: every row scores the same "
+        "text) or the last policy given",
     )
     p.add_argument("--samples", type=int, default=32, help="completions to sample with --task")
     p.add_argument("--group-size", type=int, default=4, help="samples per prompt with --task")
@@ -511,6 +956,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--few-shot", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--eps", type=float, default=1e-8, help="normalisation floor (paper eq. 8)")
+    p.add_argument(
+        "--high-entropy-quantile", type=float, default=0.2, help="high_entropy's token fraction"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--seed", type=int, default=1337)
@@ -521,45 +969,83 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from arca.evaluate import load_policy
-
     if args.samples < 1 or args.batch_size < 1 or args.eps < 0:
         raise ValueError("--samples and --batch-size must be >= 1 and --eps >= 0")
+    if not 0 < args.high_entropy_quantile <= 1:
+        raise ValueError("--high-entropy-quantile: must be in (0, 1]")
+    if not args.completions and not args.task:
+        raise ValueError("give --task (to sample completions) or --completions FILE")
+    if args.ref_model is None and len(args.model) != 1:
+        raise ValueError("--model: one base model (several only as checkpoints with --ref-model)")
+    if args.ref_model is not None and args.adapter:
+        raise ValueError("--adapter and --ref-model exclude each other: LoRA or full fine-tuning")
     t0 = time.perf_counter()
-    model, tok = load_policy(args.model, args.adapter, dtype=args.dtype)
-    model.eval()
-    if args.completions:
-        items = read_completions(args.completions, tok)
-    else:
+    base = args.ref_model or args.model[0]
+    models, tok = load_models(
+        base,
+        adapters=args.adapter,
+        checkpoints=args.model if args.ref_model else (),
+        dtype=args.dtype,
+    )
+    task = None
+    if args.task:
         from arca.tasks.loaders import load_task
 
         task = load_task(
             args.task, args.data, level=args.level, few_shot=args.few_shot, train_size=1
         )
-        items = sample_completions(
-            model,
-            tok,
-            task.heldout.to_list(),
-            args.samples,
-            group_size=args.group_size,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-        )
-    bar = tqdm(total=len(items), desc="diagnose", unit="completion")
-    res = diagnose(model, tok, items, eps=args.eps, batch_size=args.batch_size, progress=bar.update)
+    sampled_from = None
+    if args.completions:
+        items = read_completions(args.completions, tok)
+    else:
+        src = models.policies[-1] if args.sample_from == "policy" and models.policies else None
+        sampled_from = f"policy {src.label}" if src else "base model"
+        ctx = src.active() if src else models.base_ctx()
+        with ctx as sampler:
+            items = sample_completions(
+                sampler,
+                tok,
+                task.heldout.to_list(),
+                args.samples,
+                group_size=args.group_size,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+            )
+    locate = task.locate_error if task is not None else None
+    total = len(items) * (1 + len(models.policies))
+    bar = tqdm(total=total, desc="diagnose", unit="completion")
+    res = diagnose_models(
+        models,
+        tok,
+        items,
+        eps=args.eps,
+        batch_size=args.batch_size,
+        locate=locate,
+        high_entropy_quantile=args.high_entropy_quantile,
+        progress=bar.update,
+    )
     bar.close()
-    res["model"], res["adapter_path"] = args.model, args.adapter
+    res["sampled_from"] = sampled_from or f"file {args.completions}"
+    res["task"] = args.task
+    res["base"] = base
     res["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     atomic_write_json(out / "diagnose.json", res)
-    title = f"arca diagnose: {args.model}" + (f" + {args.adapter}" if args.adapter else "")
+    names = ", ".join(p.label for p in models.policies)
+    title = f"arca diagnose: {base}" + (f" vs {names}" if names else "")
     atomic_write_text(out / "report.md", report_markdown(res, title))
     # The exact completions, to diagnose other checkpoints on the same text.
     atomic_write_text(
         out / "completions.jsonl",
         "".join(
             json.dumps(
-                {"prompt": c.prompt, "completion": tok.decode(c.completion_ids), "where": c.where}
+                {
+                    **c.row,
+                    "prompt": c.prompt,
+                    # Special tokens kept: read back, "<eos>" is the EOS token again.
+                    "completion": tok.decode(c.completion_ids),
+                    "where": c.where,
+                }
             )
             + "\n"
             for c in items
@@ -567,11 +1053,12 @@ def _main(args: argparse.Namespace) -> int:
     )
     from arca.report.tokens import render
 
+    shown = models.policies[-1].label if models.policies else "the base model"
     atomic_write_text(
         out / "tokens.html",
-        render(title, res["samples"], title="arca diagnose: token weights", source="diagnosed for"),
+        render(shown, res["samples"], title="arca diagnose: token weights", source="weighted by"),
     )
-    print(f"{res['completions']} completions, {res['tokens']} tokens ({res['seconds']:.0f}s)\n")
+    print(f"({res['seconds']:.0f}s)\n")
     print(format_summary(res))
     print(f"\nwrote {out / 'diagnose.json'}, report.md, tokens.html, completions.jsonl")
     return 0

@@ -294,6 +294,36 @@ def completion_token_stats(
     }
 
 
+@torch.no_grad()
+def token_kl(
+    head_p: Callable[[Tensor], Tensor],
+    hidden_p: Tensor,
+    head_q: Callable[[Tensor], Tensor],
+    hidden_q: Tensor,
+    *,
+    chunk: int = LOGIT_CHUNK,
+) -> Tensor:
+    """Exact ``KL(p || q)`` over the vocabulary at every position, ``(B, C)``.
+
+    ``p = softmax(head_p(hidden_p))`` and ``q = softmax(head_q(hidden_q))``:
+    two models' next-token distributions from their LM-head inputs ``(B, C, d)``
+    (e.g. :func:`completion_token_stats`'s ``hidden``). Chunked like the
+    scoring passes: ``chunk * V`` logits at a time, in float32.
+    """
+    if hidden_p.shape[:2] != hidden_q.shape[:2]:
+        raise ValueError(
+            f"hidden states differ in shape: {tuple(hidden_p.shape)} vs {tuple(hidden_q.shape)}"
+        )
+    B, C = hidden_p.shape[:2]
+    fp, fq = hidden_p.reshape(B * C, -1), hidden_q.reshape(B * C, -1)
+    out = []
+    for s in range(0, B * C, chunk):
+        lp = head_p(fp[s : s + chunk]).float().log_softmax(-1)
+        lq = head_q(fq[s : s + chunk]).float().log_softmax(-1)
+        out.append((lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0))
+    return torch.cat(out).view(B, C) if out else hidden_p.new_zeros(B, C)
+
+
 def scheme_inputs(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor, n_completion: int
 ) -> dict[str, Tensor]:

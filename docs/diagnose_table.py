@@ -1,45 +1,85 @@
-"""Markdown table of several `arca diagnose` outputs (one row per folder).
+"""Markdown tables of an `arca diagnose` output: one row per model (the base
+model first, then each checkpoint).
 
-    python docs/diagnose_table.py LABEL=runs/diag/step10 LABEL2=runs/diag/step20 ...
+    python docs/diagnose_table.py runs/diag/diagnose.json [--schemes surprisal,entropy,...]
 
-Cells: mean Gini / mean EffN/T and the regime (U uniform broadcast, M middle,
-S spuriously sparse); then beta, max |dlogp|, Prop. 2's ratio and how many
+Concentration cells: mean Gini / mean EffN/T and the regime (U uniform
+broadcast, M middle, S sparse; "-" undefined: the base model has no adapter).
+Correctness cells (with ground truth): prefix blame / error lift / top-1 hit.
+For LoRA checkpoints: beta, max |dlogp|, Prop. 2's ratio and how many
 completions satisfy Prop. 1 as stated.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-SCHEMES = ("surprisal", "entropy", "divergence", "arca")
-MARK = {"uniform broadcast": "U", "middle regime": "M", "spuriously sparse": "S"}
+MARK = {"uniform broadcast": "U", "middle regime": "M", "sparse": "S"}
 
 
-def main(argv: list[str]) -> None:
-    print(
-        "| checkpoint | "
-        + " | ".join(SCHEMES)
-        + " | beta | max abs dlogp | Prop. 2 ratio | Prop. 1 as stated |"
-    )
-    print("|---" * (len(SCHEMES) + 5) + "|")
-    for arg in argv:
-        label, _, folder = arg.partition("=")
-        r = json.loads((Path(folder) / "diagnose.json").read_text())
-        cells = [
-            f"{r['schemes'][s]['gini']['mean']:.2f} / {r['schemes'][s]['effective_ratio']['mean']:.2f} "
-            f"{MARK.get(r['schemes'][s]['regime'], '?')}"
-            for s in SCHEMES
-        ]
-        p1, p2 = r["prop1"], r["prop2"]
-        print(
-            f"| {label} | "
-            + " | ".join(cells)
-            + f" | {p2['beta']:.3g} | {p2['max_abs_dlogp']:.3g} | {p2['ratio']:.3g} | "
-            f"{p1['holds_stated']}/{p1['completions']} |"
-        )
+def _row(label: str, cells: list[str]) -> str:
+    return "| " + " | ".join([label, *cells]) + " |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("result", help="diagnose.json")
+    ap.add_argument("--schemes", default="surprisal,entropy,divergence,arca,high_entropy")
+    args = ap.parse_args(argv)
+    res = json.loads(Path(args.result).read_text())
+    schemes = args.schemes.split(",")
+    models = res["models"]
+
+    def label(m: dict) -> str:
+        return f"{m['label']} (drift {m['drift_kl']:.4f})"
+
+    print("| model | " + " | ".join(schemes) + " |")
+    print("|---" * (len(schemes) + 1) + "|")
+    for m in models:
+        cells = []
+        for s in schemes:
+            d = m["schemes"].get(s, {"undefined": "absent"})
+            if d.get("undefined"):
+                cells.append("-")
+            else:
+                g, e = d["gini"]["mean"], d["effective_ratio"]["mean"]
+                cells.append(f"{g:.2f} / {e:.3f} {MARK.get(d['regime'], '?')}")
+        print(_row(label(m), cells))
+    if res.get("ground_truth"):
+        print()
+        print("| model | " + " | ".join(schemes) + " |")
+        print("|---" * (len(schemes) + 1) + "|")
+        for m in models:
+            cells = []
+            for s in schemes:
+                c = m["schemes"].get(s, {}).get("correctness")
+                cells.append(
+                    "-"
+                    if c is None
+                    else f"{c['prefix_blame']:.3f} / {c['error_lift']:.1f} / {c['top1_hit']:.2f}"
+                )
+            print(_row(label(m), cells))
+    lora = [m for m in models if "prop2" in m]
+    if lora:
+        print()
+        print("| checkpoint | beta | max abs dlogp | Prop. 2 ratio | Prop. 1 as stated |")
+        print("|---|---|---|---|---|")
+        for m in lora:
+            p1, p2 = m["prop1"], m["prop2"]
+            print(
+                _row(
+                    m["label"],
+                    [
+                        f"{p2['beta']:.3g}",
+                        f"{p2['max_abs_dlogp']:.3g}",
+                        f"{p2['ratio']:.3g}",
+                        f"{p1['holds_stated']}/{p1['completions']}",
+                    ],
+                )
+            )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,5 +1,6 @@
 """`arca diagnose` and arca.theory: bounds checked by hand on small models,
-the zero-adapter case, file input errors, HTML escaping."""
+the base-model row, several policies on the same completions (LoRA and full
+fine-tuning), exact drift, ground truth, file input errors, HTML escaping."""
 
 from __future__ import annotations
 
@@ -123,30 +124,128 @@ def test_one_layer_model_with_known_L_satisfies_props_1_and_2():
     model = _randomise(add_lora(model, rank=4, dropout=0.0))
     res = diagnose(model, tok, _items(tok), batch_size=4)
     assert res["L"] == pytest.approx(3.0, rel=1e-6)
-    p2 = res["prop2"]
+    base, pol = res["models"]
+    assert base["label"] == "base model" and base["drift_kl"] == 0.0
+    p2 = pol["prop2"]
     assert p2["beta"] > 0.01 and p2["violations"] == 0 and 0 < p2["ratio"] <= 1.0
     assert p2["bound"] == pytest.approx(2 * 3.0 * p2["beta"])
-    assert res["prop1"]["holds_corrected"] == 6
-    assert res["prop3"]["comparable"] == 6 and res["prop3"]["modules"] == 7
-    assert res["schemes"]["arca"]["gini"]["mean"] > 0.01
-    assert res["schemes"]["arca_local"]["gini"]["mean"] > 0.01  # LoRA on o_proj/down_proj
-    assert -1.0 <= res["rank_correlation"]["arca~arca_local"] <= 1.0
-    assert adapter_message(res["adapter"]) is None
+    assert pol["prop1"]["holds_corrected"] == 6
+    assert pol["prop3"]["comparable"] == 6 and pol["prop3"]["modules"] == 7
+    assert pol["schemes"]["arca"]["gini"]["mean"] > 0.01
+    assert pol["schemes"]["arca_local"]["gini"]["mean"] > 0.01  # LoRA on o_proj/down_proj
+    assert -1.0 <= pol["rank_correlation"]["arca~arca_local"] <= 1.0
+    assert adapter_message(pol["adapter"]) is None
+    assert pol["drift_kl"] > 0
 
 
 def test_zero_adapter_and_no_adapter_say_so_and_give_uniform_arca():
     model, tok = _one_layer(c=1.0)
-    for m in (add_lora(model, rank=4, dropout=0.0), model):
-        res = diagnose(m, tok, _items(tok, 3))
-        assert res["prop2"]["beta"] == 0.0 and res["prop2"]["max_abs_dlogp"] == 0.0
-        for s in ("arca", "divergence") + (("arca_local",) if m is not model else ()):
-            assert res["schemes"][s]["gini"]["mean"] == pytest.approx(0.0, abs=1e-6)
-            assert res["schemes"][s]["regime"] == "uniform broadcast"
-        assert ("arca_local" in res["schemes"]) == (m is not model)  # no adapter, no LoRA layers
-        msg = adapter_message(res["adapter"])
-        assert "uniform by construction" in msg
-    assert "B matrices are all zero" in adapter_message({"present": True, "zero": True})
-    assert adapter_message({"present": False, "zero": True}).startswith("No adapter")
+    res = diagnose(add_lora(model, rank=4, dropout=0.0), tok, _items(tok, 3))
+    pol = res["models"][1]
+    assert pol["prop2"]["beta"] == 0.0 and pol["prop2"]["max_abs_dlogp"] == 0.0
+    assert pol["drift_kl"] == 0.0
+    for s in ("arca", "divergence", "arca_local"):
+        assert pol["schemes"][s]["gini"]["mean"] == pytest.approx(0.0, abs=1e-6)
+        assert pol["schemes"][s]["regime"] == "uniform broadcast"
+    assert "uniform by construction" in adapter_message(pol["adapter"])
+    # No adapter at all: the base row alone, with the schemes that need a policy undefined.
+    (base,) = diagnose(model, tok, _items(tok, 3))["models"]
+    assert set(base["schemes"]) == {
+        "uniform",
+        "surprisal",
+        "entropy",
+        "high_entropy",
+        "divergence",
+        "arca",
+    }
+    assert base["schemes"]["arca"] == {"undefined": "the policy is the base model"}
+    assert base["schemes"]["surprisal"]["gini"]["mean"] > 0
+    assert adapter_message({"present": False, "zero": True}) is None
+
+
+def test_the_base_row_and_every_policy_score_the_same_completions():
+    from arca.diagnose import Models, Policy, diagnose_models
+
+    model, tok = _one_layer(c=2.0)
+    peft_model = _randomise(add_lora(model, rank=4, dropout=0.0))
+    single = diagnose(peft_model, tok, _items(tok))
+    peft_model.add_adapter("second", peft_model.peft_config["default"])
+    _randomise(peft_model, scale=0.1)  # both adapters get weights
+    models = Models(
+        peft_model,
+        [Policy("a", peft_model, adapter="default"), Policy("b", peft_model, adapter="second")],
+        base_is_peft=True,
+    )
+    res = diagnose_models(models, tok, _items(tok))
+    base, a, b = res["models"]
+    assert [m["label"] for m in res["models"]] == ["base model", "a", "b"]
+    # The base row is the base model whatever the policies: as scored alone.
+    assert base["schemes"]["surprisal"] == single["models"][0]["schemes"]["surprisal"]
+    assert a["drift_kl"] > 0 and b["drift_kl"] > 0 and a["drift_kl"] != b["drift_kl"]
+    assert a["schemes"]["arca"] != b["schemes"]["arca"]
+
+
+def test_drift_is_the_exact_kl_over_the_vocabulary():
+    from arca.scoring import completion_token_stats, token_kl
+
+    model, tok = _one_layer(c=2.0)
+    peft_model = _randomise(add_lora(model, rank=4, dropout=0.0), scale=0.3)
+    items = _items(tok, 3)
+    from arca.diagnose import _batch
+
+    ids, attn, mask = _batch(items, 0)
+    C = mask.shape[1]
+    on = completion_token_stats(peft_model, ids, attn, C)
+    off = completion_token_stats(peft_model, ids, attn, C, adapter=False)
+    head = peft_model.get_output_embeddings()
+    kl = token_kl(head, on["hidden"], head, off["hidden"])
+    with torch.no_grad():
+        lp = head(on["hidden"]).log_softmax(-1)
+        lq = head(off["hidden"]).log_softmax(-1)
+    torch.testing.assert_close(kl, (lp.exp() * (lp - lq)).sum(-1), atol=1e-6, rtol=1e-5)
+    res = diagnose(peft_model, tok, items)
+    m = mask.bool()
+    assert res["models"][1]["drift_kl"] == pytest.approx(float(kl[m].mean()), rel=1e-5)
+
+
+def test_full_fine_tuning_checkpoints_against_their_initial_model(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = _one_layer(c=1.5)
+    model.save_pretrained(tmp_path / "init")
+    tok.save_pretrained(tmp_path / "init")
+    for name, scale in (("ckpt1", 0.02), ("ckpt2", 0.2)):
+        m = AutoModelForCausalLM.from_pretrained(tmp_path / "init")
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(5)
+            for p in m.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g))
+        m.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    f = tmp_path / "c.jsonl"
+    f.write_text(
+        "".join(
+            json.dumps({"prompt": c.prompt, "completion": tok.decode(c.completion_ids)}) + "\n"
+            for c in _items(tok)
+        )
+    )
+    argv = [
+        "diagnose",
+        "--ref-model",
+        str(tmp_path / "init"),
+        "--model",
+        str(tmp_path / "ckpt1"),
+        str(tmp_path / "ckpt2"),
+    ]
+    assert main([*argv, "--completions", str(f), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "full fine-tuning changes the head too, so they are not checked" in text
+    res = json.loads((tmp_path / "out" / "diagnose.json").read_text())
+    base, c1, c2 = res["models"]
+    assert c1["kind"] == "model" and "prop2" not in c1
+    assert 0 < c1["drift_kl"] < c2["drift_kl"]  # the larger perturbation drifts more
+    assert c2["schemes"]["arca"]["gini"]["mean"] > 0 and "arca_local" not in c2["schemes"]
+    assert res["ground_truth"] is None and "No ground truth" in text
 
 
 @pytest.mark.parametrize(
@@ -215,12 +314,28 @@ def test_cli_on_a_file_escapes_html(tmp_path, adapter_dir, capsys):
     assert "<script>" not in page and "&lt;script&gt;" not in page  # one char per span
     assert "&lt;" in page and "What is &lt;b&gt;2&lt;/b&gt; + 2?" in page
     res = json.loads((out / "diagnose.json").read_text())
-    assert res["completions"] == 2 and res["prop2"]["violations"] == 0
-    assert res["L"] > 0 and res["adapter"]["present"] and not res["adapter"]["zero"]
+    pol = res["models"][1]
+    assert res["completions"] == 2 and pol["prop2"]["violations"] == 0
+    assert res["L"] > 0 and pol["adapter"]["present"] and not pol["adapter"]["zero"]
 
 
-def test_cli_samples_from_a_task(tmp_path, capsys):
+def test_cli_samples_from_a_task_with_ground_truth(tmp_path, capsys):
     out = tmp_path / "out"
+    argv = ["diagnose", "--model", "tiny", "--task", "arithmetic", "--samples", "16"]
+    assert main([*argv, "--max-new-tokens", "40", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "16 completions" in text and "sampled from the base model" in text
+    res = json.loads((out / "diagnose.json").read_text())
+    gt = res["ground_truth"]
+    assert gt["correct"] + gt["wrong"] == 16 and gt["wrong"] > 0 and gt["located"] > 0
+    (base,) = res["models"]
+    surp = base["schemes"]["surprisal"]["correctness"]
+    assert surp["error_rows"] == gt["located"] and 0 <= surp["prefix_blame"] <= 1
+    uni = base["schemes"]["uniform"]["correctness"]
+    assert uni["error_lift"] == pytest.approx(1.0) and base["schemes"]["arca"]["undefined"]
+    # completions.jsonl keeps the end-of-sequence tokens: read back with the
+    # task's ground truth, the same errors are located.
+    again = tmp_path / "again"
     assert (
         main(
             [
@@ -229,24 +344,19 @@ def test_cli_samples_from_a_task(tmp_path, capsys):
                 "tiny",
                 "--task",
                 "arithmetic",
-                "--samples",
-                "6",
-                "--max-new-tokens",
-                "16",
+                "--completions",
+                str(out / "completions.jsonl"),
                 "--out",
-                str(out),
+                str(again),
             ]
         )
         == 0
     )
-    text = capsys.readouterr().out
-    assert text.startswith("6 completions") and "No adapter" in text
-    again = read_completions(out / "completions.jsonl", _tok())  # reusable as --completions
-    assert len(again) == 6 and again[0].where.endswith("completions.jsonl:1")
-    assert (
-        json.loads((out / "diagnose.json").read_text())["schemes"]["arca"]["regime"]
-        == "uniform broadcast"
-    )
+    res2 = json.loads((again / "diagnose.json").read_text())
+    assert res2["ground_truth"] == gt
+    assert res2["models"][0]["schemes"]["surprisal"] == base["schemes"]["surprisal"]
+    page = (out / "tokens.html").read_text()
+    assert 'class="t err"' in page  # first wrong tokens outlined
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -254,6 +364,12 @@ def test_cli_errors(tmp_path, capsys):
     assert "--completions: no such file" in capsys.readouterr().err
     assert main(["diagnose", "--adapter", str(tmp_path), "--task", "arithmetic"]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
+    assert main(["diagnose", "--model", "tiny"]) == 2
+    assert "give --task" in capsys.readouterr().err
+    assert main(["diagnose", "--model", "a", "b", "--task", "arithmetic"]) == 2
+    assert "--model: one base model" in capsys.readouterr().err
+    assert main(["diagnose", "--ref-model", "x", "--adapter", "y", "--task", "arithmetic"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
 
 
 def test_violated_bounds_are_findings_naming_the_completion():

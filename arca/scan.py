@@ -10,12 +10,17 @@ model with a real peft LoRA adapter, in well under a minute on a CPU:
 3. grow the adapter (every ``lora_B`` set to ``scale * D`` for a fixed random
    direction ``D``) through several orders of magnitude, and at each scale
    score the same completions with the adapter on and off;
-4. print each scheme's Gini, effective-token ratio and regime per scale.
+4. print each scheme's Gini, effective-token ratio and count and regime per
+   scale, and where the task's ground truth locates a wrong completion's
+   first error, how much of its credit lands there (prefix blame, error lift,
+   top-1 hit; :mod:`arca.credit.correctness`).
 
 What to look for: divergence weights are flat while the adapter is small
 (the eps floor dominates, Prop. 2) and their shape then changes with the
 scale; surprisal/entropy follow the base model; ARCA's weights do not depend
 on the adapter's magnitude (paper C.7) once the residual is above the floor.
+The correctness table says whether any of those shapes puts the credit of a
+wrong completion on its error.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from arca.credit import (
     available_schemes,
     classify_regime,
     concentration_summary,
+    correctness_summary,
+    credit_correctness,
     group_advantages,
     token_weights,
 )
@@ -40,11 +47,12 @@ from arca.credit.schemes import hidden_residual_norm
 from arca.io import atomic_write_json
 from arca.models import add_lora, tiny
 from arca.scoring import completion_mask, scheme_inputs
-from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems
+from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems, locate_error
 from arca.tasks.base import make_prompt
 from arca.tasks.grading import math_rewards
+from arca.tasks.locate import ground_truth
 
-BUILTIN_SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca")
+BUILTIN_SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
 DEFAULT_SCALES = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 # The library default, and a floor large enough to dominate small scores (Prop. 2).
 DEFAULT_EPS = (1e-8, 1e-3)
@@ -77,6 +85,7 @@ def run_scan(
     t0 = time.perf_counter()
     model, tok = tiny.load(log=log)
     cfg = model.config
+    torch.manual_seed(seed)  # LoRA's A matrices are drawn here: same seed, same scan
     model = add_lora(model, rank=rank)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
@@ -110,10 +119,15 @@ def run_scan(
     rewards = torch.tensor(math_rewards(texts, answers))
     adv = group_advantages(rewards, group_size)
     mixed = int((adv.view(-1, group_size) != 0).any(dim=1).sum())
+    truth = ground_truth(
+        locate_error, [r for r in rows_in for _ in range(group_size)], completion, mask, tok
+    )
+    located = int(truth["located"].sum())
     log(
         f"[2/3] sampled {seqs.shape[0]} completions ({prompts} held-out problems x K={group_size}): "
         f"mean reward {rewards.mean():.2f}, {mixed}/{prompts} groups with mixed rewards "
-        f"(nonzero GRPO advantages), {int(mask.sum())} completion tokens"
+        f"(nonzero GRPO advantages), {int(mask.sum())} completion tokens, "
+        f"{located} wrong completions with a located first error"
     )
     g = torch.Generator().manual_seed(seed)
     directions = {
@@ -138,6 +152,15 @@ def run_scan(
                 w = token_weights(scheme, mask=mask, eps=eps, **inputs)
                 s = concentration_summary(w, mask)
                 s["regime"] = classify_regime(s["gini"], s["effective_ratio"])
+                per = credit_correctness(
+                    w,
+                    mask,
+                    truth["error_index"],
+                    correct=truth["correct"],
+                    result_mask=truth["result_mask"],
+                    template_mask=truth["template_mask"],
+                )
+                s["correctness"] = correctness_summary(per)
                 per_scheme[scheme] = s
         rows.append(row)
         log(
@@ -158,6 +181,8 @@ def run_scan(
         "eps": list(eps_values),
         "completions": int(seqs.shape[0]),
         "completion_tokens": int(mask.sum()),
+        "mean_length": float(mask.sum(dim=1).float().mean()),
+        "located_errors": located,
         "schemes": list(BUILTIN_SCHEMES),
         "registered_schemes": available_schemes(),
         "rows": rows,
@@ -174,33 +199,68 @@ def run_scan(
 
 
 def format_table(result: dict[str, Any], eps: float) -> str:
-    """Gini / EffN/T per scheme (columns) and adapter scale (rows) at floor ``eps``."""
-    schemes = result["schemes"]
-    head = f"{'adapter scale':>13} {'beta':>9} | " + " | ".join(f"{s:^17}" for s in schemes)
-    sub = f"{'':>13} {'':>9} | " + " | ".join(f"{'Gini':>7} {'EffN/T':>7}  " for _ in schemes)
+    """Per adapter scale (rows) and scheme (columns) at floor ``eps``: Gini,
+    EffN/T and EffN, then prefix blame, error lift and top-1 hit on the wrong
+    completions with a located error. Uniform is the reference in the titles."""
+    schemes = [s for s in result["schemes"] if s != "uniform"]
+    first = result["rows"][0]["by_eps"][repr(eps)]["uniform"]
+    T = result.get("mean_length", first.get("length", float("nan")))
     lines = [
-        f"Token-weight concentration, eps = {eps:g}",
-        head,
-        sub,
-        "-" * len(head),
+        f"Token-weight concentration, eps = {eps:g} (mean T = {T:.1f}; uniform: Gini 0, "
+        f"EffN/T 1, EffN = T)",
+        *_grid(result, eps, schemes, ("Gini", "EffN/T", "EffN"), _concentration_cells),
     ]
-    for row in result["rows"]:
-        cells = []
-        for s in schemes:
-            d = row["by_eps"][repr(eps)][s]
-            cells.append(f"{d['gini']:7.3f} {d['effective_ratio']:7.3f}{_mark(d['regime'])} ")
-        lines.append(f"{row['scale']:>13.0e} {row['beta']:9.2e} | " + " | ".join(cells))
+    u = first.get("correctness", {})
+    if u.get("error_rows"):
+        lines += [
+            "",
+            f"Credit correctness on the {u['error_rows']} wrong completions with a located first "
+            f"error, eps = {eps:g} (uniform: blame {u['prefix_blame']:.3f}, lift 1, top-1 "
+            f"{u['top1_hit']:.2f})",
+            *_grid(result, eps, schemes, ("blame", "lift", "top-1"), _correctness_cells),
+        ]
     return "\n".join(lines)
 
 
+def _grid(
+    result: dict[str, Any],
+    eps: float,
+    schemes: list[str],
+    columns: tuple[str, str, str],
+    cells: Any,
+) -> list[str]:
+    head = f"{'adapter scale':>13} {'beta':>9} | " + " | ".join(f"{s:^20}" for s in schemes)
+    sub = f"{'':>13} {'':>9} | " + " | ".join(
+        f"{columns[0]:>6} {columns[1]:>6} {columns[2]:>5} " for _ in schemes
+    )
+    lines = [head, sub, "-" * len(head)]
+    for row in result["rows"]:
+        by = row["by_eps"][repr(eps)]
+        out = [cells(by[s]) for s in schemes]
+        lines.append(f"{row['scale']:>13.0e} {row['beta']:9.2e} | " + " | ".join(out))
+    return lines
+
+
+def _concentration_cells(d: dict[str, Any]) -> str:
+    return (
+        f"{d['gini']:6.3f} {d['effective_ratio']:6.3f} {d['effective_n']:5.1f}{_mark(d['regime'])}"
+    )
+
+
+def _correctness_cells(d: dict[str, Any]) -> str:
+    c = d["correctness"]
+    return f"{c['prefix_blame']:6.3f} {c['error_lift']:6.2f} {c['top1_hit']:5.2f} "
+
+
 _LEGEND = """\
-U = uniform broadcast (Gini < 0.05), S = spuriously sparse (EffN/T < 0.15), blank = middle regime.
+U = uniform broadcast (Gini < 0.05), S = sparse (EffN/T < 0.15), blank = middle regime.
+blame: weight share on the tokens before the first wrong token; lift: T x weight on it (uniform 1).
 beta = max_t ||h_adapted_t - h_base_t|| shrinks in proportion to the adapter scale until it reaches
 float32 rounding noise (beta ~1e-5 with the defaults): rows below that show noise, not the adapter."""
 
 
 def _mark(regime: str) -> str:
-    return {"uniform broadcast": "U", "spuriously sparse": "S"}.get(regime, " ")
+    return {"uniform broadcast": "U", "sparse": "S"}.get(regime, " ")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

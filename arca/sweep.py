@@ -8,6 +8,11 @@ it is trained, then evaluated on its held-out set (``arca eval --run``), in a
 child process whose output goes to the run's ``run.log``. Then
 ``OUT/report/`` is written (``arca report``).
 
+Before the runs, the base-model control: ``arca diagnose`` of the initial model
+on completions it samples for held-out problems (``--base-samples``, default
+256; 0 skips it), into ``OUT/base-model/``, which the report's base-model row
+reads.
+
 Idempotent and resumable: a run with ``eval/results.json`` is skipped; one with
 a final adapter is only evaluated; one with checkpoints resumes from the last
 (``arca train --resume``); a failed run is reported with its log path while the
@@ -579,6 +584,7 @@ def sweep(
     cpus_per_run: int = 1,
     report: bool = True,
     title: str | None = None,
+    base_samples: int = 256,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Plan, run, record and report a sweep. Returns ``{"outcomes", "report"}``
@@ -594,6 +600,7 @@ def sweep(
         f"sweep: {len(specs)} runs ({len({s.name for s in specs})} configs from {configs} x "
         f"seeds {', '.join(sorted({str(s.seed) for s in specs}))}) -> {root}"
     )
+    base = run_base_model(specs, base_samples, root, echo)
     outcomes = run_sweep(
         specs,
         slots=slots,
@@ -622,9 +629,70 @@ def sweep(
         from arca.report import build_report
 
         rep = build_report(
-            ok, root / "report", failed=failed, title=title or f"arca sweep: {Path(configs).name}"
+            ok,
+            root / "report",
+            failed=failed,
+            title=title or f"arca sweep: {Path(configs).name}",
+            base=base,
         )
     return {"outcomes": outcomes, "report": rep, "seconds": time.time() - t0, "out": root}
+
+
+def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[str] | None:
+    """``arca diagnose`` arguments for the sweep's base-model control, or None
+    when the runs do not share one initial model and task (or ``samples`` is 0)."""
+    if samples <= 0 or not specs:
+        return None
+    fields = ("model_name_or_path", "task", "data", "level", "few_shot", "split_seed", "use_peft")
+    settings = {tuple(str(s.setting(f)) for f in fields) for s in specs}
+    if len(settings) != 1:
+        return None
+    s = specs[0]
+    argv = ["diagnose", "--model", str(s.setting("model_name_or_path", "tiny"))]
+    argv += ["--task", str(s.setting("task", "arithmetic")), "--samples", str(samples)]
+    argv += ["--group-size", str(s.setting("num_generations", 4))]
+    argv += ["--max-new-tokens", str(s.setting("max_completion_length", 512))]
+    argv += ["--level", str(s.setting("level", 1)), "--few-shot", str(s.setting("few_shot", 0))]
+    if s.setting("data"):
+        argv += ["--data", str(s.setting("data"))]
+    return argv + ["--seed", str(s.seed), "--out", str(out)]
+
+
+def run_base_model(
+    specs: Sequence[RunSpec], samples: int, root: Path, echo: Callable[[str], None]
+) -> Path | None:
+    """Diagnose the initial model once (a child process, log in
+    ``OUT/base-model/run.log``); returns its folder, or None if skipped or failed."""
+    out = root / "base-model"
+    argv = base_model_argv(specs, samples, out)
+    if argv is None:
+        if samples > 0:
+            echo(
+                "base model: the runs differ in model or task; no base-model row (arca diagnose each)"
+            )
+        return None
+    done = _read_json(out / "spec.json")
+    if (out / "diagnose.json").is_file() and done and done.get("argv") == argv:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "spec.json", {"argv": argv})
+    echo(f"base model: arca diagnose on {samples} completions it samples -> {out}")
+    t0 = time.time()
+    with (out / "run.log").open("a", encoding="utf-8") as f:
+        rc = subprocess.run(
+            [sys.executable, "-m", "arca.cli", *argv],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        ).returncode
+    if rc != 0:
+        echo(
+            f"base model: FAILED (exit {rc}): {_last_line(out / 'run.log')}\n    log: {out / 'run.log'}"
+        )
+        return None
+    echo(f"base model: done in {_fmt_time(time.time() - t0)}")
+    return out
 
 
 def _build_models(specs: Sequence[RunSpec], echo: Callable[[str], None]) -> None:
@@ -697,6 +765,12 @@ def add_sweep_arguments(p: argparse.ArgumentParser, *, preset: str | None = None
     )
     p.add_argument("--no-report", action="store_true", help="skip writing OUT/report/")
     p.add_argument(
+        "--base-samples",
+        type=int,
+        default=256,
+        help="completions of the base-model control (arca diagnose of the initial model; 0 skips it)",
+    )
+    p.add_argument(
         "overrides",
         nargs=argparse.REMAINDER,
         help="after --: arca train overrides for every run, e.g. -- --max_steps 5",
@@ -731,6 +805,8 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
             )
     if args.backend == "ray" and gpus:
         raise ValueError("--gpus is for --backend local; Ray assigns GPUs itself")
+    if args.base_samples < 0:
+        raise ValueError(f"--base-samples: must be >= 0, got {args.base_samples}")
     return {
         "configs": configs,
         "out": Path(args.out) if args.out else Path("runs") / f"sweep-{name}",
@@ -742,6 +818,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "ray_address": args.ray_address,
         "cpus_per_run": args.cpus_per_run,
         "report": not args.no_report,
+        "base_samples": args.base_samples,
     }
 
 

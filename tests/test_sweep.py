@@ -75,7 +75,7 @@ def finished(tmp_path_factory):
     # finish its steps within one second, so poll faster to see a step line.
     poll, arca.sweep._POLL_S = arca.sweep._POLL_S, 0.05
     try:
-        res = sweep(configs, root / "out", echo=lines.append)
+        res = sweep(configs, root / "out", echo=lines.append, base_samples=8)
     finally:
         arca.sweep._POLL_S = poll
     return configs, root / "out", res, lines
@@ -95,14 +95,21 @@ def test_sweep_trains_evaluates_and_reports(finished):
     text = "\n".join(lines)
     assert "[1/2] uniform_r64 seed 1337" in text and "step " in text and "left" in text
     assert "[2/2] arca_r4 seed 1337: done in" in text
+    # The base-model control ran once, before the runs, and leads the report's shadow tables.
+    base = json.loads((out / "base-model" / "diagnose.json").read_text())
+    assert base["completions"] == 8 and base["models"][0]["label"] == "base model"
+    assert "base model: done in" in text
+    md = (out / "report" / "report.md").read_text()
+    assert "| base model (8 completions, arca diagnose) |" in md
 
 
 def test_finished_runs_are_skipped(finished):
     configs, out, _, _ = finished
     logs = {p: p.read_text() for p in out.glob("*/seed-*/run.log")}
     lines: list[str] = []
-    res = sweep(configs, out, echo=lines.append)
+    res = sweep(configs, out, echo=lines.append, base_samples=8)
     assert [o["state"] for o in res["outcomes"]] == ["skipped", "skipped"]
+    assert not any(x.startswith("base model:") for x in lines)  # done, not diagnosed again
     assert {p: p.read_text() for p in out.glob("*/seed-*/run.log")} == logs  # nothing ran
     assert "already done, skipped" in "\n".join(lines)
 
@@ -121,7 +128,7 @@ def test_half_finished_run_resumes_from_its_checkpoint(finished, tmp_path):
     (dst / "metrics.jsonl").write_text("\n".join(old[:2]) + "\n")
     spec = plan_sweep(configs, dst_root, only=["arca_r4"])[0]
     assert run_state(spec) == "resume"
-    res = sweep(configs, dst_root, only=["arca_r4"], echo=quiet, report=False)
+    res = sweep(configs, dst_root, only=["arca_r4"], echo=quiet, report=False, base_samples=0)
     assert res["outcomes"][0]["state"] == "done"
     new = (dst / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in new] == [1, 2, 3]
@@ -146,6 +153,7 @@ def test_failed_run_is_reported_and_others_go_on(tmp_path, capsys):
     code = main(["sweep", "--configs", str(configs), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 1
+    assert "base model: the runs differ in model or task" in out
     log = tmp_path / "out" / "uniform_r64" / "seed-1337" / "run.log"
     assert f"FAILED uniform_r64 seed 1337: {log}" in out
     assert "no-such-model" in log.read_text()
@@ -173,7 +181,9 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'arca[ray]'")
     configs = write_configs(tmp_path / "configs", names=("arca_r4",))
     lines: list[str] = []
-    res = sweep(configs, tmp_path / "out", backend="ray", cpus_per_run=1, echo=lines.append)
+    res = sweep(
+        configs, tmp_path / "out", backend="ray", cpus_per_run=1, echo=lines.append, base_samples=0
+    )
     assert [o["state"] for o in res["outcomes"]] == ["done"]
     run = Path(res["outcomes"][0]["run_dir"])
     assert json.loads((run / "eval" / "results.json").read_text())["problems"] == 6

@@ -298,7 +298,7 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
                 if key in ("gini", "effective_ratio", "effective_n")
                 else d.get("correctness", {}).get(key, math.nan)
             )
-            cells[s] = Cell(float(v))
+            cells[s] = Cell(math.nan if v is None else float(v))  # null: not computed
         per_key[key] = cells
     n = diagnosis.get("completions", 0)
     return {"label": f"base model ({n} completions, arca diagnose)", "per_key": per_key}

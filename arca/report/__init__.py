@@ -163,7 +163,9 @@ def _markdown(
             "### A/A: seeds of the same method against each other",
             "",
             "For each method, the two seeds whose greedy accuracy differs most, compared like two "
-            "methods. A difference from uniform no larger than this is within seed noise.",
+            "methods (over the problems only; as the largest of the pairs, its p-value is not "
+            "corrected for that choice). A difference from uniform no larger than this is within "
+            "seed noise.",
             "",
             tables.markdown(tbl["seed_spread"]),
         ]

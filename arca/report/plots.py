@@ -205,6 +205,20 @@ SCHEME_COLORS = {
 }
 
 
+#: Error lifts below this are drawn at it (log axis).
+LIFT_FLOOR = 0.1
+
+
+def _lift_axis(ax: Any) -> None:
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([0.1, 0.3, 1, 3, 10, 30, 100]))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+
+
 def _scheme_color(s: str) -> str:
     return SCHEME_COLORS.get(s, "black")
 
@@ -239,10 +253,9 @@ def plot_credit(methods: Sequence[Method], schemes: Sequence[str], path: Path) -
         }
         label = s if s not in seen else None
         seen.add(s)
-        axes[0].scatter([e], [max(lift, 1e-3)], label=label, **kw)
+        axes[0].scatter([e], [max(lift, LIFT_FLOOR)], label=label, **kw)
         axes[1].scatter([e], [rel], **kw)
-    axes[0].set_yscale("log")
-    axes[0].axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    _lift_axis(axes[0])
     axes[0].text(1.0, 1.0, " uniform", va="bottom", ha="right", fontsize=8, color="grey")
     axes[0].set_ylabel("error lift: T x weight on the first wrong token")
     axes[1].axhline(1.0, color="grey", linestyle=":", linewidth=1)
@@ -309,6 +322,8 @@ def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) ->
                 steps, drift = r.series("credit/drift_kl")
                 by = dict(zip(*r.series(f"credit/{s}/{key}"), strict=True))
                 xy = [(d, by[st]) for st, d in zip(steps, drift, strict=True) if st in by]
+                if key == "error_lift":  # a lift of 0 has no place on a log axis
+                    xy = [(x, max(y, LIFT_FLOOR)) for x, y in xy]
                 if not xy:
                     continue
                 ax.scatter(
@@ -323,16 +338,13 @@ def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) ->
             ax.set_xscale("symlog", linthresh=1e-4)
             ax.grid(alpha=0.3)
             if key == "error_lift":
-                from matplotlib.ticker import ScalarFormatter
-
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(ScalarFormatter())
-                ax.yaxis.set_minor_formatter(ScalarFormatter())
-                ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+                _lift_axis(ax)
             if i == 0:
                 ax.set_title(s, fontsize=10)
             if j == 0:
-                ax.set_ylabel(label)
+                ax.set_ylabel(
+                    label if key != "error_lift" else f"{label} (< {LIFT_FLOOR:g} drawn at it)"
+                )
             if i == len(rows) - 1:
                 ax.set_xlabel("drift: KL from initial policy")
     handles = [

@@ -866,7 +866,8 @@ def _props_text(m: dict[str, Any]) -> list[str]:
         "see docs/diagnose.md",
         f"  Prop. 3  Var_t(alpha_ARCA) >= max_l V_l in {p3['holds']}/{p3['comparable']} completions "
         f"(median ratio {_f(p3['ratio_median'])}; the largest V_l is most often "
-        f"{p3['dominant_module']}, {_f(p3['dominant_share'])} of completions; {p3['modules']} LoRA modules)"
+        f"{p3['dominant_module']}, in {_f(100 * p3['dominant_share'], '.0f')}% of completions; "
+        f"{p3['modules']} LoRA modules)"
         if p3["comparable"]
         else "  Prop. 3  no adapter contribution to compare (all B = 0)",
     ]

@@ -32,8 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     schemes = args.schemes.split(",")
     models = res["models"]
 
+    def short(name: str) -> str:  # a path: its last folder ("checkpoint-10"; "adapter" -> run)
+        parts = Path(name).parts
+        if len(parts) < 2:
+            return name
+        return parts[-2] + "/" + parts[-1] if parts[-1] in ("adapter", "model") else parts[-1]
+
     def label(m: dict) -> str:
-        return f"{m['label']} (drift {m['drift_kl']:.4f})"
+        return f"{short(m['label'])} (drift {m['drift_kl']:.4f})"
 
     print("| model | " + " | ".join(schemes) + " |")
     print("|---" * (len(schemes) + 1) + "|")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             p1, p2 = m["prop1"], m["prop2"]
             print(
                 _row(
-                    m["label"],
+                    short(m["label"]),
                     [
                         f"{p2['beta']:.3g}",
                         f"{p2['max_abs_dlogp']:.3g}",

@@ -9,19 +9,13 @@ import pytest
 from arca.cli import main
 from arca.scan import run_scan
 
+SMALL = dict(prompts=2, group_size=2, max_new_tokens=24, scales=(1e-6, 1e-3, 1e-2))
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    result = run_scan(
-        out_dir=out,
-        prompts=2,
-        group_size=2,
-        max_new_tokens=24,
-        scales=(1e-6, 1e-3, 1e-2),
-        log=lambda _: None,
-    )
-    return out, result
+    return out, run_scan(out_dir=out, log=lambda _: None, **SMALL)
 
 
 def test_scan_writes_results_that_show_the_papers_mechanism(demo):
@@ -111,12 +105,5 @@ def test_same_seed_same_scan(demo, tmp_path):
     from arca.io import json_safe
 
     _, result = demo
-    again = run_scan(
-        out_dir=tmp_path,
-        prompts=2,
-        group_size=2,
-        max_new_tokens=24,
-        scales=(1e-6, 1e-3, 1e-2),
-        log=lambda _: None,
-    )
+    again = run_scan(out_dir=tmp_path, log=lambda _: None, **SMALL)
     assert json_safe(again["rows"]) == json_safe(result["rows"])

@@ -24,6 +24,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path, dpi: int = 120) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _colors(methods: Sequence[Method]) -> dict[str, str]:
     palette = [f"C{i}" for i in range(10)]
     return {m.name: palette[i % 10] for i, m in enumerate(methods)}
@@ -89,10 +96,7 @@ def plot_reward(methods: Sequence[Method], path: Path) -> Path:
     ax.set_ylabel("train reward (mean over the batch)")
     ax.set_title(f"Train reward per step (bold: moving average over {window} steps)")
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def plot_concentration(methods: Sequence[Method], path: Path) -> Path:
@@ -109,10 +113,7 @@ def plot_concentration(methods: Sequence[Method], path: Path) -> Path:
     axes[1].axhline(SPARSE_RATIO_BELOW, color="grey", linestyle=":", linewidth=1)
     axes[0].set_title("Concentration of the trained scheme's weights")
     axes[1].legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
@@ -132,10 +133,7 @@ def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
     for ax in axes:
         ax.set_yscale("symlog", linthresh=1e-3)
     axes[1].legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def final_point(m: Method) -> tuple[float, float]:
@@ -185,10 +183,7 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
         loc="upper left",
         bbox_to_anchor=(1.02, 1.0),
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 # ------------------------------------------------ ground truth and drift
@@ -203,6 +198,30 @@ SCHEME_COLORS = {
     "arca_local": "tab:olive",
     "high_entropy": "tab:purple",
 }
+
+
+#: LoRA runs (False) and full fine-tuning runs (True) in the drift plot.
+KIND_COLORS = {False: "tab:cyan", True: "tab:brown"}
+
+
+def _kind_handles(plt: Any, colors: dict[bool, str] | None = None) -> list[Any]:
+    """Legend entries for the run kinds (o LoRA, s full fine-tuning): filled
+    with ``colors`` (per kind), else hollow."""
+    out = []
+    for full in (False, True):
+        face = colors[full] if colors else "white"
+        out.append(
+            plt.Line2D(
+                [],
+                [],
+                marker="s" if full else "o",
+                linestyle="",
+                markerfacecolor=face,
+                markeredgecolor=face if colors else "black",
+                label="full fine-tuning" if full else "LoRA",
+            )
+        )
+    return out
 
 
 #: Error lifts below this are drawn at it (log axis).
@@ -268,36 +287,14 @@ def plot_credit(methods: Sequence[Method], schemes: Sequence[str], path: Path) -
         ax.grid(alpha=0.3)
     axes[0].set_title("Credit on the first wrong token (wrong completions)")
     axes[1].set_title("Credit on the correct prefix (wrong completions; lower is better)")
-    handles = [
-        plt.Line2D(
-            [],
-            [],
-            marker="o",
-            color="w",
-            markerfacecolor="white",
-            markeredgecolor="black",
-            label="LoRA",
-        ),
-        plt.Line2D(
-            [],
-            [],
-            marker="s",
-            color="w",
-            markerfacecolor="white",
-            markeredgecolor="black",
-            label="full fine-tuning",
-        ),
-    ]
+    handles = _kind_handles(plt)
     leg = axes[0].legend(title="scheme", fontsize=8, title_fontsize=8, loc="upper right")
     axes[0].add_artist(leg)
     axes[1].legend(handles=handles, fontsize=8, loc="upper right")
     fig.suptitle(
         "Each point: one run's shadow values for one scheme, last 10% of steps", fontsize=9
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) -> Path | None:
@@ -331,7 +328,7 @@ def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) ->
                     [y for _, y in xy],
                     s=9,
                     alpha=0.55,
-                    color="tab:brown" if m.full else "tab:cyan",
+                    color=KIND_COLORS[m.full],
                     marker="s" if m.full else "o",
                     linewidths=0,
                 )
@@ -347,17 +344,9 @@ def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) ->
                 )
             if i == len(rows) - 1:
                 ax.set_xlabel("drift: KL from initial policy")
-    handles = [
-        plt.Line2D([], [], marker="o", linestyle="", color="tab:cyan", label="LoRA runs"),
-        plt.Line2D(
-            [], [], marker="s", linestyle="", color="tab:brown", label="full fine-tuning runs"
-        ),
-    ]
+    handles = _kind_handles(plt, KIND_COLORS)
     axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle(
         "Each point: one logged step of one run (shadow values of each scheme)", fontsize=9
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=110)

@@ -157,6 +157,11 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     )
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
+    if task.locate_error is None:
+        print(
+            f"task {run.task}: no error locator, so where a wrong completion went wrong is not "
+            "known; credit-correctness metrics (credit/prefix_blame, ...) are not logged"
+        )
     from arca.models import resolve
 
     path = resolve(model_args.model_name_or_path)

@@ -376,7 +376,9 @@ def test_base_row_comes_from_the_diagnosis(truth_dir):
     blame = res["tables"]["shadow_prefix_blame"]
     assert blame[0]["run"] == "base model (256 completions, arca diagnose)"
     assert blame[0]["surprisal"].value == pytest.approx(0.03)
-    assert res["tables"]["shadow_effective_ratio"][0]["surprisal"].value == pytest.approx(0.05)
+    eff = res["tables"]["shadow_effective_ratio"]
+    assert eff[0]["surprisal"].value == pytest.approx(0.05)
+    assert eff[0]["mean T"].value == 25.0 and "mean T" in eff[1]  # EffN/T beside its T
     assert "shadow_effective_n" not in res["tables"]  # no run logged EffN
 
 

@@ -288,3 +288,6 @@ def test_math_task_trains_from_a_local_stand_in(tmp_path, random_model):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2] and "credit/gini" in rows[0]
+    # MATH has no error locator: said, and no correctness metric is invented.
+    assert "task math: no error locator" in res.stdout
+    assert not any(k.startswith(("credit/prefix_blame", "credit/blamed")) for k in rows[0])

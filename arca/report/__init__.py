@@ -288,6 +288,7 @@ def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
             _short(r["Gini"]),
             _short(r["EffN/T"]),
             _short(r["EffN"], digits=1),
+            _short(r["T"], digits=1),
         ]
         if corr:
             row += [
@@ -296,7 +297,7 @@ def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
                 _short(c and c["top-1 hit"], digits=2),
             ]
         rows.append((*row, r["regime"]))
-    head = ("method", "greedy", f"pass@{k}", "reward", "Gini", "EffN/T", "EffN")
+    head = ("method", "greedy", f"pass@{k}", "reward", "Gini", "EffN/T", "EffN", "T")
     if corr:
         head += ("blame", "lift", "top-1")
     head += ("regime",)

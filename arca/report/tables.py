@@ -301,7 +301,11 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
             cells[s] = Cell(math.nan if v is None else float(v))  # null: not computed
         per_key[key] = cells
     n = diagnosis.get("completions", 0)
-    return {"label": f"base model ({n} completions, arca diagnose)", "per_key": per_key}
+    return {
+        "label": f"base model ({n} completions, arca diagnose)",
+        "per_key": per_key,
+        "mean_length": float(diagnosis.get("mean_length", math.nan)),
+    }
 
 
 def shadow_schemes(methods: Sequence[Method]) -> list[str]:

@@ -331,6 +331,7 @@ def truth_dir(tmp_path_factory):
         json.dumps(
             {
                 "completions": 256,
+                "mean_length": 25.0,
                 "models": [
                     {
                         "label": "base model",

@@ -256,6 +256,11 @@ def shadow_tables(
                     else Cell.of(m.per_seed(f"credit/{s}/{key}"))
                 )
             rows.append(row)
+        if key in ("effective_ratio", "effective_n"):  # EffN/T means little without T
+            base_t = base["mean_length"] if base is not None else math.nan
+            rows[0]["mean T"] = Cell(base_t)
+            for row, m in zip(rows[1:], methods, strict=True):
+                row["mean T"] = Cell.of(m.per_seed("credit/length"))
         out[f"shadow_{key}"] = rows
     return out
 

@@ -50,8 +50,11 @@ import torch
 from torch import nn
 
 from arca.credit import (
+    BUILTIN_SCHEMES,
     METRICS,
     classify_regime,
+    compares_with_base,
+    correctness_summary,
     credit_correctness,
     effective_token_ratio,
     gini,
@@ -72,9 +75,11 @@ from arca.theory import (
     operator_norm,
 )
 
-SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
-#: Defined only for a policy that differs from the base model.
-NEEDS_POLICY = ("divergence", "arca", "arca_local")
+#: Scored for every policy (``arca_local`` too when the adapter writes into the
+#: residual stream); on the base model, those that compare a policy with it are
+#: undefined (:func:`arca.credit.compares_with_base`).
+SCHEMES = tuple(s for s in BUILTIN_SCHEMES if s != "arca_local")
+BASE_SCHEMES = tuple(s for s in SCHEMES if not compares_with_base(s))
 HTML_COUNT = 6
 
 
@@ -286,10 +291,17 @@ def load_models(
             raise FileNotFoundError(f"{a}: not a LoRA adapter folder (no adapter_config.json)")
     if not adapters:
         base, tok = load_policy(model, dtype=dtype, device=device)
-        policies = [
-            Policy(c, load_policy(c, dtype=dtype, device=device)[0].eval(), path=c)
-            for c in checkpoints
-        ]
+        vocab = base.get_output_embeddings().weight.shape[0]
+        policies = []
+        for c in checkpoints:
+            m = load_policy(c, dtype=dtype, device=device)[0].eval()
+            v = m.get_output_embeddings().weight.shape[0]
+            if v != vocab:
+                raise ValueError(
+                    f"--model {c}: its vocabulary has {v} entries, the reference model's {vocab}; "
+                    "a checkpoint must be fine-tuned from --ref-model"
+                )
+            policies.append(Policy(c, m, path=c))
         return Models(base.eval(), policies), tok
     peft_model, tok = load_policy(model, adapters[0], dtype=dtype, device=device)
     # load_policy names its adapter "default"; the others get p1, p2, ...
@@ -366,14 +378,7 @@ class _Rows:
                 entry["gini"]["mean"], entry["effective_ratio"]["mean"]
             )
             if "prefix_blame" in cat:
-                c = {}
-                for k in METRICS:
-                    if k in cat:
-                        ok = ~cat[k].isnan()
-                        c[k] = float(cat[k][ok].mean()) if bool(ok.any()) else math.nan
-                c["error_rows"] = int((~cat["prefix_blame"].isnan()).sum())
-                c["correct_rows"] = int((~cat["result_share"].isnan()).sum())
-                entry["correctness"] = c
+                entry["correctness"] = correctness_summary({k: cat[k] for k in METRICS if k in cat})
             schemes[s] = entry
         ordered = {s: schemes[s] for s in (*SCHEMES, "arca_local") if s in schemes}
         corr = {}
@@ -534,22 +539,19 @@ def diagnose_models(
             truth_summary["wrong"] += int((~truth["correct"]).sum())
             truth_summary["located"] += int(truth["located"].sum())
         inputs = {"logps": b["logps"], "entropies": b["entropies"]}
-        base_rows.add(
-            _weights(
-                ("uniform", "surprisal", "entropy", "high_entropy"),
-                mask,
-                inputs,
-                eps,
-                high_entropy_quantile,
-            ),
-            mask,
-            truth,
+        bw = _weights(BASE_SCHEMES, mask, inputs, eps, high_entropy_quantile)
+        base_rows.add(bw, mask, truth)
+        cache.append(
+            {k: v.cpu() for k, v in b.items()}
+            | {"truth": truth, "start": start, "weights": {k: v.cpu() for k, v in bw.items()}}
         )
-        cache.append({k: v.cpu() for k, v in b.items()} | {"truth": truth, "start": start})
         if progress is not None:
             progress(len(chunk))
-    local = any(p.kind == "adapter" and writes_residual(p.model) for p in models.policies)
-    base_summary = base_rows.summary(undefined=NEEDS_POLICY if local else NEEDS_POLICY[:2])
+    local = any(
+        p.kind == "adapter" and writes_residual(p.model, p.adapter) for p in models.policies
+    )
+    undefined = [s for s in SCHEMES if compares_with_base(s)] + (["arca_local"] if local else [])
+    base_summary = base_rows.summary(undefined=undefined)
     results = [{"label": "base model", "kind": "base", "drift_kl": 0.0, **base_summary}]
     lengths = [len(c.completion_ids) for c in items]
     samples: list[dict[str, Any]] = []
@@ -573,7 +575,7 @@ def diagnose_models(
                 )
             )
     if not models.policies:  # the page shows the base model's weights
-        samples = _samples(items, cache, tokenizer, eps, high_entropy_quantile, device, pad)
+        samples = _samples(items, cache, tokenizer)
     return {
         "completions": len(items),
         "tokens": int(sum(lengths)),
@@ -622,7 +624,7 @@ def _diagnose_policy(
 ) -> dict[str, Any]:
     lora = pol.kind == "adapter"
     state = adapter_state(model, pol.adapter) if lora else None
-    local = lora and writes_residual(model)
+    local = lora and writes_residual(model, pol.adapter)
     schemes = SCHEMES + (("arca_local",) if local else ())
     rows = _Rows()
     props = _Props(L, eps) if lora else None
@@ -711,22 +713,13 @@ def _page_rows(
 
 
 def _samples(
-    items: Sequence[Completion],
-    cache: list[dict[str, Any]],
-    tokenizer: Any,
-    eps: float,
-    q: float,
-    device: Any,
-    pad: int,
+    items: Sequence[Completion], cache: list[dict[str, Any]], tokenizer: Any
 ) -> list[dict[str, Any]]:
     """The page's rows when there is no policy: the base model's weights."""
     out: list[dict[str, Any]] = []
     for c in cache:
         chunk = items[c["start"] : c["start"] + batch_size_of(c)]
-        _, _, mask = _batch(chunk, pad)
-        inputs = {"logps": c["logps"], "entropies": c["entropies"]}
-        w = _weights(("uniform", "surprisal", "entropy", "high_entropy"), mask, inputs, eps, q)
-        out += _page_rows(chunk, c, w, tokenizer, len(out))
+        out += _page_rows(chunk, c, c["weights"], tokenizer, len(out))
         if len(out) >= HTML_COUNT:
             break
     return out
@@ -757,7 +750,7 @@ def format_summary(res: dict[str, Any]) -> str:
     gt = res.get("ground_truth")
     lines.append(
         f"{res['completions']} completions, mean length T = {res['mean_length']:.1f} tokens"
-        + (f"; sampled from the {res['sampled_from']}" if res.get("sampled_from") else "")
+        + (f"; {res['sampled_from']}" if res.get("sampled_from") else "")
     )
     if gt is None:
         lines.append(
@@ -780,8 +773,8 @@ def format_summary(res: dict[str, Any]) -> str:
         f"sparse if EffN/T < {t['sparse_ratio_below']}, else middle; eps = {res['eps']:g}; "
         "drift: mean per-token KL(pi || base) over the vocabulary; blame: weight share on the "
         "correct prefix of wrong completions; lift: T x weight on the first wrong token "
-        "(uniform 1); top-1/3: first wrong token among the 1/3 heaviest; result: weight share "
-        "on result tokens of correct completions)",
+        "(uniform 1); top-1/3: first wrong token among the 1/3 heaviest; result / templ: "
+        "weight share on result / template tokens of correct completions)",
     ]
     for m in res["models"][1:]:
         lines += [
@@ -805,7 +798,7 @@ def _table(res: dict[str, Any]) -> str:
     truth = res.get("ground_truth") is not None
     head = ["model", "drift", "scheme", "Gini", "EffN/T", "EffN"]
     if truth:
-        head += ["blame", "lift", "top-1", "top-3", "result"]
+        head += ["blame", "lift", "top-1", "top-3", "result", "templ"]
     head.append("regime")
     rows = []
     for m in res["models"]:
@@ -830,6 +823,7 @@ def _table(res: dict[str, Any]) -> str:
                     _f(c.get("top1_hit"), ".2f"),
                     _f(c.get("top3_hit"), ".2f"),
                     _f(c.get("result_share"), ".2f"),
+                    _f(c.get("template_share"), ".2f"),
                 ]
             rows.append([*r, d["regime"]])
     widths = [len(h) for h in head]
@@ -928,9 +922,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         nargs="+",
-        default=["tiny"],
-        help="the base model ('tiny', 'smollm2', a folder or a Hub id); with --ref-model, "
-        "one or more fully fine-tuned checkpoints of it",
+        help="the base model ('tiny', the default; 'smollm2', a folder or a Hub id); with "
+        "--ref-model, one or more fully fine-tuned checkpoints of it",
     )
     p.add_argument("--adapter", nargs="+", default=[], help="LoRA adapter folder(s) on --model")
     p.add_argument(
@@ -955,12 +948,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="MATH/GSM8K source for --task")
     p.add_argument("--level", type=int, default=1)
     p.add_argument("--few-shot", type=int, default=0)
+    p.add_argument("--heldout-size", type=int, default=200, help="the task's held-out set size")
+    p.add_argument(
+        "--split-seed", type=int, help="held-out split seed (default: the task's, as arca train)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--eps", type=float, default=1e-8, help="normalisation floor (paper eq. 8)")
     p.add_argument(
         "--high-entropy-quantile", type=float, default=0.2, help="high_entropy's token fraction"
     )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="completions per pass; also the pool high_entropy takes its quantile over (as "
+        "TRL's per-batch threshold)",
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out", default="runs/diagnose")
@@ -976,10 +979,13 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError("--high-entropy-quantile: must be in (0, 1]")
     if not args.completions and not args.task:
         raise ValueError("give --task (to sample completions) or --completions FILE")
+    if args.ref_model is not None and not args.model:
+        raise ValueError(
+            "--ref-model: name the fine-tuned checkpoints with --model CKPT [CKPT ...]"
+        )
+    args.model = args.model or ["tiny"]
     if args.ref_model is None and len(args.model) != 1:
         raise ValueError("--model: one base model (several only as checkpoints with --ref-model)")
-    if args.ref_model is not None and args.adapter:
-        raise ValueError("--adapter and --ref-model exclude each other: LoRA or full fine-tuning")
     t0 = time.perf_counter()
     base = args.ref_model or args.model[0]
     models, tok = load_models(
@@ -988,19 +994,26 @@ def _main(args: argparse.Namespace) -> int:
         checkpoints=args.model if args.ref_model else (),
         dtype=args.dtype,
     )
-    task = None
-    if args.task:
-        from arca.tasks.loaders import load_task
+    from arca.tasks.loaders import load_task, task_locator
 
-        task = load_task(
-            args.task, args.data, level=args.level, few_shot=args.few_shot, train_size=1
-        )
+    locate = task_locator(args.task) if args.task else None
     sampled_from = None
     if args.completions:
+        # The completions are given: the task only names their ground truth, so
+        # its data (a Hub download for MATH) is never loaded.
         items = read_completions(args.completions, tok)
     else:
+        task = load_task(
+            args.task,
+            args.data,
+            level=args.level,
+            few_shot=args.few_shot,
+            train_size=1,
+            heldout_size=args.heldout_size,
+            seed=args.split_seed,
+        )
         src = models.policies[-1] if args.sample_from == "policy" and models.policies else None
-        sampled_from = f"policy {src.label}" if src else "base model"
+        sampled_from = f"sampled from policy {src.label}" if src else "sampled from the base model"
         ctx = src.active() if src else models.base_ctx()
         with ctx as sampler:
             items = sample_completions(
@@ -1012,7 +1025,6 @@ def _main(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
                 seed=args.seed,
             )
-    locate = task.locate_error if task is not None else None
     total = len(items) * (1 + len(models.policies))
     bar = tqdm(total=total, desc="diagnose", unit="completion")
     res = diagnose_models(
@@ -1026,7 +1038,7 @@ def _main(args: argparse.Namespace) -> int:
         progress=bar.update,
     )
     bar.close()
-    res["sampled_from"] = sampled_from or f"file {args.completions}"
+    res["sampled_from"] = sampled_from or f"read from {args.completions}"
     res["task"] = args.task
     res["base"] = base
     res["seconds"] = round(time.perf_counter() - t0, 1)

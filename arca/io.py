@@ -40,17 +40,21 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Strict JSON: a NaN or infinite float (a value that could not be
-    computed, e.g. a metric over zero rows) is written as ``null``."""
+    """Strict JSON: NaN (a value that could not be computed, e.g. a metric over
+    zero rows) is written as ``null``, an infinite float as the string
+    ``"inf"`` / ``"-inf"`` (``float()`` reads it back), so neither is mistaken
+    for the other."""
     return atomic_write_text(
         path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     )
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by ``None``."""
+    """``obj`` with NaN replaced by ``None`` and infinities by ``"inf"``/``"-inf"``."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        if math.isnan(obj):
+            return None
+        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

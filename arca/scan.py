@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from arca.credit import (
+    BUILTIN_SCHEMES,
     available_schemes,
     classify_regime,
     concentration_summary,
@@ -52,7 +53,9 @@ from arca.tasks.base import make_prompt
 from arca.tasks.grading import math_rewards
 from arca.tasks.locate import ground_truth
 
-BUILTIN_SCHEMES = ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
+#: arca_local needs LoRA on a residual writer; scan's adapter has it, but its
+#: exact counterpart (arca) is what the scan is about.
+SCAN_SCHEMES = tuple(s for s in BUILTIN_SCHEMES if s != "arca_local")
 DEFAULT_SCALES = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 # The library default, and a floor large enough to dominate small scores (Prop. 2).
 DEFAULT_EPS = (1e-8, 1e-3)
@@ -148,7 +151,7 @@ def run_scan(
         }
         for eps in eps_values:
             per_scheme = row["by_eps"][repr(eps)] = {}
-            for scheme in BUILTIN_SCHEMES:
+            for scheme in SCAN_SCHEMES:
                 w = token_weights(scheme, mask=mask, eps=eps, **inputs)
                 s = concentration_summary(w, mask)
                 s["regime"] = classify_regime(s["gini"], s["effective_ratio"])
@@ -183,7 +186,7 @@ def run_scan(
         "completion_tokens": int(mask.sum()),
         "mean_length": float(mask.sum(dim=1).float().mean()),
         "located_errors": located,
-        "schemes": list(BUILTIN_SCHEMES),
+        "schemes": list(SCAN_SCHEMES),
         "registered_schemes": available_schemes(),
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 2),

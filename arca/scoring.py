@@ -138,10 +138,10 @@ def _writers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in lora_layers(model) if n.rsplit(".", 1)[-1] in RESIDUAL_WRITERS]
 
 
-def writes_residual(model: nn.Module) -> bool:
-    """Does the adapter have a LoRA layer that writes into the residual stream
-    (what ``arca_local`` reads)?"""
-    return bool(_writers(model))
+def writes_residual(model: nn.Module, adapter: str | None = None) -> bool:
+    """Does the adapter (``adapter``, or any loaded one) have a LoRA layer that
+    writes into the residual stream (what ``arca_local`` reads)?"""
+    return any(adapter is None or adapter in m.lora_A for _, m in _writers(model))
 
 
 def residual_writers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -639,22 +639,34 @@ def sweep(
 
 
 def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[str] | None:
-    """``arca diagnose`` arguments for the sweep's base-model control, or None
-    when the runs do not share one initial model and task (or ``samples`` is 0)."""
+    """``arca diagnose`` arguments for the sweep's base-model control: the runs'
+    initial model on their held-out problems, K and completion length (TRL's
+    defaults where a config leaves them out). None when the runs do not share
+    one initial model and held-out set (or ``samples`` is 0)."""
     if samples <= 0 or not specs:
         return None
-    fields = ("model_name_or_path", "task", "data", "level", "few_shot", "split_seed", "use_peft")
+    fields = (
+        "model_name_or_path",
+        "task",
+        "data",
+        "level",
+        "few_shot",
+        "split_seed",
+        "heldout_size",
+    )
     settings = {tuple(str(s.setting(f)) for f in fields) for s in specs}
     if len(settings) != 1:
         return None
     s = specs[0]
     argv = ["diagnose", "--model", str(s.setting("model_name_or_path", "tiny"))]
     argv += ["--task", str(s.setting("task", "arithmetic")), "--samples", str(samples)]
-    argv += ["--group-size", str(s.setting("num_generations", 4))]
+    argv += ["--group-size", str(s.setting("num_generations", 8))]
     argv += ["--max-new-tokens", str(s.setting("max_completion_length", 512))]
     argv += ["--level", str(s.setting("level", 1)), "--few-shot", str(s.setting("few_shot", 0))]
-    if s.setting("data"):
-        argv += ["--data", str(s.setting("data"))]
+    argv += ["--heldout-size", str(s.setting("heldout_size", 200))]
+    for field, flag in (("data", "--data"), ("split_seed", "--split-seed")):
+        if s.setting(field) is not None:
+            argv += [flag, str(s.setting(field))]
     return argv + ["--seed", str(s.seed), "--out", str(out)]
 
 
@@ -662,20 +674,24 @@ def run_base_model(
     specs: Sequence[RunSpec], samples: int, root: Path, echo: Callable[[str], None]
 ) -> Path | None:
     """Diagnose the initial model once (a child process, log in
-    ``OUT/base-model/run.log``); returns its folder, or None if skipped or failed."""
+    ``OUT/base-model/run.log``); returns its folder, or None if skipped or failed.
+    ``spec.json`` is written only after a success, so a failed or interrupted
+    diagnosis is never mistaken for a finished one."""
     out = root / "base-model"
     argv = base_model_argv(specs, samples, out)
     if argv is None:
         if samples > 0:
             echo(
-                "base model: the runs differ in model or task; no base-model row (arca diagnose each)"
+                "base model: the runs differ in model, task or held-out set; no base-model "
+                "row (arca diagnose each)"
             )
         return None
     done = _read_json(out / "spec.json")
     if (out / "diagnose.json").is_file() and done and done.get("argv") == argv:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "spec.json", {"argv": argv})
+    for stale in ("spec.json", "diagnose.json"):
+        (out / stale).unlink(missing_ok=True)
     echo(f"base model: arca diagnose on {samples} completions it samples -> {out}")
     t0 = time.time()
     with (out / "run.log").open("a", encoding="utf-8") as f:
@@ -691,6 +707,7 @@ def run_base_model(
             f"base model: FAILED (exit {rc}): {_last_line(out / 'run.log')}\n    log: {out / 'run.log'}"
         )
         return None
+    atomic_write_json(out / "spec.json", {"argv": argv})
     echo(f"base model: done in {_fmt_time(time.time() - t0)}")
     return out
 

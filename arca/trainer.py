@@ -50,7 +50,8 @@ KL term); the pass counts above hold with "adapter-disabled pass" read as
 
 Ground truth. Given ``error_locator`` (a task's :data:`arca.tasks.base.ErrorLocator`),
 each generated batch's completions are located (:func:`arca.tasks.locate.ground_truth`,
-O(B*T) on the CPU, no forward) and ``credit/<metric>`` (prefix blame, error
+on the CPU, no forward: O(B*T) decoding where tokens decode alone, as character and
+byte-level BPE vocabularies do; SentencePiece-style ones decode prefixes, O(B*T^2)) and ``credit/<metric>`` (prefix blame, error
 lift, top-1/3 hit, result and template share; :mod:`arca.credit.correctness`)
 is logged for the trained scheme and, with shadow diagnostics, for every
 scheme as ``credit/<scheme>/<metric>``: means over the rows each applies to
@@ -91,6 +92,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from arca.credit import (
+    BUILTIN_SCHEMES,
     available_schemes,
     concentration_summary,
     credit_correctness,
@@ -113,7 +115,7 @@ from arca.scoring import (
 from arca.tasks.base import ErrorLocator
 from arca.tasks.locate import ground_truth
 
-BUILTIN = ("uniform", "surprisal", "entropy", "divergence", "arca", "arca_local", "high_entropy")
+BUILTIN = BUILTIN_SCHEMES
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted", "h_shift"}
 _BASE_INPUTS = {"ref_logps", "h_base"}
 

@@ -19,6 +19,13 @@ from pathlib import Path
 MARK = {"uniform broadcast": "U", "middle regime": "M", "sparse": "S"}
 
 
+def num(v: object, spec: str) -> str:
+    """A value of diagnose.json: null (not computed) -> n/a; "inf" stays."""
+    if v is None:
+        return "n/a"
+    return format(float(v), spec)
+
+
 def _row(label: str, cells: list[str]) -> str:
     return "| " + " | ".join([label, *cells]) + " |"
 
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         return parts[-2] + "/" + parts[-1] if parts[-1] in ("adapter", "model") else parts[-1]
 
     def label(m: dict) -> str:
-        return f"{short(m['label'])} (drift {m['drift_kl']:.4f})"
+        return f"{short(m['label'])} (drift {num(m['drift_kl'], '.4f')})"
 
     print("| model | " + " | ".join(schemes) + " |")
     print("|---" * (len(schemes) + 1) + "|")
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append("-")
             else:
                 g, e = d["gini"]["mean"], d["effective_ratio"]["mean"]
-                cells.append(f"{g:.2f} / {e:.3f} {MARK.get(d['regime'], '?')}")
+                cells.append(f"{num(g, '.2f')} / {num(e, '.3f')} {MARK.get(d['regime'], '?')}")
         print(_row(label(m), cells))
     if res.get("ground_truth"):
         print()
@@ -64,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(
                     "-"
                     if c is None
-                    else f"{c['prefix_blame']:.3f} / {c['error_lift']:.1f} / {c['top1_hit']:.2f}"
+                    else f"{num(c['prefix_blame'], '.3f')} / {num(c['error_lift'], '.1f')} / "
+                    f"{num(c['top1_hit'], '.2f')}"
                 )
             print(_row(label(m), cells))
     lora = [m for m in models if "prop2" in m]
@@ -78,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
                 _row(
                     short(m["label"]),
                     [
-                        f"{p2['beta']:.3g}",
-                        f"{p2['max_abs_dlogp']:.3g}",
-                        f"{p2['ratio']:.3g}",
+                        num(p2["beta"], ".3g"),
+                        num(p2["max_abs_dlogp"], ".3g"),
+                        num(p2["ratio"], ".3g"),
                         f"{p1['holds_stated']}/{p1['completions']}",
                     ],
                 )

@@ -62,9 +62,16 @@ def test_first_error_tolerates_whitespace_and_says_none_for_a_solution():
 
 
 def test_first_error_when_stopping_early_or_running_on():
+    from arca.tasks import math_reward
+
     assert first_error(P, " 47 - 8 = 3") == len(" 47 - 8 = 3")  # blame the stop
     assert first_error(P, "") == 0
-    assert first_error(P, GOOD + " and more") == len(GOOD) + 1
+    # Chatter after the solution is harmless (the grader scores it correct) ...
+    chatter = GOOD + "\n\nSolve the problem step by step. I hope this helps."
+    assert first_error(P, chatter) is None and math_reward(chatter, "54") == 1.0
+    # ... a second answer is not: the grader reads the last box.
+    second = GOOD + "\n\nProblem: What is 1 + 1?\nSolution: 1 + 1 = 2. \\boxed{2}"
+    assert first_error(P, second) == len(GOOD) + 2 and math_reward(second, "54") == 0.0
 
 
 def test_first_error_with_multiplication_first_and_negative_values():

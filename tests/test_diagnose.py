@@ -185,6 +185,25 @@ def test_the_base_row_and_every_policy_score_the_same_completions():
     assert a["schemes"]["arca"] != b["schemes"]["arca"]
 
 
+def test_adapters_with_different_targets_each_get_their_own_schemes():
+    from peft import LoraConfig
+
+    from arca.diagnose import Models, Policy, diagnose_models
+
+    model, tok = _one_layer(c=2.0)
+    peft_model = _randomise(add_lora(model, rank=4, dropout=0.0))  # o_proj/down_proj included
+    peft_model.add_adapter("qv", LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    _randomise(peft_model)
+    models = Models(
+        peft_model,
+        [Policy("all", peft_model, adapter="default"), Policy("qv", peft_model, adapter="qv")],
+        base_is_peft=True,
+    )
+    _, every, qv = diagnose_models(models, tok, _items(tok))["models"]
+    assert "arca_local" in every["schemes"] and "arca_local" not in qv["schemes"]
+    assert qv["schemes"]["arca"]["gini"]["mean"] > 0
+
+
 def test_drift_is_the_exact_kl_over_the_vocabulary():
     from arca.scoring import completion_token_stats, token_kl
 
@@ -246,6 +265,13 @@ def test_full_fine_tuning_checkpoints_against_their_initial_model(tmp_path, caps
     assert 0 < c1["drift_kl"] < c2["drift_kl"]  # the larger perturbation drifts more
     assert c2["schemes"]["arca"]["gini"]["mean"] > 0 and "arca_local" not in c2["schemes"]
     assert res["ground_truth"] is None and "No ground truth" in text
+    # A checkpoint of another model (another vocabulary) is refused, naming it.
+    tiny_qwen3(
+        vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1
+    ).save_pretrained(tmp_path / "other")
+    argv = ["diagnose", "--ref-model", str(tmp_path / "init"), "--model", str(tmp_path / "other")]
+    assert main([*argv, "--completions", str(f), "--out", str(tmp_path / "o2")]) == 2
+    assert "its vocabulary has 50 entries" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -324,7 +350,7 @@ def test_cli_samples_from_a_task_with_ground_truth(tmp_path, capsys):
     argv = ["diagnose", "--model", "tiny", "--task", "arithmetic", "--samples", "16"]
     assert main([*argv, "--max-new-tokens", "40", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "16 completions" in text and "sampled from the base model" in text
+    assert "16 completions" in text and "; sampled from the base model" in text
     res = json.loads((out / "diagnose.json").read_text())
     gt = res["ground_truth"]
     assert gt["correct"] + gt["wrong"] == 16 and gt["wrong"] > 0 and gt["located"] > 0
@@ -369,6 +395,19 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["diagnose", "--model", "a", "b", "--task", "arithmetic"]) == 2
     assert "--model: one base model" in capsys.readouterr().err
     assert main(["diagnose", "--ref-model", "x", "--adapter", "y", "--task", "arithmetic"]) == 2
+    assert "name the fine-tuned checkpoints with --model" in capsys.readouterr().err
+    argv = [
+        "diagnose",
+        "--ref-model",
+        "x",
+        "--model",
+        "a",
+        "--adapter",
+        "y",
+        "--task",
+        "arithmetic",
+    ]
+    assert main(argv) == 2
     assert "exclude each other" in capsys.readouterr().err
 
 

@@ -41,3 +41,17 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
             raise RuntimeError("killed")
     assert sorted(x.name for x in d.iterdir()) == ["x"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_json_records_keep_nan_and_infinity_apart(tmp_path):
+    import json
+    import math
+
+    from arca.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "r.json", {"a": math.nan, "b": [math.inf, -math.inf, 1.5]})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    back = json.loads(text)
+    assert back["a"] is None and back["b"][2] == 1.5
+    assert [float(x) for x in back["b"][:2]] == [math.inf, -math.inf]

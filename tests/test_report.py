@@ -332,6 +332,7 @@ def truth_dir(tmp_path_factory):
             {
                 "completions": 256,
                 "mean_length": 25.0,
+                "sampled_from": "sampled from the base model",
                 "models": [
                     {
                         "label": "base model",
@@ -375,7 +376,10 @@ def test_correctness_table_of_the_trained_scheme(truth_dir):
 def test_base_row_comes_from_the_diagnosis(truth_dir):
     _, res = truth_dir
     blame = res["tables"]["shadow_prefix_blame"]
-    assert blame[0]["run"] == "base model (256 completions, arca diagnose)"
+    assert (
+        blame[0]["run"]
+        == "base model (256 completions, sampled from the base model; arca diagnose)"
+    )
     assert blame[0]["surprisal"].value == pytest.approx(0.03)
     eff = res["tables"]["shadow_effective_ratio"]
     assert eff[0]["surprisal"].value == pytest.approx(0.05)
@@ -423,7 +427,13 @@ def test_summary_shows_the_correctness_columns(truth_dir):
     assert "0.030" in row and "22.00" in row and "sparse" in row
 
 
-def test_no_ground_truth_is_said(sweep_dir):
-    _, out, _ = sweep_dir
+def test_no_ground_truth_is_said_and_no_stale_plot_is_shown(sweep_dir, tmp_path):
+    root, out, _ = sweep_dir
     md = (out / "report.md").read_text()
     assert "Not measured: the task (arithmetic) has no error locator" in md
+    # No ground truth and no drift: credit.png and drift.png are not drawn, and a
+    # file left by an earlier report in the folder is removed, not linked.
+    (tmp_path / "credit.png").write_bytes(b"old")
+    build_report([root], tmp_path)
+    assert not (tmp_path / "credit.png").exists() and not (tmp_path / "drift.png").exists()
+    assert "credit.png" not in (tmp_path / "report.md").read_text()

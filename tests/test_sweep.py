@@ -100,7 +100,7 @@ def test_sweep_trains_evaluates_and_reports(finished):
     assert base["completions"] == 8 and base["models"][0]["label"] == "base model"
     assert "base model: done in" in text
     md = (out / "report" / "report.md").read_text()
-    assert "| base model (8 completions, arca diagnose) |" in md
+    assert "| base model (8 completions, sampled from the base model; arca diagnose) |" in md
 
 
 def test_finished_runs_are_skipped(finished):
@@ -153,7 +153,7 @@ def test_failed_run_is_reported_and_others_go_on(tmp_path, capsys):
     code = main(["sweep", "--configs", str(configs), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 1
-    assert "base model: the runs differ in model or task" in out
+    assert "base model: the runs differ in model, task or held-out set" in out
     log = tmp_path / "out" / "uniform_r64" / "seed-1337" / "run.log"
     assert f"FAILED uniform_r64 seed 1337: {log}" in out
     assert "no-such-model" in log.read_text()

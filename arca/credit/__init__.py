@@ -38,8 +38,10 @@ from arca.credit.diagnostics import (
 )
 from arca.credit.loss import weighted_pg_loss
 from arca.credit.schemes import (
+    BUILTIN_SCHEMES,
     Scheme,
     available_schemes,
+    compares_with_base,
     get_scheme,
     hidden_residual_norm,
     next_real_index,
@@ -51,10 +53,12 @@ from arca.credit.schemes import (
 from arca.credit.weights import EpsMode, normalize, token_weights
 
 __all__ = [
+    "BUILTIN_SCHEMES",
     "ESTIMATORS",
     "METRICS",
     "REGIMES",
     "classify_regime",
+    "compares_with_base",
     "EpsMode",
     "Estimator",
     "Scheme",

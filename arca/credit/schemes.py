@@ -321,6 +321,27 @@ def _high_entropy(*, mask: Tensor, entropies: Tensor, quantile: float) -> Tensor
     return (H >= threshold).to(H.dtype)
 
 
+#: The built-in schemes, in the paper's order (then arca's additions).
+BUILTIN_SCHEMES = (
+    "uniform",
+    "surprisal",
+    "entropy",
+    "divergence",
+    "arca",
+    "arca_local",
+    "high_entropy",
+)
+
+_BASE_SIDE = frozenset({"ref_logps", "h_base", "h_shift"})
+
+
+def compares_with_base(scheme: str) -> bool:
+    """Does ``scheme`` measure a policy against its base model (reference
+    log-probs, base hidden states, or the adapter's own write)? Such a scheme
+    has no signal on the base model itself, before any training."""
+    return bool(_BASE_SIDE & set(get_scheme(scheme).requires))
+
+
 def hidden_residual_norm(h_adapted: Tensor, h_base: Tensor) -> Tensor:
     """``||h_adapted - h_base||_2`` over the last dim, ``(B, T, d) -> (B, T)``.
 

@@ -28,6 +28,15 @@ from arca.report.runs import Method, Run, find_run_dirs, group_methods, load_run
 
 __all__ = ["Method", "Run", "build_report", "find_run_dirs", "load_run", "summary_text"]
 
+PLOT_TITLES = {
+    "reward.png": "train reward",
+    "concentration.png": "concentration",
+    "residual.png": "adapter residual",
+    "regimes.png": "regimes",
+    "credit.png": "credit correctness against concentration",
+    "drift.png": "concentration and correctness against drift",
+}
+
 
 def load_base(path: str | Path) -> dict[str, Any]:
     """An ``arca diagnose`` of the initial model: its folder or ``diagnose.json``."""
@@ -81,14 +90,18 @@ def build_report(
     }
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    files = [
-        plots.plot_reward(methods, dest / "reward.png"),
-        plots.plot_concentration(methods, dest / "concentration.png"),
-        plots.plot_residual(methods, dest / "residual.png"),
-        plots.plot_regimes(methods, dest / "regimes.png"),
-        plots.plot_credit(methods, schemes, dest / "credit.png"),
-        plots.plot_drift(methods, schemes, dest / "drift.png"),
-    ]
+    drawn = {
+        "reward.png": plots.plot_reward(methods, dest / "reward.png"),
+        "concentration.png": plots.plot_concentration(methods, dest / "concentration.png"),
+        "residual.png": plots.plot_residual(methods, dest / "residual.png"),
+        "regimes.png": plots.plot_regimes(methods, dest / "regimes.png"),
+        "credit.png": plots.plot_credit(methods, schemes, dest / "credit.png"),
+        "drift.png": plots.plot_drift(methods, schemes, dest / "drift.png"),
+    }
+    for name, path in drawn.items():
+        if path is None:  # nothing to draw: an earlier report's file must not pass for this one's
+            (dest / name).unlink(missing_ok=True)
+    files = [p for p in drawn.values() if p is not None]
     label, samples = tokens.pick_samples(methods)
     files.append(atomic_write_text(dest / "tokens.html", tokens.render(label, samples)))
     buf = io.StringIO()
@@ -98,7 +111,8 @@ def build_report(
     writer.writeheader()
     writer.writerows(tables.csv_rows(tbl))
     files.append(atomic_write_text(dest / "tables.csv", buf.getvalue()))
-    md = _markdown(title, runs, methods, tbl, k, failed, __version__, diagnosis)
+    plotted = [name for name, p in drawn.items() if p is not None]
+    md = _markdown(title, runs, methods, tbl, k, failed, __version__, diagnosis, plotted)
     files.append(atomic_write_text(dest / "report.md", md))
     return {"methods": methods, "tables": tbl, "files": [f for f in files if f is not None]}
 
@@ -112,6 +126,7 @@ def _markdown(
     failed: Sequence[tuple[str, str]],
     version: str,
     diagnosis: dict[str, Any] | None,
+    plotted: Sequence[str],
 ) -> str:
     esc = tables._md
     seeds = sorted({s for m in methods for s in m.seeds})
@@ -194,8 +209,9 @@ def _markdown(
             "wrong token (uniform: 1); **top-k hit**, whether the first wrong token is among the "
             "k highest-weighted (ties broken at random: uniform scores k/T). On correct "
             "completions: **result share**, the weight on the tokens that carry a result (each "
-            "step's value, the answer). **blamed rows**: the fraction of each batch the error "
-            "metrics average over.",
+            "step's value, the answer), and **template share**, on pure template tokens "
+            "(whitespace, punctuation, `\\boxed{`, end of sequence). **blamed rows**: the "
+            "fraction of each batch the error metrics average over.",
             "",
             tables.markdown(tbl["credit_correctness"]),
         ]
@@ -212,11 +228,14 @@ def _markdown(
     shadow = [(key, t) for key, t in tables.SHADOW_METRICS if f"shadow_{key}" in tbl]
     if shadow:
         base_text = (
-            f"The first row is the base model before any training: {esc(tables.base_row(diagnosis, [])['label'])}, "
-            "on completions sampled from it."
+            "The first row is the base model before any training, from an arca diagnose of it "
+            f"({esc(diagnosis.get('completions'))} completions, "
+            f"{esc(diagnosis.get('sampled_from') or 'source unknown')}); its error metrics average "
+            "over every wrong completion with a located error (a diagnosis has no advantages), "
+            "the runs' rows over those with a negative advantage."
             if diagnosis
-            else "The first row is the initial model: each run's first batch was sampled and "
-            "scored before any update (one batch per seed)."
+            else "The first row is the initial model: each run's step-1 batch was sampled and "
+            "scored before any update (one batch per seed and kind of run)."
         )
         lines += [
             "## Shadow diagnostics: every scheme on each run's batches",
@@ -228,23 +247,10 @@ def _markdown(
         ]
         for key, t in shadow:
             lines += [f"### {t}", "", tables.markdown(tbl[f"shadow_{key}"])]
+    lines += ["## Plots", ""]
+    for name in plotted:
+        lines += [f"![{PLOT_TITLES[name]}]({name})", ""]
     lines += [
-        "## Plots",
-        "",
-        "![train reward](reward.png)",
-        "",
-        "![concentration](concentration.png)",
-        "",
-        "![adapter residual](residual.png)",
-        "",
-        "![regimes](regimes.png)",
-        "",
-    ]
-    if tbl["credit_correctness"]:
-        lines += ["![credit correctness against concentration](credit.png)", ""]
-    lines += [
-        "![concentration and correctness against drift](drift.png)",
-        "",
         "## Token weights",
         "",
         "[tokens.html](tokens.html): sampled completions, one column per scheme, each token "
@@ -256,18 +262,18 @@ def _markdown(
 
 def _dropout_note(methods: Sequence[Method]) -> list[str]:
     """Say which runs' weights were read with dropout (the training forward)."""
-    with_dropout = [
-        (m.name, max(m.per_seed("credit/dropout")))
-        for m in methods
-        if any(v > 0 for v in m.per_seed("credit/dropout") if not math.isnan(v))
-    ]
+    with_dropout = []
+    for m in methods:
+        ps = [v for v in m.per_seed("credit/dropout") if not math.isnan(v)]
+        if ps and max(ps) > 0:
+            with_dropout.append((m.name, max(ps)))
     if not with_dropout:
         return []
     names = ", ".join(f"{tables._md(n)} (p = {p:g})" for n, p in with_dropout)
     return [
-        f"Weights and drift of {names} were read from the training forward, with its dropout "
-        "(LoRA dropout), as TRL reads its own log-probs; `credit_from_training_forward: false` "
-        "scores them dropout-free.",
+        f"Weights and drift of {names} were read from the training forward, with that "
+        "forward's dropout (LoRA's, in a LoRA run), as TRL reads its own log-probs; "
+        "`credit_from_training_forward: false` scores them dropout-free.",
         "",
     ]
 

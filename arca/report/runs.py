@@ -18,20 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from arca.credit.schemes import BUILTIN_SCHEMES
 from arca.evaluate import pass_at_k
 
 #: Fraction of the last logged steps that "final" values average over.
 FINAL_FRACTION = 0.1
 
-SCHEME_ORDER = (
-    "uniform",
-    "surprisal",
-    "entropy",
-    "divergence",
-    "arca",
-    "arca_local",
-    "high_entropy",
-)
+SCHEME_ORDER = BUILTIN_SCHEMES
 
 
 @dataclass
@@ -59,11 +52,14 @@ class Run:
         r = self.config.get("lora_r")
         return int(r) if r is not None and not self.full else None
 
-    def first(self, key: str) -> float:
-        """The metric at the first logged step (NaN if absent): at step 1 the
-        batch was sampled and scored before any update, by the initial model."""
-        _, v = self.series(key)
-        return v[0] if v else math.nan
+    def at_step_1(self, key: str) -> float:
+        """The metric logged for step 1 alone (NaN if absent, or if the first
+        record averages several steps, as with ``logging_steps`` > 1): step 1's
+        batch was sampled and scored by the initial model, before any update."""
+        for m in self.metrics:
+            if m.get("step") == 1 and m.get(key) is not None:
+                return float(m[key])
+        return math.nan
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """``(steps, values)`` of a metric, skipping steps that lack it."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from arca.credit import compares_with_base
 from arca.credit.diagnostics import classify_regime
 from arca.report.runs import Method
 from arca.stats import bootstrap_ci, paired_bootstrap
@@ -25,6 +26,7 @@ CORRECTNESS = {
     "top1_hit": "top-1 hit",
     "top3_hit": "top-3 hit",
     "result_share": "result share",
+    "template_share": "template share",
 }
 #: Shadow tables, one per metric: (metric key, title).
 SHADOW_METRICS = [
@@ -33,8 +35,6 @@ SHADOW_METRICS = [
     ("effective_n", "EffN"),
     *CORRECTNESS.items(),
 ]
-#: Schemes with no signal before training (they compare with the initial model).
-NEEDS_TRAINING = ("divergence", "arca", "arca_local")
 UNDEFINED = "undefined (policy = initial model)"
 NO_LORA = "undefined (no LoRA layers)"
 
@@ -50,8 +50,10 @@ class Cell:
 
     @classmethod
     def of(cls, values: Sequence[float], *, unit: str = "num") -> Cell:
+        """Mean and interval over the seeds that have a value (``seeds`` counts them)."""
         m, lo, hi = bootstrap_ci(values)
-        return cls(m, lo, hi, len(values), unit)
+        n = sum(1 for v in values if v is not None and not math.isnan(v))
+        return cls(m, lo, hi, n, unit)
 
     def __str__(self) -> str:
         if math.isnan(self.value):
@@ -257,8 +259,7 @@ def shadow_tables(
                 )
             rows.append(row)
         if key in ("effective_ratio", "effective_n"):  # EffN/T means little without T
-            base_t = base["mean_length"] if base is not None else math.nan
-            rows[0]["mean T"] = Cell(base_t)
+            rows[0]["mean T"] = Cell(base["mean_length"]) if base is not None else b["mean T"]
             for row, m in zip(rows[1:], methods, strict=True):
                 row["mean T"] = Cell.of(m.per_seed("credit/length"))
         out[f"shadow_{key}"] = rows
@@ -268,19 +269,20 @@ def shadow_tables(
 def _base_from_first_steps(
     methods: Sequence[Method], schemes: Sequence[str], key: str
 ) -> dict[str, Any]:
-    """Each scheme's value at step 1, one value per distinct (seed, scheme,
-    run kind) batch: runs that share a seed sampled the same step-1 batch."""
+    """Each scheme's value at step 1, one value per distinct step-1 batch:
+    runs of one kind (LoRA or full) that share a seed sampled the same batch."""
     out: dict[str, Any] = {}
-    for s in schemes:
-        if s in NEEDS_TRAINING:
+    for s in (*schemes, "mean T"):
+        if s != "mean T" and _needs_policy(s):
             out[s] = UNDEFINED
             continue
-        seen: dict[int, float] = {}
+        metric = "credit/length" if s == "mean T" else f"credit/{s}/{key}"
+        seen: dict[tuple[int, bool], float] = {}
         for m in methods:
             for r in m.runs:
-                v = r.first(f"credit/{s}/{key}")
+                v = r.at_step_1(metric)
                 if not math.isnan(v):
-                    seen.setdefault(r.seed, v)
+                    seen.setdefault((r.seed, r.full), v)
         out[s] = Cell.of(list(seen.values()))
     return out
 
@@ -296,7 +298,7 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
         for s in schemes:
             d = model["schemes"].get(s)
             if d is None or d.get("undefined"):
-                cells[s] = UNDEFINED if s in NEEDS_TRAINING else Cell(math.nan)
+                cells[s] = UNDEFINED if _needs_policy(s) else Cell(math.nan)
                 continue
             v = (
                 d[key]["mean"]
@@ -306,11 +308,20 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
             cells[s] = Cell(math.nan if v is None else float(v))  # null: not computed
         per_key[key] = cells
     n = diagnosis.get("completions", 0)
+    src = diagnosis.get("sampled_from") or "source unknown"
     return {
-        "label": f"base model ({n} completions, arca diagnose)",
+        "label": f"base model ({n} completions, {src}; arca diagnose)",
         "per_key": per_key,
         "mean_length": float(diagnosis.get("mean_length", math.nan)),
     }
+
+
+def _needs_policy(scheme: str) -> bool:
+    """No signal before training (the scheme compares a policy with the initial model)."""
+    try:
+        return compares_with_base(scheme)
+    except ValueError:  # a scheme registered in the run's process, not in this one
+        return False
 
 
 def shadow_schemes(methods: Sequence[Method]) -> list[str]:

@@ -129,9 +129,11 @@ def first_error(problem: str, completion: str) -> int | None:
     c.`` step per sentence, then ``\\boxed{value}``), ignoring whitespace: the
     first non-space character that differs from the solution is the error. A
     completion that stops before the solution is complete returns
-    ``len(completion)`` (the error is stopping); text after a complete
-    solution is an error at its first character; ``None`` means the completion
-    is the solution.
+    ``len(completion)`` (the error is stopping). After a complete solution,
+    more text is harmless unless it gives another answer (a further
+    ``\\boxed``/``\\fbox``, which the grader would read instead): then the
+    error is where that text starts. ``None`` means the completion is a correct
+    solution, as the reward grades it.
 
     For ``What is 47 - 8 + 15?`` (``47 - 8 = 39. 39 + 15 = 54. \\boxed{54}``),
     ``" 47 - 8 = 38. 38 + 15 = 53. \\boxed{53}"`` -> 10, the ``8`` of ``38``.
@@ -145,7 +147,8 @@ def first_error(problem: str, completion: str) -> int | None:
         while j < m and solution[j].isspace():
             j += 1
         if j == m:
-            return None if i == n else i
+            # Trailing chatter is harmless; a second answer replaces the first.
+            return i if _BOX_OR_FBOX.search(completion, i) else None
         if i == n:
             return n
         if completion[i] != solution[j]:
@@ -153,6 +156,8 @@ def first_error(problem: str, completion: str) -> int | None:
         i += 1
         j += 1
 
+
+_BOX_OR_FBOX = re.compile(r"\\(?:boxed|fbox)")
 
 # A step's value ("= 39", "= -47") and the final answer's content.
 _STEP_VALUE = re.compile(r"=\s*(-?\d+)")

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from arca.tasks.arithmetic import DEFAULT_LEVEL, load_arithmetic
-from arca.tasks.base import Task, TaskDataError, rows_to_dataset, split_heldout
+from arca.tasks.arithmetic import DEFAULT_LEVEL, load_arithmetic, locate_error
+from arca.tasks.base import ErrorLocator, Task, TaskDataError, rows_to_dataset, split_heldout
 from arca.tasks.boxed import extract_boxed
 
 #: Hendrycks MATH (all subjects, one config) as used by TRL/open-r1 recipes.
@@ -206,6 +206,15 @@ def load_gsm8k(
 
 
 TASKS = ("arithmetic", "math", "gsm8k")
+
+
+def task_locator(name: str) -> ErrorLocator | None:
+    """The error locator of a task by name, without loading its data: the
+    arithmetic task's, or None (MATH and GSM8K have no worked solutions to
+    check a completion against)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    return locate_error if name == "arithmetic" else None
 
 
 def load_task(

@@ -27,6 +27,7 @@ COLUMNS = [
     ("top-1", lambda d: d["correctness"]["top1_hit"], ".2f"),
     ("top-3", lambda d: d["correctness"]["top3_hit"], ".2f"),
     ("result share", lambda d: d["correctness"]["result_share"], ".2f"),
+    ("template share", lambda d: d["correctness"]["template_share"], ".2f"),
 ]
 
 

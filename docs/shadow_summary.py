@@ -42,7 +42,9 @@ def main(argv: list[str]) -> None:
         print(f"| uniform | {label} | 1.000 | - | {cell(blame, '.3f')} | 1.0 | - | - |")
     for s in SCHEMES:
         for label, runs in groups:
-            cells = [cell([r.mean(f"credit/{s}/{k}") for r in runs], spec) for k, _, spec in METRICS]
+            cells = [
+                cell([r.mean(f"credit/{s}/{k}") for r in runs], spec) for k, _, spec in METRICS
+            ]
             if all(c == "-" for c in cells):
                 continue
             print(f"| {s} | {label} | " + " | ".join(cells) + " |")

@@ -236,11 +236,11 @@ def _grid(
     sub = f"{'':>13} {'':>9} | " + " | ".join(
         f"{columns[0]:>6} {columns[1]:>6} {columns[2]:>5} " for _ in schemes
     )
-    lines = [head, sub, "-" * len(head)]
+    lines = [head.rstrip(), sub.rstrip(), "-" * len(head)]
     for row in result["rows"]:
         by = row["by_eps"][repr(eps)]
         out = [cells(by[s]) for s in schemes]
-        lines.append(f"{row['scale']:>13.0e} {row['beta']:9.2e} | " + " | ".join(out))
+        lines.append((f"{row['scale']:>13.0e} {row['beta']:9.2e} | " + " | ".join(out)).rstrip())
     return lines
 
 

@@ -18,7 +18,13 @@ from functools import partial
 
 import torch
 
-from arca.credit import effective_token_ratio, gini, group_advantages, token_weights
+from arca.credit import (
+    credit_correctness,
+    effective_token_ratio,
+    gini,
+    group_advantages,
+    token_weights,
+)
 
 
 def bench(fn: Callable[[], object], device: str, reps: int = 20) -> float:
@@ -53,9 +59,11 @@ def device_ops(dev: str, B: int, T: int, d: int) -> dict[str, Callable[[], objec
     rewards = torch.rand(B, device=dev)
     ops: dict[str, Callable[[], object]] = {
         f"token_weights({s})": partial(token_weights, s, mask=mask, **ins)
-        for s in ("uniform", "surprisal", "entropy", "divergence", "arca")
+        for s in ("uniform", "surprisal", "entropy", "divergence", "arca", "high_entropy")
     }
     ops["gini"] = partial(gini, w, mask)
+    # Ground truth: each row's first error half-way through its real tokens.
+    ops["credit_correctness"] = partial(credit_correctness, w, mask, (lengths // 2).long())
     ops["effective_token_ratio"] = partial(effective_token_ratio, w, mask)
     ops["group_advantages"] = partial(group_advantages, rewards, 4)
     return ops

@@ -65,6 +65,7 @@ from arca.credit.schemes import hidden_residual_norm
 from arca.credit.weights import token_weights
 from arca.io import atomic_write_json, atomic_write_text
 from arca.scoring import capture_adapter_shift, completion_token_stats, token_kl, writes_residual
+from arca.tasks.arithmetic import DEFAULT_LEVEL
 from arca.tasks.base import ErrorLocator
 from arca.theory import (
     capture_lora_contributions,
@@ -525,7 +526,7 @@ def diagnose_models(
     L = operator_norm(lm_head_weight(models.base))
     # Base pass once per batch, kept (on the CPU) for every policy.
     base_rows, cache = _Rows(), []
-    truth_summary = {"wrong": 0, "located": 0, "correct": 0}
+    truth_summary: dict[str, Any] = {"wrong": 0, "located": 0, "correct": 0, "first_error_step": {}}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         ids, attn, mask = (t.to(device) for t in _batch(chunk, pad))
@@ -538,6 +539,9 @@ def diagnose_models(
             truth_summary["correct"] += int(truth["correct"].sum())
             truth_summary["wrong"] += int((~truth["correct"]).sum())
             truth_summary["located"] += int(truth["located"].sum())
+            steps = truth_summary["first_error_step"]
+            for k in truth["error_step"][truth["error_step"] >= 0].tolist():
+                steps[str(k)] = steps.get(str(k), 0) + 1
         inputs = {"logps": b["logps"], "entropies": b["entropies"]}
         bw = _weights(BASE_SCHEMES, mask, inputs, eps, high_entropy_quantile)
         base_rows.add(bw, mask, truth)
@@ -762,6 +766,14 @@ def format_summary(res: dict[str, Any]) -> str:
             f"Ground truth: {gt['correct']} correct, {gt['wrong']} wrong, of which "
             f"{gt['located']} have a located first error (the error metrics average over those)."
         )
+        if gt.get("first_error_step"):
+            where = ", ".join(
+                f"step {k}: {n}"
+                for k, n in sorted(gt["first_error_step"].items(), key=lambda x: int(x[0]))
+            )
+            lines.append(
+                f"Where they first go wrong ({where}; the last step of a problem is its final answer)."
+            )
     for m in res["models"]:
         msg = adapter_message(m.get("adapter"))
         if msg:
@@ -946,7 +958,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=32, help="completions to sample with --task")
     p.add_argument("--group-size", type=int, default=4, help="samples per prompt with --task")
     p.add_argument("--data", help="MATH/GSM8K source for --task")
-    p.add_argument("--level", type=int, default=1)
+    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="arithmetic difficulty level")
     p.add_argument("--few-shot", type=int, default=0)
     p.add_argument("--heldout-size", type=int, default=200, help="the task's held-out set size")
     p.add_argument(

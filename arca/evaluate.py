@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from arca.io import atomic_write_json, atomic_write_text
+from arca.tasks.arithmetic import DEFAULT_LEVEL
 from arca.tasks.base import make_prompt
 from arca.tasks.grading import math_rewards
 
@@ -297,7 +298,7 @@ def evaluate_run(
         cfg.get("data"),
         heldout_size=cfg["heldout_size"],
         skip_malformed=bool(cfg.get("skip_malformed")),
-        level=cfg.get("level", 1),
+        level=cfg.get("level", DEFAULT_LEVEL),
         train_size=1,
         seed=cfg.get("split_seed"),
         few_shot=int(cfg.get("few_shot", 0)),
@@ -362,7 +363,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--split-seed", type=int, help="held-out split seed (default: arithmetic 0, MATH 1337)"
     )
-    p.add_argument("--level", type=int, default=1, help="arithmetic difficulty level")
+    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="arithmetic difficulty level")
     p.add_argument("--few-shot", type=int, default=0, help="arithmetic: worked examples per prompt")
     p.add_argument("--limit", type=int, help="evaluate only the first N held-out problems")
     p.add_argument("--k", type=int, default=4, help="pass@k (paper: 4)")

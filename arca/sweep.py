@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from arca.io import atomic_write_json
+from arca.tasks.arithmetic import DEFAULT_LEVEL
 from arca.train import final_weights
 
 PRESETS = ("tiny", "paper", "tiny-full")
@@ -662,7 +663,8 @@ def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[s
     argv += ["--task", str(s.setting("task", "arithmetic")), "--samples", str(samples)]
     argv += ["--group-size", str(s.setting("num_generations", 8))]
     argv += ["--max-new-tokens", str(s.setting("max_completion_length", 512))]
-    argv += ["--level", str(s.setting("level", 1)), "--few-shot", str(s.setting("few_shot", 0))]
+    level = s.setting("level", DEFAULT_LEVEL)
+    argv += ["--level", str(level), "--few-shot", str(s.setting("few_shot", 0))]
     argv += ["--heldout-size", str(s.setting("heldout_size", 200))]
     for field, flag in (("data", "--data"), ("split_seed", "--split-seed")):
         if s.setting(field) is not None:
@@ -714,12 +716,11 @@ def run_base_model(
 
 def _build_models(specs: Sequence[RunSpec], echo: Callable[[str], None]) -> None:
     """Build the embedded tiny model once, here, rather than in every run."""
-    for s in specs:
-        if s.setting("model_name_or_path", "tiny") in ("tiny", None) and run_state(s) != "done":
-            from arca.models import tiny
+    from arca.models import tiny
 
-            tiny.ensure_built(log=echo)
-            return
+    names = {s.setting("model_name_or_path") or "tiny" for s in specs if run_state(s) != "done"}
+    for name in sorted(names & set(tiny.SPECS)):
+        tiny.ensure_built(tiny.SPECS[name], log=echo)
 
 
 def _validate(specs: Sequence[RunSpec]) -> None:

@@ -120,6 +120,21 @@ def _solution(problem: str) -> str:
     return worked_solution(*parse_problem(problem))[0]
 
 
+@pytest.mark.parametrize(
+    "completion, step",
+    [
+        (" 47 - 8 = 38. 38 + 15 = 53. \\boxed{53}", 1),
+        (" 47 - 8 = 39. 38 + 15 = 53. \\boxed{53}", 2),  # a copy error is in step 2
+        (" 47 - 8 = 39. 39 + 15 = 55. \\boxed{55}", 2),
+        (" 47 - 8 = 39. 39 + 15 = 54. \\boxed{55}", 3),  # the final answer
+        (" 47 - 8 = 39.", 2),  # stopped before step 2
+        (GOOD, None),
+    ],
+)
+def test_error_step_says_which_step_went_wrong(completion, step):
+    assert locate_error({"problem": P}, completion).step == step
+
+
 def test_char_classes_mark_results_operands_and_template():
     cls = char_classes(GOOD)
     assert len(cls) == len(GOOD)
@@ -216,6 +231,7 @@ def test_ground_truth_batch_positions_with_left_padding():
     assert gt["error_index"].tolist() == [-1, pad[1] + 11, T - 1]
     assert gt["correct"].tolist() == [True, False, False]
     assert gt["located"].tolist() == [False, True, True]
+    assert gt["error_step"].tolist() == [-1, 1, 1]  # both go wrong in the first step
     row0 = [texts[0][j] for j in range(len(texts[0])) if gt["result_mask"][0, pad[0] + j]]
     assert "".join(row0) == "395454"
     assert not (gt["result_mask"] & ~mask.bool()).any()

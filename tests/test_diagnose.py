@@ -348,12 +348,14 @@ def test_cli_on_a_file_escapes_html(tmp_path, adapter_dir, capsys):
 def test_cli_samples_from_a_task_with_ground_truth(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["diagnose", "--model", "tiny", "--task", "arithmetic", "--samples", "16"]
-    assert main([*argv, "--max-new-tokens", "40", "--out", str(out)]) == 0
+    assert main([*argv, "--max-new-tokens", "48", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "16 completions" in text and "; sampled from the base model" in text
     res = json.loads((out / "diagnose.json").read_text())
     gt = res["ground_truth"]
     assert gt["correct"] + gt["wrong"] == 16 and gt["wrong"] > 0 and gt["located"] > 0
+    assert sum(gt["first_error_step"].values()) == gt["located"]
+    assert "Where they first go wrong (step " in text
     (base,) = res["models"]
     surp = base["schemes"]["surprisal"]["correctness"]
     assert surp["error_rows"] == gt["located"] and 0 <= surp["prefix_blame"] <= 1

@@ -161,3 +161,18 @@ def test_tiny_build_writes_a_complete_folder_once(tmp_path):
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert build(tmp_path / "m", spec, log=lambda _: None) == out
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
+
+
+def test_the_previous_default_stays_usable_by_name(tmp_path, monkeypatch, capsys):
+    """'tiny' is the two-step default; 'tiny-l1' is the one-step model of arca
+    0.1, under the same cache key, so its builds and the runs naming it still work."""
+    from arca.cli import main
+    from arca.models import tiny
+
+    assert tiny.SPECS["tiny-l1"].key() == "2917db98d8"  # the folder name of every old cache
+    assert tiny.SPECS["tiny"].level == 3 and tiny.DEFAULT_SPEC is tiny.SPECS["tiny"]
+    monkeypatch.setenv("ARCA_CACHE", str(tmp_path))
+    assert main(["tiny-model", "info", "--name", "tiny-l1"]) == 1
+    assert "tiny-qwen3-2917db98d8" in capsys.readouterr().out  # not built here: says where it goes
+    with pytest.raises(ValueError, match="unknown embedded model 'tiny-l2'"):
+        tiny.spec_named("tiny-l2")

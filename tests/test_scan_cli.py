@@ -9,7 +9,7 @@ import pytest
 from arca.cli import main
 from arca.scan import run_scan
 
-SMALL = dict(prompts=2, group_size=2, max_new_tokens=24, scales=(1e-6, 1e-3, 1e-2))
+SMALL = dict(prompts=2, group_size=2, max_new_tokens=48, scales=(1e-6, 1e-3, 1e-2))
 
 
 @pytest.fixture(scope="module")

@@ -69,12 +69,13 @@ def add_lora(model: Any, *, rank: int = 16, alpha: int | None = None, dropout: f
 
 def resolve(name: str) -> str:
     """A model folder for ``name``: ``"tiny"`` (arca's embedded model, built on
-    first use), ``"smollm2"`` (SmolLM2-135M-Instruct from PyPI, converted on first
-    use), or ``name`` itself (a local folder or a Hub id)."""
-    if name == "tiny":
-        from arca.models import tiny
+    first use; ``"tiny-l1"`` its one-step predecessor), ``"smollm2"``
+    (SmolLM2-135M-Instruct from PyPI, converted on first use), or ``name`` itself
+    (a local folder or a Hub id)."""
+    from arca.models import tiny
 
-        return str(tiny.ensure_built())
+    if name in tiny.SPECS:
+        return str(tiny.ensure_built(tiny.SPECS[name]))
     if name == "smollm2":
         from arca.models import smollm2
 

@@ -34,9 +34,9 @@ LEVELS: dict[int, Level] = {
     3: Level(3, 1, 2, "+-*"),
     4: Level(4, 2, 3, "+-*", non_negative=False),
 }
-# The embedded tiny model learns level 1 to ~40% in ~1,000 CPU steps; level 2
-# stays under 10% at that budget (measured 2026-11-22).
-DEFAULT_LEVEL = 1
+# Two worked steps, multiplication first: the level the embedded tiny model
+# learns (arca.models.tiny.SPECS says how it was chosen).
+DEFAULT_LEVEL = 3
 
 
 def get_level(level: int) -> Level:
@@ -178,11 +178,22 @@ def char_classes(completion: str) -> str:
     return "".join(cls)
 
 
+def error_step(completion: str, offset: int | None) -> int | None:
+    """Which step of the worked solution the first error at ``offset`` falls in:
+    1-based, ``steps + 1`` for the final answer; ``None`` without an error. Up to
+    the error the completion is the solution, so the steps it completed are the
+    sentences (``... = c.``) before the offset."""
+    if offset is None:
+        return None
+    return completion[:offset].count(".") + 1
+
+
 def locate_error(row: Mapping[str, Any], completion: str) -> Located:
     """The task's :data:`arca.tasks.base.ErrorLocator`: the row's ``problem``
     (or the last problem in its ``prompt``) against the completion."""
     problem = row.get("problem") or problem_from_prompt(str(row.get("prompt", "")))
-    return Located(first_error(str(problem), completion), char_classes(completion))
+    offset = first_error(str(problem), completion)
+    return Located(offset, char_classes(completion), error_step(completion, offset))
 
 
 def problems(

@@ -36,10 +36,14 @@ class Located:
     per character of the completion: ``r`` a character of a result (a step's
     value, the final answer), ``o`` an operand or operator copied from the
     problem, ``t`` template (whitespace, punctuation, ``\\boxed{``, words).
+    ``step``: optional, which step of the worked solution holds the first
+    error (1-based; one past the last step means the final answer), for
+    reporting where completions go wrong.
     """
 
     first_error: int | None
     char_classes: str | None = None
+    step: int | None = None
 
     def __post_init__(self) -> None:
         if self.first_error is not None and self.first_error < 0:

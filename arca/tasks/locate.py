@@ -69,6 +69,7 @@ class TokenTruth:
     error_token: int | None
     correct: bool
     classes: str | None
+    step: int | None = None
 
 
 def locate_tokens(
@@ -97,7 +98,7 @@ def locate_tokens(
             seg = cc[a:b]
             out.append("r" if "r" in seg else "o" if "o" in seg else "t")
         classes = "".join(out)
-    return TokenTruth(err, off is None, classes)
+    return TokenTruth(err, off is None, classes, located.step if err is not None else None)
 
 
 def ground_truth(
@@ -111,14 +112,17 @@ def ground_truth(
     are where ``mask`` is 1; padding on either side), one dataset row per
     completion. Returns ``error_index`` ``(B,)`` long (-1: none located),
     ``correct`` ``(B,)`` bool, ``located`` ``(B,)`` bool (a wrong completion
-    whose error was placed on a token), ``result_mask`` and ``template_mask``
-    ``(B, T)`` bool, on the device of ``completion_ids``."""
+    whose error was placed on a token), ``error_step`` ``(B,)`` long (the
+    locator's step of the first error, -1 where there is none or the locator
+    gives no steps), ``result_mask`` and ``template_mask`` ``(B, T)`` bool, on
+    the device of ``completion_ids``."""
     if len(rows) != completion_ids.size(0):
         raise ValueError(f"{len(rows)} rows for {completion_ids.size(0)} completions")
     B, T = completion_ids.shape
     bmask = mask.bool().cpu()
     ids_cpu = completion_ids.cpu()
     error = torch.full((B,), -1, dtype=torch.long)
+    step = torch.full((B,), -1, dtype=torch.long)
     correct = torch.zeros(B, dtype=torch.bool)
     result = torch.zeros(B, T, dtype=torch.bool)
     template = torch.zeros(B, T, dtype=torch.bool)
@@ -131,6 +135,7 @@ def ground_truth(
         correct[i] = truth.correct
         if truth.error_token is not None:
             error[i] = pos[truth.error_token]
+            step[i] = truth.step if truth.step is not None else -1
         if truth.classes is not None:
             cls = torch.tensor([ord(c) for c in truth.classes])
             result[i, pos] = cls == ord("r")
@@ -140,6 +145,7 @@ def ground_truth(
         "error_index": error.to(dev),
         "correct": correct.to(dev),
         "located": (error >= 0).to(dev),
+        "error_step": step.to(dev),
         "result_mask": result.to(dev),
         "template_mask": template.to(dev),
     }

@@ -3,7 +3,7 @@
 ``arca sweep --preset tiny`` on arca's embedded tiny Qwen3 model, fully
 offline: the base-model control (``arca diagnose`` of the initial model), the
 paper's seven runs (uniform, surprisal, entropy reduction and divergence at LoRA
-rank 64; ARCA at ranks 4, 16 and 64) on the synthetic arithmetic task, each
+rank 64; ARCA at ranks 4, 16 and 64) on two-step synthetic arithmetic, each
 evaluated on 200 held-out problems, then the report (``runs/demo/report/``) and
 a summary table in the terminal: concentration and, from the task's ground
 truth, whether each scheme's credit lands on the first wrong token. Every option of
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="main job: the paper's 7-run sweep on the embedded tiny model, offline "
-        "(about 3 min on 2 CPU cores, plus about 1.5 min to build the model once)",
+        "(about 3.5 min on 2 CPU cores, plus about 2 min to build the model once)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -35,8 +35,8 @@ def _main(args: argparse.Namespace) -> int:
     opts = options(args)
     print(
         "arca demo: the paper's sweep (Table 1) in miniature, on arca's embedded tiny Qwen3 "
-        "and synthetic arithmetic; trains 7 LoRA runs, evaluates each on 200 held-out problems, "
-        "diagnoses the base model, writes a report. About 3 minutes on 2 CPU cores (measured "
-        "2026-11-23), plus about 1.5 to build the tiny model the first time."
+        "and two-step synthetic arithmetic; trains 7 LoRA runs, evaluates each on 200 held-out "
+        "problems, diagnoses the base model, writes a report. About 3.5 minutes on 2 CPU cores "
+        "(measured 2026-11-23), plus about 2 to build the tiny model the first time."
     )
     return finish(sweep(**opts, title="arca demo: the paper's sweep on the tiny model"))

@@ -72,6 +72,9 @@ def test_first_error_when_stopping_early_or_running_on():
     # ... a second answer is not: the grader reads the last box.
     second = GOOD + "\n\nProblem: What is 1 + 1?\nSolution: 1 + 1 = 2. \\boxed{2}"
     assert first_error(P, second) == len(GOOD) + 2 and math_reward(second, "54") == 0.0
+    # ... but a copied instruction's empty box is not an answer, for either.
+    copied = GOOD + "\n\nSolve the problem step by step. Put the final answer in \\boxed{}."
+    assert first_error(P, copied) is None and math_reward(copied, "54") == 1.0
 
 
 def test_first_error_with_multiplication_first_and_negative_values():

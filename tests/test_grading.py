@@ -97,6 +97,9 @@ def test_batch_grading_matches_single_and_keeps_order():
         (r"\boxed{12", None),
         ("no answer here", None),
         (r"\boxedtext{3}", None),
+        # An instruction copied after the answer is not an answer.
+        (r"\boxed{51}. Put the final answer in \boxed{}.", "51"),
+        (r"\boxed{ }", None),
     ],
 )
 def test_extract_boxed(text, expected):

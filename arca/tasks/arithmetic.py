@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arca.tasks.base import Located, Task, make_prompt, rows_to_dataset
+from arca.tasks.boxed import extract_boxed
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ def first_error(problem: str, completion: str) -> int | None:
         while j < m and solution[j].isspace():
             j += 1
         if j == m:
-            # Trailing chatter is harmless; a second answer replaces the first.
-            return i if _BOX_OR_FBOX.search(completion, i) else None
+            # Trailing chatter is harmless; a second answer replaces the first
+            # (the grader reads the last non-empty box: extract_boxed).
+            return i if extract_boxed(completion[i:]) is not None else None
         if i == n:
             return n
         if completion[i] != solution[j]:
@@ -156,8 +158,6 @@ def first_error(problem: str, completion: str) -> int | None:
         i += 1
         j += 1
 
-
-_BOX_OR_FBOX = re.compile(r"\\(?:boxed|fbox)")
 
 # A step's value ("= 39", "= -47") and the final answer's content.
 _STEP_VALUE = re.compile(r"=\s*(-?\d+)")

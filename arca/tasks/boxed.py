@@ -14,13 +14,15 @@ def extract_boxed(text: str) -> str | None:
     Nested braces are matched (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``), and
     the brace-less form ``\\boxed 5`` gives the following token (``5``).
     Returns ``None`` when there is no complete box; an unclosed one
-    (``\\boxed{12`` from a truncated completion) does not count.
+    (``\\boxed{12`` from a truncated completion) does not count, nor does an
+    empty one: a model that copies the instruction "put the final answer in
+    \\boxed{}" after its answer has not answered ``""``.
     """
     if not isinstance(text, str):
         raise TypeError(f"extract_boxed expects a str, got {type(text).__name__}")
     for m in reversed(list(_BOX.finditer(text))):
         content = _box_content(text, m.end())
-        if content is not None:
+        if content is not None and content.strip():
             return content.strip()
     return None
 

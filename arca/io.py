@@ -72,8 +72,13 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``src`` to ``dst``, replacing what is there."""
+    if os.path.lexists(dst):
+        shutil.rmtree(dst)
+    os.replace(src, dst)

@@ -73,19 +73,49 @@ def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-@torch.no_grad()
-def _lora_delta(m: nn.Module, x: Tensor) -> Tensor | None:
-    """``sum_a s_a B_a A_a x`` over the layer's active adapters, float32, no
-    dropout; ``None`` when the adapter is disabled or merged (it adds nothing)."""
-    if getattr(m, "disable_adapters", False) or getattr(m, "merged", False):
-        return None
-    total = None
-    for a in m.active_adapters:
-        if a in m.lora_A:
-            d = (x.float() @ m.lora_A[a].weight.float().T) @ m.lora_B[a].weight.float().T
-            d = d * float(m.scaling[a])
-            total = d if total is None else total + d
-    return total
+@contextmanager
+def _lora_outputs(
+    layers: list[tuple[str, nn.Module]], n_completion: int, on_layer: Callable[[str, Tensor], None]
+) -> Iterator[None]:
+    """Call ``on_layer(name, delta)`` after each forward of each LoRA layer in
+    ``layers``, with ``delta = sum_a s_a B_a A_a drop(x)`` over its active
+    adapters: float32, detached, at the positions that emit the last
+    ``n_completion`` tokens.
+
+    ``delta`` is read from the ``lora_B`` modules' own outputs, never from a
+    weight: under DeepSpeed ZeRO-3 and FSDP a hook runs after the parameters
+    have been released again. So it carries the forward's LoRA-dropout draw
+    when the model is in training mode (none in ``eval()``). Layers whose
+    adapter is disabled (``disable_adapter()``) or merged do not call
+    ``lora_B`` and report nothing.
+    """
+    pending: dict[str, Tensor] = {}
+
+    def on_b(key: str, scale: float) -> Callable[..., None]:
+        def hook(_m: nn.Module, _a: Any, out: Tensor) -> None:
+            d = out[:, -(n_completion + 1) : -1].detach().float() * scale
+            pending[key] = pending[key] + d if key in pending else d
+
+        return hook
+
+    def on_layer_done(key: str) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            if key in pending:
+                on_layer(key, pending.pop(key))
+
+        return hook
+
+    handles = []
+    for name, m in layers:
+        for a, b in m.lora_B.items():
+            handles.append(b.register_forward_hook(on_b(name, float(m.scaling[a]))))
+        # A module's forward hook runs after its children's: the adapters are all in.
+        handles.append(m.register_forward_hook(on_layer_done(name)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextmanager
@@ -99,33 +129,20 @@ def capture_adapter_deltas(
     emit the last ``n_completion`` tokens: ``{layer name: [(b, C, out) per call]}``,
     float32, detached.
 
-    It is recomputed from the layer's input in a forward hook, so LoRA dropout
-    never enters it and it costs two rank-``r`` matmuls on ``C`` positions per
-    layer, no extra forward. Layers with the adapter disabled (inside
-    ``disable_adapter()``) or merged record nothing; ``select`` filters layers
-    by name; ``reduce`` (e.g. a norm over the last dim) is applied in the hook,
-    so only its result is kept.
+    Read from the layers' outputs in the forward (no extra pass, no weight
+    read; see :func:`_lora_outputs`), so run the model in ``eval()`` for a
+    dropout-free value. Layers with the adapter disabled or merged record
+    nothing; ``select`` filters layers by name; ``reduce`` (e.g. a norm over
+    the last dim) is applied in the hook, so only its result is kept.
     """
     captured: dict[str, list[Tensor]] = {}
 
-    def make_hook(key: str) -> Callable[..., None]:
-        def hook(m: nn.Module, args: Any, _out: Any) -> None:
-            d = _lora_delta(m, args[0][:, -(n_completion + 1) : -1])
-            if d is not None:
-                captured.setdefault(key, []).append(d if reduce is None else reduce(d))
+    def keep(name: str, d: Tensor) -> None:
+        captured.setdefault(name, []).append(d if reduce is None else reduce(d))
 
-        return hook
-
-    handles = [
-        m.register_forward_hook(make_hook(name))
-        for name, m in lora_layers(model)
-        if select is None or select(name)
-    ]
-    try:
+    layers = [(n, m) for n, m in lora_layers(model) if select is None or select(n)]
+    with _lora_outputs(layers, n_completion, keep):
         yield captured
-    finally:
-        for h in handles:
-            h.remove()
 
 
 #: Module names of the layers whose output is added to the residual stream
@@ -195,18 +212,14 @@ def capture_adapter_shift(model: nn.Module, n_completion: int) -> Iterator[list[
     norm's Jacobian at the adapted residual stream ``x``.
 
     This is ``arca_local``'s input: Prop. 3's ``sum_l B_l A_l x_l`` without
-    its ``e_t``, read inside a forward that runs anyway. Forwards with the
-    adapter disabled add nothing.
+    its ``e_t``, read inside a forward that runs anyway from the LoRA layers'
+    outputs (:func:`_lora_outputs`: in training mode with that forward's
+    LoRA-dropout draw). Forwards with the adapter disabled add nothing.
     """
     layers = residual_writers(model)
     norm = final_norm(model)
     shifts: list[Tensor] = []
     pending: list[Tensor] = []  # this forward's residual writes so far
-
-    def on_writer(m: nn.Module, args: Any, _out: Any) -> None:
-        d = _lora_delta(m, args[0][:, -(n_completion + 1) : -1])
-        if d is not None:
-            pending.append(d)
 
     def on_norm(_m: nn.Module, args: Any, _out: Any) -> None:
         # The final norm runs after every block, so all of this forward's writes are in.
@@ -216,13 +229,14 @@ def capture_adapter_shift(model: nn.Module, n_completion: int) -> Iterator[list[
                 shifts.append(norm_jacobian_vp(norm, x, torch.stack(pending).sum(0)))
             pending.clear()
 
-    handles = [m.register_forward_hook(on_writer) for _, m in layers]
-    handles.append(norm.register_forward_hook(on_norm))
+    # prepend: run before hooks registered earlier, such as DeepSpeed ZeRO-3's,
+    # which release the norm's weight after its forward.
+    handle = norm.register_forward_hook(on_norm, prepend=True)
     try:
-        yield shifts
+        with _lora_outputs(layers, n_completion, lambda _n, d: pending.append(d)):
+            yield shifts
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,11 +132,12 @@ def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:
 
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     import yaml
+    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from arca.io import atomic_dir, atomic_write_text
+    from arca.io import atomic_write_text
     from arca.tasks.loaders import load_task
     from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
 
@@ -145,6 +147,16 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         raise FileExistsError(
             f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
         )
+    main = PartialState().is_main_process
+    final = "adapter" if model_args.use_peft else "model"
+    if run.resume and last and _finished(Path(last), cfg.max_steps):
+        # Training again would take one more step (transformers checks max_steps
+        # only after a step) and write another checkpoint.
+        if main:
+            if final_weights(out) is None:
+                _final_from_checkpoint(Path(last), out / final)
+            print(f"run already finished at {Path(last).name}: nothing to train ({out}/{final}/)")
+        return out
     task = load_task(
         run.task,
         run.data,
@@ -181,10 +193,12 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
             )
         if len(train) == 0:
             raise ValueError(f"max_prompt_length: every prompt is longer than {limit} tokens")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out / "config.yaml", yaml.safe_dump(resolved_config(run, cfg, model_args), sort_keys=False)
-    )
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            out / "config.yaml",
+            yaml.safe_dump(resolved_config(run, cfg, model_args), sort_keys=False),
+        )
     if model_args.use_peft and model_args.lora_target_modules is None:
         from arca.models import LORA_TARGETS
 
@@ -204,11 +218,52 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
             out / "samples.jsonl", run.sample_every, run.sample_count
         )
     trainer.train(resume_from_checkpoint=last if run.resume and last else None)
-    final = "adapter" if model_args.use_peft else "model"
-    with atomic_dir(out / final) as tmp:
-        trainer.save_model(str(tmp))
-    print(f"run finished: {out} (metrics.jsonl, {final}/)")
+    trainer.save_final(out / final)
+    if main:
+        print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
+
+
+#: Files of a checkpoint that hold training state rather than the model.
+_TRAINING_STATE = (
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng_state",
+    "trainer_state",
+    "training_args",
+)
+
+
+def _finished(checkpoint: Path, max_steps: int) -> bool:
+    """Has the run reached its last step at ``checkpoint``? ``max_steps`` is the
+    resumed config's (a larger one continues the run); ``<= 0``: the checkpoint's own."""
+    state_file = checkpoint / "trainer_state.json"
+    if not state_file.is_file():
+        return False
+    state = json.loads(state_file.read_text())
+    target = max_steps if max_steps > 0 else int(state.get("max_steps", 0))
+    return target > 0 and int(state.get("global_step", 0)) >= target
+
+
+def _final_from_checkpoint(checkpoint: Path, dest: Path) -> None:
+    """The final weights of a run killed after its last checkpoint but before
+    the final save: the checkpoint's model files (what ``save_model`` wrote there)."""
+    import shutil
+
+    from arca.io import atomic_dir
+
+    with atomic_dir(dest) as tmp:
+        tmp.mkdir()
+        for f in checkpoint.iterdir():
+            if f.is_file() and not f.name.startswith(_TRAINING_STATE):
+                shutil.copy2(f, tmp / f.name)
+    if final_weights(dest.parent) is None:
+        shutil.rmtree(dest)
+        raise FileNotFoundError(
+            f"{checkpoint}: no consolidated weights to make {dest.name}/ from (a sharded "
+            "DeepSpeed/FSDP checkpoint?); convert it, or resume with a larger max_steps"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

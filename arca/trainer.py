@@ -17,9 +17,12 @@ whose forward it hooks, and sets the per-token advantages there before TRL
 reads them. This holds when each generated batch is trained on once, under the
 policy that generated it (TRL's own condition for skipping
 ``old_per_token_logps``); like TRL's ``per_token_logps.detach()`` they then
-include the LoRA-dropout draw of that forward. Otherwise (``num_iterations >
-1``, misaligned ``steps_per_generation``, or ``credit_from_training_forward=
-False``) one no-grad, dropout-free pass at generation time scores the batch.
+include the LoRA-dropout draw of that forward. Otherwise TRL runs a no-grad
+old-log-prob pass of the policy at generation time (vLLM's importance-sampling
+correction, ``num_iterations > 1``, misaligned ``steps_per_generation``), and
+arca reads the same inputs from that pass (with its dropout, as TRL's old
+log-probs). Only ``credit_from_training_forward=False`` adds a pass: one
+no-grad, dropout-free pass at generation time.
 Adapter-off inputs (reference log-probs, base hidden states) come from TRL's
 own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass.
 
@@ -37,8 +40,9 @@ arca_local     LoRA layers' outputs (hooks)    0           0
 high_entropy   entropies                       0           0
 =============  ==============================  ==========  =================
 
-(Add one adapted no-grad pass to the non-uniform rows when the training
-forward cannot be used.) ``shadow_diagnostics=True`` gathers every scheme's
+The same with vLLM generation (against stock TRL with vLLM). Add one adapted
+no-grad pass to the non-uniform rows with ``credit_from_training_forward=
+False``. ``shadow_diagnostics=True`` gathers every scheme's
 inputs, so every scheme's Gini and effective-token ratio are logged on the
 same batch.
 
@@ -77,6 +81,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import shutil
@@ -87,14 +92,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from torch import Tensor, nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOConfig, GRPOTrainer
 
 from arca.credit import (
     BUILTIN_SCHEMES,
     available_schemes,
-    concentration_summary,
+    concentration_rows,
     credit_correctness,
     get_scheme,
     hidden_residual_norm,
@@ -103,9 +110,8 @@ from arca.credit import (
     token_weights,
 )
 from arca.credit.advantages import ESTIMATORS
-from arca.io import atomic_write_text
+from arca.io import atomic_write_text, replace_dir
 from arca.scoring import (
-    backbone,
     capture_adapter_shift,
     capture_final_hidden,
     eval_mode,
@@ -116,6 +122,7 @@ from arca.tasks.base import ErrorLocator
 from arca.tasks.locate import ground_truth
 
 BUILTIN = BUILTIN_SCHEMES
+logger = logging.getLogger(__name__)
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted", "h_shift"}
 _BASE_INPUTS = {"ref_logps", "h_base"}
 
@@ -276,15 +283,66 @@ class CreditGRPOTrainer(GRPOTrainer):
             if self.ref_model is not None:
                 self._frozen_ref = self.ref_model
             else:
-                ref = copy.deepcopy(unwrapped).eval()
-                ref.requires_grad_(False)
-                self._frozen_ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
+                self._frozen_ref = self._make_reference(unwrapped)
         # The dropout of the training forward, which the in-forward path reads.
         self._dropout_p = max(
             (float(m.p) for m in unwrapped.modules() if isinstance(m, nn.Dropout)), default=0.0
         )
         # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
+        self._warn_vllm_merge_rounding(unwrapped)
+        # While TRL generates and scores: where its old-log-prob pass leaves arca's inputs.
+        self._old_pass: dict[str, Tensor] | None = None
+
+    def _warn_vllm_merge_rounding(self, policy: Any) -> None:
+        """TRL's vLLM weight sync merges the adapter into the base weights and
+        unmerges it, every step; in 16-bit the base weights do not come back
+        exactly. Say so once when the adapter-off side is read."""
+        if not (self.args.use_vllm and self._peft and self._needs_base):
+            return
+        dtypes = {p.dtype for n, p in policy.named_parameters() if "base_layer" in n}
+        if dtypes & {torch.bfloat16, torch.float16}:
+            logger.warning(
+                "use_vllm with a 16-bit base model: TRL's weight sync merges and unmerges the "
+                "adapter every step, and rounding moves the base weights (tiny model, bf16: the "
+                "adapter-off hidden state by ~8% of the mean ARCA residual, the residual itself "
+                "by ~3%, less than bf16's own error; benchmarks/vllm_sync_drift.py). Load the "
+                "base model in float32 (dtype: float32, with bf16: true) to avoid it."
+            )
+
+    def _make_reference(self, policy: Any) -> Any:
+        """A frozen copy of the initial policy, prepared as TRL prepares its
+        ``ref_model`` (DeepSpeed, FSDP or plain). Under ZeRO-3 the policy's
+        parameters are partitioned, so the copy is loaded from its path as
+        TRL loads its reference; otherwise it is a deep copy (also of a model
+        built in memory)."""
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+        from trl.models.utils import prepare_deepspeed, prepare_fsdp
+        from trl.trainer.utils import add_fused_lm_head
+
+        if is_deepspeed_zero3_enabled():
+            from transformers import AutoModelForCausalLM
+
+            ref = AutoModelForCausalLM.from_pretrained(
+                policy.config._name_or_path, dtype=policy.dtype
+            )
+        else:
+            ref = copy.deepcopy(policy)
+            # TRL's patched forward came along, and its plain (non-fused) branch
+            # would call the policy's original forward: patch the copy afresh.
+            ref.__dict__.pop("forward", None)
+        add_fused_lm_head(
+            ref,
+            temperature=self.temperature,
+            cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
+            outputs=("log_probs", "entropy"),  # arca's scoring pass reads both
+        )
+        ref.eval().requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(ref, self.accelerator)
+        if self.is_fsdp_enabled:
+            return prepare_fsdp(ref, self.accelerator)
+        return self.accelerator.prepare_model(ref, evaluation_mode=True)
 
     # ------------------------------------------------------------ scoring
 
@@ -340,10 +398,16 @@ class CreditGRPOTrainer(GRPOTrainer):
                     model, ids, attn, C, batch_size=bs, compute_entropy=True
                 )
             else:
-                body = backbone(unwrapped)
+                # Through the (possibly FSDP/DeepSpeed-wrapped) model, not its
+                # body alone, so sharded parameters are gathered; the LM head
+                # projects one position only.
                 for i in range(0, ids.size(0), bs):
-                    with self.accelerator.autocast():
-                        body(input_ids=ids[i : i + bs], attention_mask=attn[i : i + bs])
+                    model(
+                        input_ids=ids[i : i + bs],
+                        attention_mask=attn[i : i + bs],
+                        logits_to_keep=1,
+                        use_cache=False,
+                    )
         res = {"hidden": torch.cat(cap["h_adapted"], dim=0)}
         if logits:
             res |= {"logps": logps, "entropies": ent}
@@ -369,12 +433,19 @@ class CreditGRPOTrainer(GRPOTrainer):
         return {"h_base": off["hidden"]} | ({"ref_logps": off["logps"]} if need_logps else {})
 
     def _credit_inputs(
-        self, out: dict[str, Any], reference: list[Tensor] | None = None
+        self,
+        out: dict[str, Any],
+        reference: list[Tensor] | None = None,
+        policy: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """Every input the schemes need for the batch in ``out``, from no-grad
-        passes (the path used when the training forward cannot be)."""
+        """Every input the schemes need for the batch in ``out`` (the path used
+        when the training forward cannot be): the policy's from ``policy`` (read
+        in TRL's old-log-prob pass) or one no-grad pass, the base side's from
+        TRL's reference pass or one no-grad pass."""
         inputs: dict[str, Tensor] = {}
-        if self._needs_policy:
+        if policy:
+            inputs.update(policy)
+        elif self._needs_policy:
             on = self._scoring_pass(out, adapter=True)
             inputs.update(logps=on["logps"], entropies=on["entropies"], h_adapted=on["hidden"])
             if "h_shift" in on:
@@ -392,6 +463,18 @@ class CreditGRPOTrainer(GRPOTrainer):
             and out.get("old_per_token_logps") is None
         )
 
+    def _adapter_off(self) -> bool:
+        """Is the policy's adapter disabled (inside ``disable_adapter()``)?"""
+        probe = self._tuner_probe()
+        return probe is not None and bool(probe.disable_adapters)
+
+    def _tuner_probe(self) -> Any:
+        """One of the policy's peft tuner layers (they share the adapter state), or None."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        model = self.accelerator.unwrap_model(self.model)
+        return next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
+
     @contextmanager
     def _capture_reference(self) -> Iterator[list[Tensor]]:
         """Keep the backbone's output of TRL's KL-reference forward: the
@@ -400,13 +483,11 @@ class CreditGRPOTrainer(GRPOTrainer):
             with capture_final_hidden(self.accelerator.unwrap_model(self._frozen_ref), None) as c:
                 yield c
             return
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        model = self.accelerator.unwrap_model(self.model)
-        probe = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
+        probe = self._tuner_probe()
         if probe is None:
             yield []
             return
+        model = self.accelerator.unwrap_model(self.model)
         with capture_final_hidden(model, None, keep=lambda: probe.disable_adapters) as chunks:
             yield chunks
 
@@ -414,8 +495,17 @@ class CreditGRPOTrainer(GRPOTrainer):
         # With beta > 0 TRL runs a reference pass for its KL term: capture the
         # base hidden states there instead of running another pass.
         reuse = self.beta != 0.0 and self._needs_base
-        with self._capture_reference() if reuse else nullcontext([]) as reference:
-            out = super()._generate_and_score_completions(inputs)
+        # TRL runs an old-log-prob pass of the policy when the batch will be
+        # trained on later or more than once, or to correct vLLM's sampling:
+        # arca's policy inputs are read there too (see the override below).
+        if self._needs_policy and self.args.credit_from_training_forward:
+            self._old_pass = {}
+        try:
+            with self._capture_reference() if reuse else nullcontext([]) as reference:
+                out = super()._generate_and_score_completions(inputs)
+            policy, self._old_pass = self._old_pass, None
+        finally:
+            self._old_pass = None
         if self.error_locator is not None:
             # Tensors, so TRL's shuffle and split keep them with their rows.
             gt = ground_truth(
@@ -426,6 +516,10 @@ class CreditGRPOTrainer(GRPOTrainer):
                 self.processing_class,
             )
             out |= {f"arca_{k}": v for k, v in gt.items()}
+        if policy and out.get("old_per_token_logps") is not None:
+            # Read in TRL's old-log-prob pass: the model's mode, so its dropout.
+            p = self._dropout_p if self.model.training else 0.0
+            return self._apply_credit(out, self._credit_inputs(out, reference, policy), dropout=p)
         if not self._defer(out):
             return self._apply_credit(out, self._credit_inputs(out, reference), dropout=0.0)
         # Deferred: TRL splits and shuffles `out` into micro-batches, these keys included.
@@ -450,6 +544,23 @@ class CreditGRPOTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(
         self, model: Any, input_ids: Tensor, attention_mask: Tensor, logits_to_keep: int, **kw: Any
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        sink = self._old_pass
+        if sink is not None and not sink and model is self.model and not self._adapter_off():
+            # The policy's only pass while TRL generates and scores, adapter on:
+            # its old-log-prob pass. Read every policy input the schemes need from it.
+            self._old_pass = None
+            if "entropies" in self._needs:
+                kw["compute_entropy"] = True
+            with self._policy_hooks(logits_to_keep) as captured:
+                logps, ent, aux = super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, **kw
+                )
+            sink["logps"] = logps.detach()
+            if ent is not None:
+                sink["entropies"] = ent.detach()
+            sink |= {k: torch.cat(v, dim=0) for k, v in captured.items() if v}
+            self._old_pass = sink
+            return logps, ent, aux
         logps, ent, aux = super()._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, **kw
         )
@@ -491,13 +602,20 @@ class CreditGRPOTrainer(GRPOTrainer):
         shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
         step = self.state.global_step
-        if (
-            mode == "train"
-            and writer is not None
-            and writer.due(step)
-            and self.accelerator.is_main_process
-        ):
-            writer.write(step, self.processing_class, out, {self.scheme.name: w, **shadow}, adv)
+        if mode == "train" and writer is not None and writer.due(step):
+            # Every process takes part (a collective); the main one writes.
+            rows = writer.rows(
+                step,
+                self.processing_class,
+                out,
+                {self.scheme.name: w, **shadow},
+                adv,
+                rank=self.accelerator.process_index,
+            )
+            if self.accelerator.num_processes > 1:
+                rows = gather_object(rows)
+            if self.accelerator.is_main_process:
+                writer.append(rows)
         return out
 
     def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
@@ -522,56 +640,85 @@ class CreditGRPOTrainer(GRPOTrainer):
         out: dict[str, Any],
         adv: Tensor,
     ) -> dict[str, Tensor]:
-        """Log concentration (and, with ground truth, correctness) metrics;
-        returns the shadow schemes' weights."""
-        m = self._metrics[mode]
-        shadow: dict[str, Tensor] = {}
-        self._log_weights(m, "credit", w, mask, out, adv)
+        """Log concentration (and, with ground truth, correctness) metrics of the
+        whole global batch, gathered from every process as TRL gathers its own;
+        returns the shadow schemes' weights.
+
+        Row metrics (Gini, EffN, correctness) are appended once per row they
+        apply to, so TRL's mean over the logging window is the mean over those
+        rows, whatever the processes and micro-batches. Token metrics (drift,
+        residuals) are one value per micro-batch: the global batch's token mean.
+        """
+        rows: dict[str, Tensor] = {}  # (B,) per row; NaN where a metric does not apply
+        sums: dict[str, Tensor] = {}  # (B,) per-row sums over tokens
+        real = mask.bool()
+        sums["tokens"] = real.sum(dim=1)
+        self._row_metrics(rows, "credit", w, mask, out, adv)
         if "ref_logps" in credit and "logps" in credit:
             # TRL's k3 estimator of KL(pi || pi_ref), per sampled token.
-            r = (credit["ref_logps"] - credit["logps"]).float()[mask.bool()]
-            if r.numel():
-                m["credit/drift_kl"].append(float((r.exp() - r - 1).mean()))
+            r = (credit["ref_logps"] - credit["logps"]).float()
+            sums["credit/drift_kl"] = ((r.exp() - r - 1) * real).sum(dim=1)
         if "h_adapted" in credit and "h_base" in credit:
-            real = mask.bool()
-            r = hidden_residual_norm(credit["h_adapted"], credit["h_base"])[real]
-            if r.numel():
-                m["credit/residual_mean"].append(float(r.mean()))
-                m["credit/residual_max"].append(float(r.max()))
-                # Under mixed precision the states are float32 but carry bf16/fp16 noise.
-                amp = (
-                    torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
-                )
-                floor = residual_noise_floor(
-                    credit["h_base"], self.args.residual_noise_factor, compute_dtype=amp
-                )[real]
-                m["credit/residual_below_noise"].append(float((r < floor).float().mean()))
+            res = hidden_residual_norm(credit["h_adapted"], credit["h_base"])
+            # Under mixed precision the states are float32 but carry bf16/fp16 noise.
+            amp = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+            floor = residual_noise_floor(
+                credit["h_base"], self.args.residual_noise_factor, compute_dtype=amp
+            )
+            sums["credit/residual_mean"] = (res * real).sum(dim=1)
+            sums["credit/residual_below_noise"] = ((res < floor) & real).sum(dim=1)
+            rows["max/credit/residual_max"] = res.masked_fill(~real, -math.inf).amax(dim=1)
+        shadow: dict[str, Tensor] = {}
         if self.args.shadow_diagnostics:
             for name in BUILTIN:
                 if all(k in credit for k in get_scheme(name).requires):
                     # The trained scheme's weights exist already; the others are new.
                     ws = w if name == self.scheme.name else self._weights(name, mask, credit)
-                    self._log_weights(m, f"credit/{name}", ws, mask, out, adv)
+                    self._row_metrics(rows, f"credit/{name}", ws, mask, out, adv)
                     shadow[name] = ws
+        every = self._gather_rows(rows | {f"sum/{k}": v for k, v in sums.items()})
+        m = self._metrics[mode]
+        tokens = float(every.pop("sum/tokens").sum())
+        for key, v in every.items():
+            if key.startswith("sum/"):
+                m[key[4:]].append(float(v.sum()) / tokens if tokens else math.nan)
+            elif key.startswith("max/"):
+                top = float(v.max()) if v.numel() else -math.inf
+                m[key[4:]].append(top if top > -math.inf else math.nan)
+            else:
+                vals = v[~torch.isnan(v)].tolist()
+                # No row applies in this micro-batch: NaN, which TRL's log skips.
+                m[key].extend(vals if vals else [math.nan])
         return shadow
 
+    def _gather_rows(self, cols: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``cols`` (``(B,)`` each) concatenated over every process's rows.
+        A collective: every process calls it with the same keys."""
+        keys = list(cols)
+        first = next(iter(cols.values()))
+        t = torch.stack([cols[k].to(first.device, torch.float32) for k in keys], dim=1)
+        t = torch.cat([t, torch.ones_like(t[:, :1])], dim=1)  # last column: a real row
+        if self.accelerator.num_processes > 1:
+            # Processes may hold different numbers of rows; padding rows have a 0 there.
+            t = self.accelerator.pad_across_processes(t, dim=0, pad_index=0)
+            t = self.accelerator.gather(t)
+            t = t[t[:, -1] > 0]
+        return {k: t[:, i] for i, k in enumerate(keys)}
+
     @staticmethod
-    def _log_weights(
-        m: dict[str, list[float]],
+    def _row_metrics(
+        rows: dict[str, Tensor],
         prefix: str,
         w: Tensor,
         mask: Tensor,
         out: dict[str, Any],
         adv: Tensor,
     ) -> None:
-        """Concentration of ``w`` and, where the batch carries ground truth, the
-        correctness metrics, under ``prefix``. Correctness values are appended
-        one per row they apply to, so TRL's mean over the logging window is the
-        mean over those rows, whatever the micro-batches."""
-        s = concentration_summary(w, mask)
-        for k in ("gini", "effective_ratio", "effective_n", "length"):
+        """Per-row concentration of ``w`` and, where the batch carries ground
+        truth, the correctness metrics, into ``rows`` under ``prefix``."""
+        for k, v in concentration_rows(w, mask).items():
             if prefix == "credit" or k != "length":  # T is the same for every scheme
-                m[f"{prefix}/{k}"].append(s[k])
+                rows[f"{prefix}/{k}"] = v
         if "arca_error_index" not in out:
             return
         per = credit_correctness(
@@ -584,39 +731,66 @@ class CreditGRPOTrainer(GRPOTrainer):
             template_mask=out["arca_template_mask"],
         )
         for name, v in per.items():
-            vals = v[~torch.isnan(v)].tolist()
-            # No row applies in this micro-batch: NaN, which TRL's log skips.
-            m[f"{prefix}/{name}"].extend(vals if vals else [math.nan])
+            rows[f"{prefix}/{name}"] = v
         if prefix == "credit":
-            blamed = ~torch.isnan(per["prefix_blame"])
-            m["credit/blamed_fraction"].extend(blamed.float().tolist())
-            m["credit/correct_fraction"].extend(out["arca_correct"].float().tolist())
+            rows["credit/blamed_fraction"] = (~torch.isnan(per["prefix_blame"])).float()
+            rows["credit/correct_fraction"] = out["arca_correct"].float()
 
     # ------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """Write each checkpoint in a staging folder and rename it into place, so
         a run killed mid-save never leaves a half-written ``checkpoint-N`` that
-        resume would pick up."""
+        resume would pick up. Every rank writes into the staging folder (its
+        RNG state; its optimizer shard under DeepSpeed/FSDP), so the main
+        process clears it before and renames it after, between barriers."""
         run_dir = self._get_output_dir(trial=trial)
         stage = os.path.join(run_dir, ".checkpoint-staging")
-        shutil.rmtree(stage, ignore_errors=True)
+        main = self.args.should_save
+        if main:
+            shutil.rmtree(stage, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         real = self._get_output_dir
         self._get_output_dir = lambda trial=None: stage  # type: ignore[method-assign]
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._get_output_dir = real  # type: ignore[method-assign]
-        if self.args.should_save:
+        self.accelerator.wait_for_everyone()
+        if main:
             for name in os.listdir(stage):
-                dst = os.path.join(run_dir, name)
-                shutil.rmtree(dst, ignore_errors=True)
-                os.replace(os.path.join(stage, name), dst)
+                replace_dir(os.path.join(stage, name), os.path.join(run_dir, name))
             shutil.rmtree(stage, ignore_errors=True)
             if self.state.best_model_checkpoint and stage in self.state.best_model_checkpoint:
                 self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
                     stage, run_dir
                 )
+            # transformers rotated the staging folder; save_total_limit applies to the run's.
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def save_final(self, dest: str | os.PathLike[str]) -> Path:
+        """Save the trained weights (``save_model``: adapter, or model and
+        tokenizer) to ``dest`` so that it appears whole: every rank takes part
+        (ZeRO-3/FSDP gather the weights), the main process writes a staging
+        folder and renames it, between barriers."""
+        dest = Path(dest)
+        stage = dest.with_name(f".{dest.name}.staging")
+        main = self.args.should_save
+        if main:
+            shutil.rmtree(stage, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.save_model(str(stage))
+        self.accelerator.wait_for_everyone()
+        if main:
+            replace_dir(stage, dest)
+        self.accelerator.wait_for_everyone()
+        return dest
 
 
 # ------------------------------------------------------- run directory
@@ -681,38 +855,55 @@ class SampleWriter:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0 and step != self.last_step
 
-    def write(
+    def rows(
         self,
         step: int,
         tokenizer: Any,
         out: dict[str, Any],
         weights: dict[str, Tensor],
         adv: Tensor,
-    ) -> None:
+        rank: int = 0,
+    ) -> list[dict[str, Any]]:
+        """This process's ``count`` most telling rows of the batch in ``out``,
+        as records (``rank`` and ``index``: the process and its row)."""
         self.last_step = step
         mask = out["completion_mask"].bool()
+        err = out.get("arca_error_index")
+        blamed = [
+            err is not None and int(err[i]) >= 0 and float(adv[i]) < 0 for i in range(len(adv))
+        ]
+        order = sorted(range(mask.size(0)), key=lambda i: (not blamed[i], float(adv[i]) == 0.0))
+        recs = []
+        for i in order[: self.count]:
+            ids = out["completion_ids"][i][mask[i]].tolist()
+            prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
+            rec = {
+                "step": step,
+                "rank": rank,
+                "index": i,
+                "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
+                "advantage": float(adv[i]),
+                "tokens": [tokenizer.decode([t]) for t in ids],
+                "weights": {
+                    k: [round(float(x), 6) for x in w[i][mask[i]]] for k, w in weights.items()
+                },
+            }
+            if err is not None:
+                e = int(err[i])
+                rec["first_error"] = int(mask[i, :e].sum()) if e >= 0 else None
+                rec["correct"] = bool(out["arca_correct"][i])
+            recs.append(rec)
+        return recs
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Append the ``count`` most telling of ``records`` (every process's
+        :meth:`rows`): blamed wrong completions first, then nonzero advantages."""
+
+        def key(r: dict[str, Any]) -> tuple[bool, bool]:
+            blamed = r.get("first_error") is not None and r["advantage"] < 0
+            return (not blamed, r["advantage"] == 0.0)
+
         with self.path.open("a", encoding="utf-8") as f:
-            err = out.get("arca_error_index")
-            blamed = [
-                err is not None and int(err[i]) >= 0 and float(adv[i]) < 0 for i in range(len(adv))
-            ]
-            rows = sorted(range(mask.size(0)), key=lambda i: (not blamed[i], float(adv[i]) == 0.0))
-            for i in rows[: self.count]:
-                ids = out["completion_ids"][i][mask[i]].tolist()
-                prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
-                rec = {
-                    "step": step,
-                    "index": i,
-                    "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
-                    "advantage": float(adv[i]),
-                    "tokens": [tokenizer.decode([t]) for t in ids],
-                    "weights": {
-                        k: [round(float(x), 6) for x in w[i][mask[i]]] for k, w in weights.items()
-                    },
-                }
-                if err is not None:
-                    e = int(err[i])
-                    rec["first_error"] = int(mask[i, :e].sum()) if e >= 0 else None
-                    rec["correct"] = bool(out["arca_correct"][i])
+            for rec in sorted(records, key=key)[: self.count]:
                 f.write(json.dumps(rec) + "\n")
             f.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -141,7 +143,7 @@ def test_adapter_shift_is_the_first_order_residual_when_there_is_no_indirect_pat
     assert exact.norm() > 0 and rel < 30 * scale  # first order: the gap shrinks with the adapter
 
 
-def test_adapter_deltas_ignore_dropout_and_a_fresh_adapter_shifts_nothing(batch):
+def test_adapter_deltas_are_the_layers_own_output_and_a_fresh_adapter_shifts_nothing(batch):
     from arca.scoring import capture_adapter_deltas, capture_adapter_shift
 
     ids, attn, C = batch
@@ -153,15 +155,85 @@ def test_adapter_deltas_ignore_dropout_and_a_fresh_adapter_shifts_nothing(batch)
 
     model = _model(dropout=0.5)
     _randomise_adapter(model, 0.1)
-    first = "model.layers.0.self_attn.q_proj"  # its input never sees a LoRA layer's dropout
+    name = "model.layers.1.mlp.down_proj"
+    layer = model.get_submodule("base_model.model." + name)
+    seen = []
+    layer.register_forward_hook(lambda _m, a, _o: seen.append(a[0][:, -(C + 1) : -1]))
     got = []
     for train in (True, False):
         model.train(train)
-        with capture_adapter_deltas(model, C, lambda n: n == first) as d, torch.no_grad():
+        torch.manual_seed(0)
+        with capture_adapter_deltas(model, C, lambda n: n == name) as d, torch.no_grad():
             model(input_ids=ids, attention_mask=attn)
-        got.append(d[first][0])
-    assert got[0].abs().max() > 0
-    torch.testing.assert_close(got[0], got[1])  # dropout active in training, absent here
+        got.append(d[name][0])
+    by_hand = (
+        seen[1] @ layer.lora_A["default"].weight.T @ layer.lora_B["default"].weight.T
+    ) * layer.scaling["default"]
+    torch.testing.assert_close(got[1], by_hand)  # eval: s B A x exactly
+    # Training: the forward's own LoRA-dropout draw, as in its log-probs.
+    assert (got[0] - got[1]).abs().max() > 1e-3
+
+
+@contextmanager
+def released_parameters(model):
+    """DeepSpeed ZeRO-3's condition: each module's own parameters exist only
+    during its forward (gathered by a pre-hook, released by a post-hook
+    registered before arca's hooks); elsewhere they are empty tensors."""
+    stash, handles = {}, []
+
+    def gather(m, _a):
+        for p in m.parameters(recurse=False):
+            p.data = stash[id(p)]
+
+    def release(m, _a, _o):
+        for p in m.parameters(recurse=False):
+            p.data = torch.empty(0, dtype=p.dtype)
+
+    for m in model.modules():
+        own = list(m.parameters(recurse=False))
+        for p in own:
+            stash.setdefault(id(p), p.data)  # tied weights: one parameter, two modules
+            p.data = torch.empty(0, dtype=p.dtype)
+        if own:
+            handles += [m.register_forward_pre_hook(gather), m.register_forward_hook(release)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for p in model.parameters():
+            p.data = stash[id(p)]
+
+
+def test_adapter_captures_never_read_a_released_parameter(batch):
+    """Under ZeRO-3 (or FSDP with LoRA modules wrapped on their own) a hook on a
+    LoRA layer runs after its weights were released: the captures must come
+    from the layers' outputs, and the final norm's weight be read before release."""
+    from arca.scoring import capture_adapter_deltas, capture_adapter_shift
+
+    ids, attn, C = batch
+    model = _model()
+    _randomise_adapter(model, 0.1)
+    model.eval()
+
+    def run():
+        with (
+            capture_adapter_deltas(model, C) as deltas,
+            capture_adapter_shift(model, C) as shift,
+            torch.no_grad(),
+        ):
+            model(input_ids=ids, attention_mask=attn)
+        return deltas, shift
+
+    want_d, want_s = run()
+    with released_parameters(model):
+        got_d, got_s = run()
+        lora_a = next(p for n, p in model.named_parameters() if "lora_A" in n)
+        assert lora_a.numel() == 0  # the simulation does release
+    assert got_d.keys() == want_d.keys()
+    for k in want_d:
+        torch.testing.assert_close(got_d[k][0], want_d[k][0])
+    torch.testing.assert_close(got_s[0], want_s[0])
 
 
 def test_arca_local_needs_lora_on_a_residual_writer():

@@ -361,8 +361,9 @@ def test_correctness_metrics_are_logged_per_row_for_every_scheme(tmp_path):
     torch.testing.assert_close(got, per["top1_hit"][blamed].float(), atol=1e-6, rtol=0)
     for name in BUILTIN:
         assert f"credit/{name}/effective_n" in m
-    assert m["credit/length"] == [float(n.mean())]
-    assert m["credit/uniform/effective_n"] == pytest.approx([float(n.mean())])
+    # one value per row: TRL's mean over the logging window is the mean over rows
+    assert m["credit/length"] == n.tolist()
+    assert m["credit/uniform/effective_n"] == pytest.approx(n.tolist())
 
 
 def test_sample_writer_records_the_first_wrong_token(tmp_path):
@@ -451,3 +452,114 @@ def test_full_fine_tuning_compares_with_a_frozen_initial_model(beta, forwards, t
 def test_full_fine_tuning_refuses_arca_local(tmp_path):
     with pytest.raises(ValueError, match="with full fine-tuning .* use 'arca'"):
         make(tmp=str(tmp_path), peft=False, token_weighting="arca_local")
+
+
+class FakeVLLM:
+    """TRL's ``VLLMGeneration``, simulated: ``sync_weights`` merges and unmerges
+    the adapter as TRL's does; ``generate`` samples with the policy itself and
+    returns each sampled token's log-prob, as vLLM does."""
+
+    def __init__(self, trainer):
+        self.tr, self.syncs = trainer, 0
+
+    def sync_weights(self):
+        model = self.tr.accelerator.unwrap_model(self.tr.model)
+        model.merge_adapter()
+        model.unmerge_adapter()
+        self.syncs += 1
+
+    def generate(self, prompts, images, num_generations, profiler):
+        model = self.tr.accelerator.unwrap_model(self.tr.model)
+        eos = self.tr.processing_class.eos_token_id
+        completions, logprobs = [], []
+        with torch.no_grad():
+            for ids in prompts:
+                out = model.generate(
+                    input_ids=torch.tensor([ids]),
+                    max_new_tokens=self.tr.max_completion_length,
+                    do_sample=True,
+                    output_logits=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=self.tr.processing_class.pad_token_id,
+                )
+                seq = out.sequences[0, len(ids) :].tolist()
+                if eos in seq:
+                    seq = seq[: seq.index(eos) + 1]
+                lps = [
+                    float(torch.log_softmax(lg[0].float(), -1)[t])
+                    for lg, t in zip(out.logits, seq, strict=False)
+                ]
+                completions.append(seq)
+                logprobs.append([[lp] for lp in lps])
+        return prompts, completions, logprobs, None
+
+
+def simulate_vllm(tr):
+    """Turn on TRL's vLLM path (importance-sampling correction included) with :class:`FakeVLLM`."""
+    tr.use_vllm = True
+    tr.vllm_importance_sampling_correction = True
+    tr.vllm_generation = FakeVLLM(tr)
+    tr._last_loaded_step = -1
+    return tr
+
+
+def _full_forwards(tr):
+    """Full-sequence forwards of the policy for one generated batch, the training one included."""
+    from arca.scoring import backbone
+
+    lengths = []
+    handle = backbone(tr.model).register_forward_hook(
+        lambda _m, _a, o: lengths.append(o.last_hidden_state.shape[1])
+    )
+    batch = next(iter(tr.get_train_dataloader()))
+    torch.manual_seed(0)
+    out = tr._generate_and_score_completions(batch)
+    tr.current_gradient_accumulation_steps = 1
+    tr._compute_loss(tr.model, out)
+    handle.remove()
+    return lengths.count(out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]), out
+
+
+@pytest.mark.parametrize(
+    "scheme, extra",
+    # With vLLM TRL runs an old-log-prob pass for its importance-sampling
+    # correction; arca reads the policy's inputs there. Only the base side costs.
+    [("surprisal", 0), ("entropy", 0), ("arca_local", 0), ("divergence", 1), ("arca", 1)],
+)
+def test_with_vllm_arca_reads_the_policy_from_trls_old_logprob_pass(scheme, extra, tmp_path):
+    stock = simulate_vllm(make(GRPOTrainer, GRPOConfig, tmp=str(tmp_path / "stock")))
+    n_stock, out = _full_forwards(stock)
+    assert "old_per_token_logps" in out and "importance_sampling_ratio" in out
+    tr = simulate_vllm(make(tmp=str(tmp_path / "arca"), token_weighting=scheme))
+    _randomise_adapter(tr)
+    n, out = _full_forwards(tr)
+    assert n - n_stock == extra
+    assert tr.vllm_generation.syncs == 1
+    # The weights are those of a separate dropout-free scoring pass (no dropout here).
+    credit = tr._credit_inputs(out)
+    w = token_weights(
+        scheme,
+        mask=out["completion_mask"],
+        eps=tr.args.weight_eps,
+        **{k: credit[k] for k in tr.scheme.requires},
+    )
+    assert "arca_advantage" not in out  # weighted at generation time, not deferred
+    real = out["completion_mask"].bool()
+    rows = out["advantages"].abs().sum(1) > 0
+    assert rows.any()
+    # A_i T_i w_it / sum_t (A_i T_i w_it) = w_it on rows with a nonzero advantage.
+    got = out["advantages"][rows] / out["advantages"][rows].sum(1, keepdim=True)
+    torch.testing.assert_close(got[real[rows]], w[rows][real[rows]], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, warned", [(torch.bfloat16, True), (torch.float32, False)])
+def test_a_16bit_base_synced_to_vllm_is_flagged(dtype, warned, tmp_path, caplog):
+    tr = make(tmp=str(tmp_path), token_weighting="arca")
+    tr.args.use_vllm = True  # set after init: TRL would need vLLM installed to start it
+    model = tr.accelerator.unwrap_model(tr.model)
+    for n, p in model.named_parameters():
+        if "base_layer" in n:
+            p.data = p.data.to(dtype)
+    with caplog.at_level("WARNING", logger="arca.trainer"):
+        tr._warn_vllm_merge_rounding(model)
+    assert ("merges and unmerges the adapter" in caplog.text) == warned

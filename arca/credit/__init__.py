@@ -30,6 +30,7 @@ from arca.credit.correctness import (
 from arca.credit.diagnostics import (
     REGIMES,
     classify_regime,
+    concentration_rows,
     concentration_summary,
     effective_token_count,
     effective_token_ratio,
@@ -63,6 +64,7 @@ __all__ = [
     "Estimator",
     "Scheme",
     "available_schemes",
+    "concentration_rows",
     "concentration_summary",
     "correctness_summary",
     "credit_correctness",

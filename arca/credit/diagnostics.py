@@ -87,30 +87,43 @@ def effective_token_count(weights: Tensor, mask: Tensor) -> Tensor:
     return effective_token_ratio(weights, bmask) * bmask.sum(dim=1).to(float_dtype(weights))
 
 
+def concentration_rows(weights: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Per-row Gini, effective-token ratio, effective-token count and length ``T``.
+
+    Args:
+        weights: ``(B, T)`` normalised weights.
+        mask: ``(B, T)`` 1 = real token.
+
+    Returns:
+        ``{"gini", "effective_ratio", "effective_n", "length"}``, each ``(B,)``,
+        NaN on empty rows (so that means over rows, or over several batches'
+        rows, skip them).
+    """
+    g = gini(weights, mask)
+    e = effective_token_ratio(weights, mask)
+    n = as_bool_mask(mask).sum(dim=1).to(e.dtype)
+    empty = torch.isnan(g)
+    return {
+        "gini": g,
+        "effective_ratio": e,
+        "effective_n": e * n,
+        "length": n.masked_fill(empty, math.nan),
+    }
+
+
 def concentration_summary(weights: Tensor, mask: Tensor) -> dict[str, float]:
-    """Batch means of Gini, effective-token ratio, effective-token count and
-    length ``T``, ignoring empty rows.
+    """Batch means of :func:`concentration_rows`, ignoring empty rows.
 
     Returns ``{"gini", "effective_ratio", "effective_n", "length", "rows"}``
     where ``rows`` counts the rows that entered the means (NaN means if there
     were none). ``effective_n`` is the mean of each row's EffN, not
     ``effective_ratio * length``.
     """
-    g = gini(weights, mask)
-    e = effective_token_ratio(weights, mask)
-    n = as_bool_mask(mask).sum(dim=1).to(e.dtype)
-    ok = ~torch.isnan(g)
+    per = concentration_rows(weights, mask)
+    ok = ~torch.isnan(per["gini"])
     rows = int(ok.sum())
-    if rows == 0:
-        nan = math.nan
-        return {"gini": nan, "effective_ratio": nan, "effective_n": nan, "length": nan, "rows": 0}
-    return {
-        "gini": float(g[ok].mean()),
-        "effective_ratio": float(e[ok].mean()),
-        "effective_n": float((e * n)[ok].mean()),
-        "length": float(n[ok].mean()),
-        "rows": rows,
-    }
+    out = {k: float(v[ok].mean()) if rows else math.nan for k, v in per.items()}
+    return out | {"rows": rows}
 
 
 def average_ranks(values: Tensor, mask: Tensor) -> Tensor:

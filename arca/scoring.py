@@ -15,6 +15,7 @@ it can; its module docstring lists the passes it adds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -62,11 +63,15 @@ def capture_final_hidden(
         handle.remove()
 
 
+_WRAPPERS = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
+
+
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every peft LoRA layer (a module holding ``lora_A``
-    and ``lora_B`` dicts), in model order, names without peft's prefix."""
+    and ``lora_B`` dicts), in model order, names without peft's prefix and
+    FSDP's or activation checkpointing's wrapper segments."""
     return [
-        (name.replace("base_model.model.", ""), m)
+        (_WRAPPERS.sub("", name).replace("base_model.model.", ""), m)
         for name, m in model.named_modules()
         if isinstance(getattr(m, "lora_A", None), nn.ModuleDict)
         and isinstance(getattr(m, "lora_B", None), nn.ModuleDict)

@@ -177,3 +177,15 @@ def test_credit_metrics_and_samples_cover_both_processes(two_ranks):
         for rank in (0, 1)
     }
     assert abs(sum(halves[0]) / 4 - sum(halves[1]) / 4) > 0.01  # the halves do differ
+
+
+def test_captures_under_fsdp_with_lora_modules_wrapped_on_their_own():
+    """FSDP1 on CPU (gloo), peft's auto-wrap policy: each LoRA module is an FSDP
+    unit, resharded after its forward, so a hook that read its weights would see
+    a shard. The worker compares every capture with the unwrapped model's."""
+    worker = Path(__file__).with_name("fsdp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([*cmd, str(worker)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "OK 0" in res.stdout and "OK 1" in res.stdout

@@ -130,6 +130,54 @@ def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:
     return out
 
 
+#: Settings a resumed run may change: how far it trains, and where, how often
+#: and how much it records. Any other change would make ``config.yaml`` describe
+#: steps it did not take, so ``--resume`` refuses it.
+RESUMABLE = frozenset(
+    {
+        "resume",
+        "output_dir",
+        "max_steps",
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "logging_dir",
+        "report_to",
+        "run_name",
+        "sample_every",
+        "sample_count",
+        "dataloader_num_workers",
+        "disable_tqdm",
+        "log_level",
+        "local_rank",
+    }
+)
+
+
+def check_resume(saved: Path, new: dict[str, Any]) -> None:
+    """Refuse to resume the run whose config is ``saved`` with settings ``new``
+    that differ outside :data:`RESUMABLE`, naming each field with both values."""
+    import yaml
+
+    try:
+        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{saved}: not a readable config ({e}); cannot check what the run was"
+        ) from e
+    changed = [
+        f"{k}: {old[k]!r} -> {v!r}"
+        for k, v in new.items()
+        if k in old and k not in RESUMABLE and old[k] != v
+    ]
+    if changed:
+        raise ValueError(
+            f"--resume: {saved.parent} was trained with other settings ({'; '.join(changed)}); "
+            "resume with the same ones, or train into a new output_dir "
+            f"(may change: {', '.join(sorted(RESUMABLE - {'resume', 'local_rank'}))})"
+        )
+
+
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     import yaml
     from accelerate import PartialState
@@ -147,6 +195,9 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         raise FileExistsError(
             f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
         )
+    resolved = resolved_config(run, cfg, model_args)
+    if run.resume and (out / "config.yaml").is_file():
+        check_resume(out / "config.yaml", resolved)
     main = PartialState().is_main_process
     final = "adapter" if model_args.use_peft else "model"
     if run.resume and last and _finished(Path(last), cfg.max_steps):
@@ -197,7 +248,7 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             out / "config.yaml",
-            yaml.safe_dump(resolved_config(run, cfg, model_args), sort_keys=False),
+            yaml.safe_dump(resolved, sort_keys=False),
         )
     if model_args.use_peft and model_args.lora_target_modules is None:
         from arca.models import LORA_TARGETS

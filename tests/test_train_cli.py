@@ -142,6 +142,35 @@ def test_run_directory_and_cli_overrides(tmp_path, random_model):
     assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
 
 
+def test_resume_refuses_changed_settings_before_anything_loads(tmp_path, random_model):
+    cfg = config(tmp_path, random_model, max_steps=2, shadow_diagnostics=False)
+    run = tmp_path / "run"
+    assert arca_train("--config", str(cfg), "--output_dir", str(run)).returncode == 0
+    saved = (run / "config.yaml").read_text()
+    res = arca_train(
+        "--config", str(cfg), "--output_dir", str(run), "--resume", "true",
+        "--token_weighting", "surprisal", "--learning_rate", "0.05", "--lora_r", "8",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = res.stderr.strip().splitlines()[-1]
+    for change in (
+        "token_weighting: 'arca' -> 'surprisal'",
+        "learning_rate: 0.01 -> 0.05",
+        "lora_r: 4 -> 8",
+    ):
+        assert change in err, err
+    assert "Traceback" not in res.stderr and "Loading weights" not in res.stderr
+    assert (run / "config.yaml").read_text() == saved  # the record still says what ran
+    # How far it trains and how often it records may change.
+    more = arca_train(
+        "--config", str(cfg), "--output_dir", str(run), "--resume", "true",
+        "--max_steps", "3", "--save_steps", "1",
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]
+    assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == 3
+
+
 def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_model):
     from arca.evaluate import evaluate_run
     from arca.train import final_weights

@@ -437,3 +437,25 @@ def test_no_ground_truth_is_said_and_no_stale_plot_is_shown(sweep_dir, tmp_path)
     build_report([root], tmp_path)
     assert not (tmp_path / "credit.png").exists() and not (tmp_path / "drift.png").exists()
     assert "credit.png" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_scheme_against_a_base_the_policy_never_left_is_not_called_a_regime(tmp_path):
+    """Two steps inside a 3-step warm-up: lr 0 at step 1, so the adapter is
+    still zero and ARCA's weights are uniform by construction."""
+    for name, scheme in (("uniform_r64", "uniform"), ("arca_r64", "arca")):
+        make_run(
+            tmp_path / "runs",
+            name,
+            1,
+            scheme=scheme,
+            rewards=[0.1, 0.2],
+            gini=[0.0, 0.0],
+            eff=[1.0, 1.0],
+            extra={"credit/residual_max": 0.0, "credit/drift_kl": 0.0},
+        )
+    res = build_report([tmp_path / "runs"], tmp_path / "report")
+    rows = {r["method"]: r["regime"] for r in res["tables"]["table3_concentration"]}
+    assert rows["arca_r64"].startswith("uniform: policy = base model")
+    assert rows["uniform_r64"] == "uniform broadcast"  # uniform by design, not by accident
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "arca_r64: every logged ARCA residual and drift from the base model is exactly 0" in md

@@ -198,6 +198,7 @@ def _markdown(
         tables.markdown(tbl["table3_concentration"]),
     ]
     lines += _dropout_note(methods)
+    lines += _zero_adapter_note(tbl["table3_concentration"])
     if tbl["credit_correctness"]:
         lines += [
             "## Credit correctness (trained scheme, averaged over training)",
@@ -258,6 +259,22 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _zero_adapter_note(table3: tables.Table) -> list[str]:
+    """Say why a scheme that compares with the base model is uniform when the
+    policy never moved, rather than let it pass for a finding."""
+    names = [r["method"] for r in table3 if r["regime"] == tables.ZERO_ADAPTER]
+    if not names:
+        return []
+    return [
+        f"{', '.join(tables._md(n) for n in names)}: every logged ARCA residual and drift "
+        "from the base model is exactly 0, so the policy never left the base model and these "
+        "schemes' weights are uniform by construction. With warm-up the learning rate is 0 at "
+        "step 1 (`warmup_steps: 3` leaves the adapter at zero for the first two steps): train "
+        "for more steps.",
+        "",
+    ]
 
 
 def _dropout_note(methods: Sequence[Method]) -> list[str]:

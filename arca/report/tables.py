@@ -200,10 +200,30 @@ def concentration_table(methods: Sequence[Method]) -> Table:
                 "EffN": Cell.of(m.per_seed("credit/effective_n")),
                 "T": Cell.of(m.per_seed("credit/length")),
                 "drift (final)": Cell.of(m.final("credit/drift_kl")),
-                "regime": classify_regime(g.value, e.value),
+                "regime": ZERO_ADAPTER
+                if compares_with_base(m.scheme) and never_left_base(m)
+                else classify_regime(g.value, e.value),
             }
         )
     return rows
+
+
+#: The regime cell of a scheme that compares with the base model in runs whose
+#: policy never moved: its weights are uniform by construction, not by finding.
+ZERO_ADAPTER = "uniform: policy = base model (e.g. lr 0 in warmup)"
+
+
+def never_left_base(m: Method) -> bool:
+    """Was every logged ARCA residual and drift of every seed exactly 0 (the
+    adapter still zero, as after only warm-up steps at lr 0)? False when
+    neither was logged."""
+    values = [
+        v
+        for r in m.runs
+        for k in ("credit/residual_max", "credit/drift_kl")
+        for v in r.series(k)[1]
+    ]
+    return bool(values) and all(v == 0 for v in values)
 
 
 def correctness_table(methods: Sequence[Method]) -> Table:

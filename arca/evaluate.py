@@ -264,6 +264,27 @@ def load_policy(
     return m, tok
 
 
+def evaluated(run_dir: str | Path) -> bool:
+    """Does the run hold a complete evaluation (``eval/results.json`` over its
+    whole held-out set)? One cut short by ``--limit`` by an older arca, which
+    wrote it there, does not count."""
+    import json
+
+    import yaml
+
+    run = Path(run_dir)
+    res_path, cfg_path = run / "eval" / "results.json", run / "config.yaml"
+    if not res_path.is_file():
+        return False
+    try:
+        res = json.loads(res_path.read_text(encoding="utf-8"))
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    except (ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"{res_path}: unreadable ({e}); delete it to evaluate again") from e
+    want = res.get("heldout_size", (cfg or {}).get("heldout_size"))
+    return want is None or int(res.get("problems", 0)) >= int(want)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -303,7 +324,12 @@ def evaluate_run(
         seed=cfg.get("split_seed"),
         few_shot=int(cfg.get("few_shot", 0)),
     )
-    rows = task.heldout.to_list()[:limit] if limit else task.heldout.to_list()
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit: must be >= 1, got {limit}")
+    full = task.heldout.to_list()
+    rows = full[:limit] if limit else full
+    # A partial evaluation never replaces the full one that sweeps and reports read.
+    out_dir = run / "eval" if len(rows) == len(full) else run / f"eval-first{len(rows)}"
     dtype = "bfloat16" if cfg.get("bf16") else "auto"
     found = final_weights(run)
     if found is None:
@@ -325,6 +351,7 @@ def evaluate_run(
         kind: str(weights),
         "task": cfg["task"],
         "source": task.source,
+        "heldout_size": len(full),
     }
     return evaluate(
         model,
@@ -336,7 +363,7 @@ def evaluate_run(
         max_new_tokens=int(cfg.get("max_completion_length", 512)),
         batch_size=batch_size,
         seed=int(cfg.get("seed", 1337)),
-        out_dir=run / "eval",
+        out_dir=out_dir,
         show_progress=show_progress,
         meta=meta,
     )
@@ -386,9 +413,18 @@ def add_parser(sub: Any) -> None:
 def _main(args: Any) -> int:
     from arca.tasks.loaders import load_task
 
+    for name in ("k", "limit", "samples", "batch_size", "heldout_size", "max_new_tokens"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {v}")
+    if args.samples is not None and args.samples < args.k:
+        raise ValueError(f"--samples: pass@{args.k} needs at least {args.k}, got {args.samples}")
     if args.run:
         res = evaluate_run(args.run, k=args.k, limit=args.limit, batch_size=args.batch_size)
-        _print_summary(res, args.k, Path(args.run) / "eval")
+        out = Path(args.run) / (
+            "eval" if res["problems"] == res["heldout_size"] else f"eval-first{res['problems']}"
+        )
+        _print_summary(res, args.k, out)
         return 0
     task = load_task(
         args.task,
@@ -403,7 +439,13 @@ def _main(args: Any) -> int:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
     rows = task.heldout.to_list()[: args.limit] if args.limit else task.heldout.to_list()
     model, tok = load_policy(args.model, args.adapter, dtype=args.dtype)
-    meta = {"model": args.model, "adapter": args.adapter, "task": args.task, "source": task.source}
+    meta = {
+        "model": args.model,
+        "adapter": args.adapter,
+        "task": args.task,
+        "source": task.source,
+        "heldout_size": len(task.heldout),
+    }
     res = evaluate(
         model,
         tok,

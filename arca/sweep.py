@@ -181,7 +181,9 @@ def run_state(spec: RunSpec) -> str:
     """``done`` (evaluated), ``evaluate`` (trained), ``resume`` (has
     checkpoints) or ``new``."""
     d = Path(spec.run_dir)
-    if (d / "eval" / "results.json").is_file():
+    from arca.evaluate import evaluated
+
+    if evaluated(d):
         return "done"
     if final_weights(d) is not None:
         return "evaluate"
@@ -297,8 +299,9 @@ def _worker(spec_json: str) -> int:
 
         print("[arca sweep] train " + " ".join(data["train_argv"]), flush=True)
         train_main(data["train_argv"])
-    if not (run / "eval" / "results.json").is_file():
-        from arca.evaluate import evaluate_run
+    from arca.evaluate import evaluate_run, evaluated
+
+    if not evaluated(run):
 
         print(f"[arca sweep] evaluate {run}", flush=True)
         res = evaluate_run(run, show_progress=False)

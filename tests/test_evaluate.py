@@ -121,7 +121,7 @@ def test_cli_eval_bad_data_file_is_one_clear_line(tmp_path, capsys):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "p"}\n')
-    assert main(["eval", "--task", "math", "--data", str(bad), "--heldout-size", "0"]) == 2
+    assert main(["eval", "--task", "math", "--data", str(bad), "--heldout-size", "1"]) == 2
     assert "bad.jsonl: line 1: missing column 'solution'" in capsys.readouterr().err
 
 

@@ -459,3 +459,21 @@ def test_a_scheme_against_a_base_the_policy_never_left_is_not_called_a_regime(tm
     assert rows["uniform_r64"] == "uniform broadcast"  # uniform by design, not by accident
     md = (tmp_path / "report" / "report.md").read_text()
     assert "arca_r64: every logged ARCA residual and drift from the base model is exactly 0" in md
+
+
+def test_evaluations_on_different_held_out_sets_are_flagged_not_compared(tmp_path):
+    make_run(
+        tmp_path / "runs", "uniform_r64", 1, scheme="uniform", rewards=[0.1], gini=[0.0],
+        eff=[1.0], greedy=[1, 0, 0, 1], samples=[[1, 0, 0, 0]] * 4,
+    )  # fmt: skip
+    make_run(
+        tmp_path / "runs", "arca_r64", 1, scheme="arca", rewards=[0.1], gini=[0.2],
+        eff=[0.8], greedy=[1, 1], samples=[[1, 1, 0, 0]] * 2,
+    )  # fmt: skip
+    res = build_report([tmp_path / "runs"], tmp_path / "report")
+    acc = {r["method"]: r["problems"] for r in res["tables"]["table2_accuracy"]}
+    assert acc == {"uniform_r64": "4", "arca_r64": "2"}
+    (row,) = res["tables"]["versus_uniform"]
+    assert row["p (greedy acc)"] == "n/a: different held-out sets (2 vs 4 problems)"
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "The evaluations cover different held-out sets" in md

@@ -187,8 +187,22 @@ def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_mod
     assert all(r["credit/residual_max"] == 0.0 for r in rows)
     assert "credit/divergence/gini" in rows[-1] and "credit/drift_kl" in rows[-1]
     assert yaml.safe_load((run / "config.yaml").read_text())["use_peft"] is False
-    out = evaluate_run(run, k=2, limit=2, show_progress=False)
-    assert out["problems"] == 2 and out["model"] == str(run / "model")
+    from arca.cli import main
+    from arca.evaluate import evaluated
+
+    full = evaluate_run(run, k=2, show_progress=False)
+    assert full["problems"] == 8 and full["model"] == str(run / "model")
+    assert evaluated(run)
+    before = (run / "eval" / "results.json").read_bytes()
+    assert main(["eval", "--run", str(run), "--limit", "2", "--k", "2"]) == 0
+    # A partial evaluation goes beside the full one, never over it.
+    assert (run / "eval" / "results.json").read_bytes() == before
+    part = json.loads((run / "eval-first2" / "results.json").read_text())
+    assert part["problems"] == 2 and part["heldout_size"] == 8
+    # One left in eval/ by an older arca does not count as the run's evaluation.
+    (run / "eval" / "results.json").write_text(json.dumps(part))
+    assert not evaluated(run)
+    assert main(["eval", "--run", str(run), "--limit", "0"]) == 2
     local = arca_train("--config", str(cfg), "--token_weighting", "arca_local")
     assert local.returncode == 2 and "arca_local reads the LoRA layers" in local.stderr
 

@@ -162,6 +162,15 @@ def _markdown(
         "",
         tables.markdown(tbl["table2_accuracy"]),
     ]
+    counts = {r["problems"] for r in tbl["table2_accuracy"] if r["problems"] != "-"}
+    if len(counts) > 1:
+        lines += [
+            "**The evaluations cover different held-out sets** (see `problems`): their "
+            "accuracies are not comparable, and the paired tests below say n/a for them. "
+            "Evaluate every run on its whole held-out set (`arca eval --run RUN` without "
+            "`--limit`).",
+            "",
+        ]
     if tbl["versus_uniform"]:
         lines += [
             "### Against uniform on the same held-out problems",

@@ -106,21 +106,36 @@ def config_table(methods: Sequence[Method]) -> Table:
 
 
 def accuracy_table(methods: Sequence[Method], k: int = 4) -> Table:
-    """Table 2: held-out greedy accuracy, pass@k, train reward averaged over steps."""
+    """Table 2: held-out greedy accuracy, pass@k, train reward averaged over
+    steps, and how many held-out problems each evaluation covered."""
     return [
         {
             "method": m.name,
             "greedy acc": Cell.of(m.per_seed("greedy_accuracy", source="eval"), unit="pct"),
             f"pass@{k}": Cell.of(m.per_seed(f"pass@{k}", source="eval"), unit="pct"),
             "train reward": Cell.of(m.per_seed("reward")),
+            "problems": problems_evaluated(m),
         }
         for m in methods
     ]
 
 
+def problems_evaluated(m: Method) -> str:
+    """The held-out problem counts of ``m``'s evaluations ("200"; "20, 200" when
+    its seeds differ; "-" when none was evaluated)."""
+    counts = sorted({int(r.eval["problems"]) for r in m.runs if r.eval and "problems" in r.eval})
+    return ", ".join(str(c) for c in counts) or "-"
+
+
 def _paired(a: Any, b: Any, row: dict[str, Any], label: str) -> None:
     if a is None or b is None or a.shape[1] != b.shape[1]:
-        row[f"d {label}"], row[f"p ({label})"] = Cell(math.nan), "n/a"
+        row[f"d {label}"] = Cell(math.nan)
+        row[f"p ({label})"] = (
+            "n/a: no per-problem scores (eval/completions.jsonl), or seeds evaluated on "
+            "different problems"
+            if a is None or b is None
+            else f"n/a: different held-out sets ({a.shape[1]} vs {b.shape[1]} problems)"
+        )
         return
     r = paired_bootstrap(a, b)
     row[f"d {label}"] = Cell(r["diff"], r["low"], r["high"], a.shape[0], unit="pp")

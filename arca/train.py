@@ -95,6 +95,14 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
             )
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
+    for obj in (run, cfg, model):
+        check_types(obj)
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise ValueError(
+            f"max_steps: must be >= 1 (or -1: train num_train_epochs epochs), got {cfg.max_steps}"
+        )
+    if not cfg.learning_rate > 0:
+        raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
     if run.task not in ("arithmetic", "math", "gsm8k"):
         raise ValueError(f"task: must be arithmetic, math or gsm8k, got {run.task!r}")
     if model.use_peft:
@@ -114,6 +122,33 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     if not model.model_name_or_path:
         model.model_name_or_path = "tiny"
     return run, cfg, model
+
+
+def check_types(obj: Any) -> None:
+    """Refuse a value of the wrong type for an ``int``/``float``/``bool`` field
+    (``lora_r: 6.5``, ``learning_rate: null``): YAML values reach the dataclass
+    unconverted. Values equal to the field's default are not checked (some
+    TRL defaults do not match their annotation)."""
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v, hint = getattr(obj, f.name), hints.get(f.name)
+        if f.default is not dataclasses.MISSING and v == f.default and type(v) is type(f.default):
+            continue
+        args = set(typing.get_args(hint)) or {hint}
+        if v is None:
+            if type(None) not in args and args & {int, float, bool}:
+                raise ValueError(f"{f.name}: must be a number, got null")
+            continue
+        if bool in args and not isinstance(v, bool) and args <= {bool, type(None)}:
+            raise ValueError(f"{f.name}: must be true or false, got {v!r}")
+        if int in args and float not in args and (isinstance(v, bool) or not isinstance(v, int)):
+            if args <= {int, type(None)}:
+                raise ValueError(f"{f.name}: must be a whole number, got {v!r}")
+        if float in args and args <= {float, int, type(None)}:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"{f.name}: must be a number, got {v!r}")
 
 
 def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:

@@ -249,6 +249,11 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
         ({"use_peft": False, "token_weighting": "arca_local"}, "arca_local reads the LoRA layers"),
         ({"high_entropy_quantile": 1.5}, "high_entropy_quantile: must be in (0, 1]"),
         ({"bogus_field": 1}, "bogus_field"),
+        ({"max_steps": -5}, "max_steps: must be >= 1 (or -1"),
+        ({"max_steps": 0}, "max_steps: must be >= 1"),
+        ({"lora_r": 6.5}, "lora_r: must be a whole number, got 6.5"),
+        ({"learning_rate": None}, "learning_rate: must be a number, got null"),
+        ({"learning_rate": -1e-3}, "learning_rate: must be > 0"),
     ],
 )
 def test_invalid_configs_fail_before_any_model_is_loaded(tmp_path, over, message, capsys):

@@ -301,15 +301,29 @@ def evaluate_run(
     base model with ``RUN_DIR/adapter``, or ``RUN_DIR/model`` for a full
     fine-tuning run; results go to ``RUN_DIR/eval/``.
     """
-    import yaml
 
-    from arca.tasks.loaders import load_task
-    from arca.train import final_weights
 
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run}: not an arca run (no config.yaml)")
+    from arca.io import folder_lock
+
+    # Not while a train or another evaluation writes to the run.
+    with folder_lock(run, "arca eval"):
+        return _evaluate_run(
+            run, cfg_path, k=k, limit=limit, batch_size=batch_size, show_progress=show_progress
+        )
+
+
+def _evaluate_run(
+    run: Path, cfg_path: Path, *, k: int, limit: int | None, batch_size: int, show_progress: bool
+) -> dict[str, Any]:
+    import yaml
+
+    from arca.tasks.loaders import load_task
+    from arca.train import final_weights
+
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
     if missing:

@@ -82,3 +82,52 @@ def replace_dir(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Non
     if os.path.lexists(dst):
         shutil.rmtree(dst)
     os.replace(src, dst)
+
+
+_HELD: dict[Path, int] = {}  # lock file -> depth, for this process
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold ``folder/.arca.lock`` while ``what`` runs, so that a second arca
+    process on the same folder stops with a message naming the holder instead
+    of writing into it too. An OS lock (``flock``): it dies with its process,
+    so a killed run leaves nothing to clean up. Re-entrant within a process."""
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    path = (Path(folder) / ".arca.lock").resolve()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+            raise FileExistsError(
+                f"{Path(folder)}: in use by another arca process ({holder or 'unknown'}); "
+                "wait for it to finish or stop it"
+            ) from None
+        info = (
+            f"{what}, pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)[:200]}"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)

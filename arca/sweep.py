@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -133,6 +134,13 @@ def plan_sweep(
     if not files:
         raise FileNotFoundError(f"--configs: no .yaml files in {cdir}")
     files.sort(key=_paper_order)
+    for f in files:
+        # The stem names the run's folder under --out: one plain path component.
+        if not RUN_NAME.fullmatch(f.stem):
+            raise ValueError(
+                f"{f}: {f.stem!r} cannot name a run folder; rename the file to letters, "
+                "digits, '_', '-' and '.' (not starting with '.')"
+            )
     names = [f.stem for f in files]
     if only:
         unknown = [n for n in only if n not in names]
@@ -159,6 +167,10 @@ def plan_sweep(
                 )
             )
     return specs
+
+
+#: A config file's stem, which names its run folder: no separators, no leading dot.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _paper_order(path: Path) -> tuple[int, int, str]:
@@ -292,8 +304,15 @@ def _tail(path: Path, n: int) -> str:
 
 def _worker(spec_json: str) -> int:
     """The child process: train unless the trained weights exist, then evaluate."""
+    from arca.io import folder_lock
+
     data = json.loads(Path(spec_json).read_text())
     run = Path(spec_json).parent
+    with folder_lock(run, "arca sweep run"):
+        return _train_and_evaluate(run, data)
+
+
+def _train_and_evaluate(run: Path, data: dict[str, Any]) -> int:
     if final_weights(run) is None:
         from arca.train import main as train_main
 
@@ -302,7 +321,6 @@ def _worker(spec_json: str) -> int:
     from arca.evaluate import evaluate_run, evaluated
 
     if not evaluated(run):
-
         print(f"[arca sweep] evaluate {run}", flush=True)
         res = evaluate_run(run, show_progress=False)
         k = res["k"]
@@ -595,51 +613,55 @@ def sweep(
     (``report`` is :func:`arca.report.build_report`'s result, or None)."""
     specs = plan_sweep(configs, out, seeds=seeds, only=only, overrides=overrides)
     _validate(specs)
-    _build_models(specs, echo)
     slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus] if gpus else None
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    echo(
-        f"sweep: {len(specs)} runs ({len({s.name for s in specs})} configs from {configs} x "
-        f"seeds {', '.join(sorted({str(s.seed) for s in specs}))}) -> {root}"
-    )
-    base = run_base_model(specs, base_samples, root, echo)
-    outcomes = run_sweep(
-        specs,
-        slots=slots,
-        backend=backend,
-        ray_address=ray_address,
-        cpus_per_run=cpus_per_run,
-        echo=echo,
-    )
-    atomic_write_json(
-        root / "sweep.json",
-        {
-            "configs": str(configs),
-            "seeds": sorted({s.seed for s in specs}),
-            "overrides": list(overrides),
-            "backend": backend,
-            "seconds": round(time.time() - t0, 1),
-            "runs": outcomes,
-        },
-    )
-    ok = [o["run_dir"] for o in outcomes if o["state"] in ("done", "skipped")]
-    failed = [
-        (f"{o['name']} seed {o['seed']}", o["log"]) for o in outcomes if o["state"] == "failed"
-    ]
-    rep = None
-    if report and ok:
-        from arca.report import build_report
+    from arca.io import folder_lock
 
-        rep = build_report(
-            ok,
-            root / "report",
-            failed=failed,
-            title=title or f"arca sweep: {Path(configs).name}",
-            base=base,
+    # A second sweep on the same --out would run every run again into the same folders.
+    with folder_lock(root, "arca sweep"):
+        _build_models(specs, echo)
+        t0 = time.time()
+        echo(
+            f"sweep: {len(specs)} runs ({len({s.name for s in specs})} configs from {configs} x "
+            f"seeds {', '.join(sorted({str(s.seed) for s in specs}))}) -> {root}"
         )
-    return {"outcomes": outcomes, "report": rep, "seconds": time.time() - t0, "out": root}
+        base = run_base_model(specs, base_samples, root, echo)
+        outcomes = run_sweep(
+            specs,
+            slots=slots,
+            backend=backend,
+            ray_address=ray_address,
+            cpus_per_run=cpus_per_run,
+            echo=echo,
+        )
+        atomic_write_json(
+            root / "sweep.json",
+            {
+                "configs": str(configs),
+                "seeds": sorted({s.seed for s in specs}),
+                "overrides": list(overrides),
+                "backend": backend,
+                "seconds": round(time.time() - t0, 1),
+                "runs": outcomes,
+            },
+        )
+        ok = [o["run_dir"] for o in outcomes if o["state"] in ("done", "skipped")]
+        failed = [
+            (f"{o['name']} seed {o['seed']}", o["log"]) for o in outcomes if o["state"] == "failed"
+        ]
+        rep = None
+        if report and ok:
+            from arca.report import build_report
+
+            rep = build_report(
+                ok,
+                root / "report",
+                failed=failed,
+                title=title or f"arca sweep: {Path(configs).name}",
+                base=base,
+            )
+        return {"outcomes": outcomes, "report": rep, "seconds": time.time() - t0, "out": root}
 
 
 def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[str] | None:

@@ -214,6 +214,20 @@ def check_resume(saved: Path, new: dict[str, Any]) -> None:
 
 
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
+    """Train one run into ``cfg.output_dir``, which the main process locks
+    for the duration (another arca process on it stops, naming this one)."""
+    from contextlib import nullcontext
+
+    from accelerate import PartialState
+
+    from arca.io import folder_lock
+
+    main = PartialState().is_main_process
+    with folder_lock(cfg.output_dir, "arca train") if main else nullcontext():
+        return _run_training(run, cfg, model_args)
+
+
+def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     import yaml
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer

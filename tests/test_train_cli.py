@@ -171,6 +171,38 @@ def test_resume_refuses_changed_settings_before_anything_loads(tmp_path, random_
     assert yaml.safe_load((run / "config.yaml").read_text())["max_steps"] == 3
 
 
+def test_a_second_process_on_a_training_run_is_refused(tmp_path, random_model):
+    cfg = config(tmp_path, random_model, shadow_diagnostics=False, max_steps=500)
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "arca.cli", "train", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (run / "metrics.jsonl").exists():
+            time.sleep(0.02)
+        second = arca_train("--config", str(cfg), "--resume", "true")
+        evaluation = subprocess.run(
+            [sys.executable, "-m", "arca.cli", "eval", "--run", str(run)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert first.poll() is None  # still training: the refusals were not "finished"
+    finally:
+        first.kill()
+        first.wait()
+    for res in (second, evaluation):
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"in use by another arca process (arca train, pid {first.pid}" in res.stderr
+    steps = [r["step"] for r in metrics(run)]
+    assert steps == list(range(1, len(steps) + 1))  # one writer: no step twice
+
+
 def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_model):
     from arca.evaluate import evaluate_run
     from arca.train import final_weights

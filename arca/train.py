@@ -286,7 +286,14 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     if run.max_prompt_length:
         limit = run.max_prompt_length
         n = len(train)
-        train = train.filter(lambda r: len(tok(r["prompt"])["input_ids"]) <= limit)
+        # No token spans more characters than the vocabulary's longest entry, so a
+        # prompt longer than limit * that many characters is too long without
+        # tokenizing it (one 30 MB line once took the tokenizer to 12 GB).
+        widest = max((len(t) for t in tok.get_vocab()), default=1)
+        train = train.filter(
+            lambda r: len(r["prompt"]) <= limit * widest
+            and len(tok(r["prompt"])["input_ids"]) <= limit
+        )
         if len(train) < n:
             print(
                 f"max_prompt_length: dropped {n - len(train)} of {n} prompts longer than {limit} tokens"

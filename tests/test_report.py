@@ -477,3 +477,13 @@ def test_evaluations_on_different_held_out_sets_are_flagged_not_compared(tmp_pat
     assert row["p (greedy acc)"] == "n/a: different held-out sets (2 vs 4 problems)"
     md = (tmp_path / "report" / "report.md").read_text()
     assert "The evaluations cover different held-out sets" in md
+
+
+def test_a_non_finite_metric_is_flagged_not_given_a_regime(tmp_path):
+    make_run(
+        tmp_path / "runs", "surprisal_r64", 1, scheme="surprisal", rewards=[0.1, 0.1],
+        gini=[0.5, float("inf")], eff=[0.2, 0.2],
+    )  # fmt: skip
+    res = build_report([tmp_path / "runs"], tmp_path / "report")
+    (row,) = res["tables"]["table3_concentration"]
+    assert row["regime"].startswith("n/a: non-finite Gini or EffN/T")

@@ -227,3 +227,11 @@ def test_heldout_set_does_not_depend_on_the_training_seed():
     a, cfg_a, _ = parse(["--config", str(ROOT / "configs/tiny/arca_r4.yaml"), "--seed", "1"])
     b, cfg_b, _ = parse(["--config", str(ROOT / "configs/tiny/arca_r4.yaml"), "--seed", "2"])
     assert cfg_a.seed != cfg_b.seed and a.split_seed == b.split_seed is None
+
+
+@pytest.mark.parametrize("stem", ["..", ".hidden", "a b"])
+def test_config_names_that_are_not_one_folder_name_are_refused(stem, tmp_path):
+    configs = write_configs(tmp_path / "configs", names=("uniform_r64",))
+    (configs / "uniform_r64.yaml").rename(configs / f"{stem}.yaml")
+    with pytest.raises(ValueError, match="cannot name a run folder"):
+        plan_sweep(configs, tmp_path / "out")

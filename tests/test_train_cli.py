@@ -352,7 +352,12 @@ def test_shipped_configs_parse_and_match_the_paper(path):
 
 def test_math_task_trains_from_a_local_stand_in(tmp_path, random_model):
     """The paper's path (MATH rows, Qwen3 architecture) with local stand-ins of both."""
-    data = Path(__file__).parent / "data" / "math_sample.jsonl"
+    sample = Path(__file__).parent / "data" / "math_sample.jsonl"
+    rows = [json.loads(x) for x in sample.read_text().splitlines()]
+    # One 3 MB problem: dropped by its length in characters, never tokenized.
+    rows.append({**rows[0], "problem": "What is " + "1 + " * 750_000 + "1?"})
+    data = tmp_path / "math_with_a_huge_row.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = config(
         tmp_path,
         random_model,
@@ -370,4 +375,5 @@ def test_math_task_trains_from_a_local_stand_in(tmp_path, random_model):
     assert [r["step"] for r in rows] == [1, 2] and "credit/gini" in rows[0]
     # MATH has no error locator: said, and no correctness metric is invented.
     assert "task math: no error locator" in res.stdout
+    assert "max_prompt_length: dropped 1 of" in res.stdout
     assert not any(k.startswith(("credit/prefix_blame", "credit/blamed")) for k in rows[0])

@@ -217,7 +217,9 @@ def concentration_table(methods: Sequence[Method]) -> Table:
                 "drift (final)": Cell.of(m.final("credit/drift_kl")),
                 "regime": ZERO_ADAPTER
                 if compares_with_base(m.scheme) and never_left_base(m)
-                else classify_regime(g.value, e.value),
+                else classify_regime(g.value, e.value).replace(
+                    "n/a", "n/a: non-finite Gini or EffN/T logged (a bug upstream, not a regime)"
+                ),
             }
         )
     return rows

@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 def _guarded(command: str, fn: Callable[[], int | None]) -> int:
     try:
         return int(fn() or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        # Input errors: one clear line, no traceback.
+    except (ValueError, OSError) as e:
+        # Input errors (files missing, unreadable, in use, not writable): one
+        # clear line, no traceback. OSError's message names its file.
         print(f"arca {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -283,13 +283,11 @@ def load_models(
     """``(Models, tokenizer)``: ``model`` (``tiny``, ``smollm2``, a folder or a
     Hub id) as the base, with LoRA ``adapters`` on it, or full ``checkpoints``
     fine-tuned from it."""
-    from arca.evaluate import load_policy
+    from arca.evaluate import adapter_errors, check_adapter, load_policy
 
     if adapters and checkpoints:
         raise ValueError("--adapter and --ref-model exclude each other: LoRA or full fine-tuning")
-    for a in adapters:
-        if not Path(a, "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{a}: not a LoRA adapter folder (no adapter_config.json)")
+    configs = [check_adapter(a) for a in adapters]
     if not adapters:
         base, tok = load_policy(model, dtype=dtype, device=device)
         vocab = base.get_output_embeddings().weight.shape[0]
@@ -307,8 +305,9 @@ def load_models(
     peft_model, tok = load_policy(model, adapters[0], dtype=dtype, device=device)
     # load_policy names its adapter "default"; the others get p1, p2, ...
     names = ["default"]
-    for i, a in enumerate(adapters[1:], 1):
-        peft_model.load_adapter(a, adapter_name=f"p{i}")
+    for i, (a, cfg) in enumerate(zip(adapters[1:], configs[1:], strict=True), 1):
+        with adapter_errors(a, cfg, model):
+            peft_model.load_adapter(a, adapter_name=f"p{i}")
         names.append(f"p{i}")
     peft_model.eval()
     policies = [

@@ -10,8 +10,10 @@ JSON file.
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -235,28 +237,134 @@ def evaluate(
 # ------------------------------------------------------------------- CLI
 
 
+#: The files a peft adapter folder keeps its weights in, preferred first.
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter(adapter: str | Path) -> dict[str, Any]:
+    """The ``adapter_config.json`` of a LoRA adapter folder, after checking that
+    the folder holds what peft needs: a valid config and a weights file. Raises
+    ``FileNotFoundError``/``ValueError`` naming the folder or file."""
+    import json
+
+    from peft import PeftConfig
+
+    folder = Path(adapter)
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{cfg_path}: not valid JSON ({e}); copy it again from the training run's adapter/"
+        ) from None
+    missing = [
+        k for k in ("peft_type", "r", "target_modules") if not isinstance(cfg, dict) or k not in cfg
+    ]
+    if missing:
+        raise ValueError(
+            f"{cfg_path}: not a LoRA adapter config (missing {', '.join(missing)}); "
+            "copy it again from the training run's adapter/"
+        )
+    try:
+        PeftConfig.from_pretrained(str(folder))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_path}: not a valid peft adapter config ({e})") from None
+    if not any((folder / w).is_file() for w in ADAPTER_WEIGHTS):
+        raise FileNotFoundError(
+            f"{adapter}: the adapter folder has no weights ({' or '.join(ADAPTER_WEIGHTS)}); "
+            "copy them from the training run's adapter/ folder"
+        )
+    return cfg
+
+
+def _bad_safetensors(folder: Path, names: Sequence[str] | None = None) -> tuple[Path, str] | None:
+    """The first ``*.safetensors`` file in ``folder`` (or of ``names``) that
+    safetensors cannot open, with its error; None if all open."""
+    from safetensors import SafetensorError, safe_open
+
+    files = (
+        [folder / n for n in names] if names is not None else sorted(folder.glob("*.safetensors"))
+    )
+    for f in files:
+        if not f.is_file():
+            continue
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            return f, str(e)
+    return None
+
+
+@contextmanager
+def adapter_errors(adapter: str, cfg: dict[str, Any], base: str) -> Iterator[None]:
+    """Turn peft's errors on loading ``adapter`` onto ``base`` into one-line
+    ``ValueError``s: damaged weights, or an adapter of another base model."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:
+        bad = _bad_safetensors(Path(adapter), ADAPTER_WEIGHTS[:1])
+        f = bad[0] if bad else Path(adapter, ADAPTER_WEIGHTS[0])
+        raise ValueError(
+            f"{f}: not a readable safetensors file ({e}); the file is damaged or cut short: "
+            "copy it again from the training run's adapter/ folder"
+        ) from None
+    except RuntimeError as e:
+        msg = str(e)
+        if "size mismatch" not in msg:
+            raise
+        m = re.search(
+            r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[.*?\])\) "
+            r"from checkpoint, the shape in current model is torch\.Size\((\[.*?\])\)",
+            msg,
+        )
+        first = (
+            f"{m[1].removeprefix('base_model.model.')} is {m[2]} in the adapter, {m[3]} in the model"
+            if m
+            else msg.strip().splitlines()[-1].strip()
+        )
+        trained = cfg.get("base_model_name_or_path") or "another base model"
+        raise ValueError(
+            f"{adapter}: adapter was trained for {trained}, not {base} (shapes differ: {first}); "
+            "give the adapter's base model with --model"
+        ) from None
+
+
 def load_policy(
     model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), ``"smollm2"``,
     a local folder or a Hub id, optionally with a LoRA adapter folder on top. ``device``
-    defaults to CUDA when available."""
+    defaults to CUDA when available. Damaged weights, a broken adapter folder or an
+    adapter of another base model raise ``ValueError``/``FileNotFoundError`` naming
+    the file."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from arca.models import resolve
 
+    cfg = check_adapter(adapter) if adapter is not None else None
     path = resolve(model)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    try:
+        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except SafetensorError as e:
+        bad = _bad_safetensors(Path(path)) if Path(path).is_dir() else None
+        where = bad[0] if bad else model
+        raise ValueError(
+            f"{where}: not a readable safetensors file ({e}); the file is damaged or cut short: "
+            "save or download the model again"
+        ) from None
     tok = AutoTokenizer.from_pretrained(path)
     if adapter is not None:
         from peft import PeftModel
 
-        if not Path(adapter, "adapter_config.json").exists():
-            raise FileNotFoundError(
-                f"{adapter}: not a LoRA adapter folder (no adapter_config.json)"
-            )
-        m = PeftModel.from_pretrained(m, adapter)
+        with adapter_errors(adapter, cfg or {}, model):
+            m = PeftModel.from_pretrained(m, adapter)
     if device is None and torch.cuda.is_available():
         device = "cuda"
     if device is not None:
@@ -301,7 +409,6 @@ def evaluate_run(
     base model with ``RUN_DIR/adapter``, or ``RUN_DIR/model`` for a full
     fine-tuning run; results go to ``RUN_DIR/eval/``.
     """
-
 
     run = Path(run_dir)
     cfg_path = run / "config.yaml"

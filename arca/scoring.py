@@ -78,6 +78,18 @@ def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
+def _is_variant(m: nn.Module) -> bool:
+    return any(v is not None for v in getattr(m, "lora_variant", {}).values()) or any(
+        getattr(m, "use_dora", {}).values()
+    )
+
+
+def uses_lora_variant(model: nn.Module) -> bool:
+    """Does any LoRA layer of ``model`` use a variant such as DoRA (whose
+    output is not ``lora_B``'s, so the adapter-output captures refuse it)?"""
+    return any(_is_variant(m) for _, m in lora_layers(model))
+
+
 @contextmanager
 def _lora_outputs(
     layers: list[tuple[str, nn.Module]], n_completion: int, on_layer: Callable[[str, Tensor], None]
@@ -110,6 +122,15 @@ def _lora_outputs(
 
         return hook
 
+    for name, m in layers:
+        if _is_variant(m):
+            # DoRA rescales the layer's output by a learnt magnitude, and calls lora_B
+            # on its own to compute it: lora_B's output is not the adapter's contribution.
+            raise ValueError(
+                f"{name}: a LoRA variant (DoRA, use_dora: true) is not supported where arca "
+                "reads the LoRA layers' outputs (arca_local, shadow diagnostics, arca scan); "
+                "use plain LoRA, or the arca scheme"
+            )
     handles = []
     for name, m in layers:
         for a, b in m.lora_B.items():

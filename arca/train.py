@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,22 @@ def final_weights(run_dir: str | Path) -> tuple[str, Path] | None:
     """``("adapter", RUN/adapter)`` or ``("model", RUN/model)`` for a run whose
     training finished (full fine-tuning saves the whole model), else ``None``."""
     run = Path(run_dir)
-    if (run / "adapter" / "adapter_config.json").is_file():
+    if (run / "adapter" / "adapter_config.json").is_file() and has_weights(run / "adapter"):
         return "adapter", run / "adapter"
-    if (run / "model" / "config.json").is_file():
+    if (run / "model" / "config.json").is_file() and has_weights(run / "model"):
         return "model", run / "model"
     return None
+
+
+def has_weights(folder: str | Path) -> bool:
+    """Does ``folder`` hold weight files (safetensors or torch, sharded or
+    not)? ZeRO-3 without ``stage3_gather_16bit_weights_on_model_save`` writes
+    a config and no weights."""
+    return any(
+        f.suffix in (".safetensors", ".bin") and f.stat().st_size > 0
+        for f in Path(folder).glob("*")
+        if f.is_file() and f.name != "training_args.bin"
+    )
 
 
 @dataclass
@@ -93,6 +105,7 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
             raise FileNotFoundError(
                 f"--config: no such file: {argv[i + 1] if i + 1 < len(argv) else '(missing)'}"
             )
+        _check_yaml(Path(argv[i + 1]))
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
     for obj in (run, cfg, model):
@@ -121,7 +134,61 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         raise ValueError("sample_every and sample_count must be >= 0")
     if not model.model_name_or_path:
         model.model_name_or_path = "tiny"
+    _check_report_to(cfg.report_to)
+    out = Path(cfg.output_dir)
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"output_dir: {parent} is a file, not a folder; choose another output_dir"
+                )
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"output_dir: cannot write in {parent}; choose another output_dir")
+            break
     return run, cfg, model
+
+
+def _check_yaml(path: Path) -> None:
+    """A config file that is UTF-8 YAML mapping fields to values, else one line naming it."""
+    import yaml
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: line {line}: not UTF-8 text; re-save the file as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}: {where}not valid YAML ({problem})") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: must map field names to values, got a {type(data).__name__}")
+
+
+def _check_report_to(report_to: Any) -> None:
+    """A logging backend that is not installed fails after the model loads; say so first."""
+    import importlib.util
+
+    backends = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    modules = {
+        "tensorboard": ("tensorboard", "tensorboardX"),
+        "wandb": ("wandb",),
+        "mlflow": ("mlflow",),
+        "trackio": ("trackio",),
+    }
+    for b in backends:
+        need = modules.get(b)
+        if need and not any(importlib.util.find_spec(m) for m in need):
+            raise ValueError(
+                f"report_to: {b!r} needs the {need[0]} package, which is not installed "
+                f"(pip install {need[0]}), or use report_to: none"
+            )
 
 
 def check_types(obj: Any) -> None:
@@ -249,13 +316,19 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         check_resume(out / "config.yaml", resolved)
     main = PartialState().is_main_process
     final = "adapter" if model_args.use_peft else "model"
-    if run.resume and last and _finished(Path(last), cfg.max_steps):
-        # Training again would take one more step (transformers checks max_steps
-        # only after a step) and write another checkpoint.
+    # Training a finished run again would take one more step (transformers checks
+    # max_steps only after a step) and write another checkpoint; with no
+    # checkpoint kept (save_strategy: no) it would start over.
+    done = run.resume and (
+        (last is not None and _finished(Path(last), cfg.max_steps))
+        or (last is None and final_weights(out) is not None)
+    )
+    if done:
         if main:
             if final_weights(out) is None:
                 _final_from_checkpoint(Path(last), out / final)
-            print(f"run already finished at {Path(last).name}: nothing to train ({out}/{final}/)")
+            at = f" at {Path(last).name}" if last else ""
+            print(f"run already finished{at}: nothing to train ({out}/{final}/)")
         return out
     task = load_task(
         run.task,
@@ -291,8 +364,9 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         # tokenizing it (one 30 MB line once took the tokenizer to 12 GB).
         widest = max((len(t) for t in tok.get_vocab()), default=1)
         train = train.filter(
-            lambda r: len(r["prompt"]) <= limit * widest
-            and len(tok(r["prompt"])["input_ids"]) <= limit
+            lambda r: (
+                len(r["prompt"]) <= limit * widest and len(tok(r["prompt"])["input_ids"]) <= limit
+            )
         )
         if len(train) < n:
             print(
@@ -324,8 +398,16 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         trainer.sample_writer = SampleWriter(
             out / "samples.jsonl", run.sample_every, run.sample_count
         )
-    trainer.train(resume_from_checkpoint=last if run.resume and last else None)
+    resume_from = last if run.resume and last else None
+    if resume_from and main and (out / "samples.jsonl").is_file():
+        _cut_samples(out / "samples.jsonl", _step_of(Path(resume_from)))
+    trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_final(out / final)
+    if main and final_weights(out) is None:
+        raise ValueError(
+            f"{out / final}: the trained weights were not saved (DeepSpeed ZeRO-3 without "
+            "stage3_gather_16bit_weights_on_model_save: true?); the checkpoints hold them sharded"
+        )
     if main:
         print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
@@ -340,6 +422,25 @@ _TRAINING_STATE = (
     "trainer_state",
     "training_args",
 )
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
+def _cut_samples(path: Path, step: int) -> None:
+    """Drop the samples drawn at or after global step ``step`` (a resumed run
+    draws them again), as :class:`arca.trainer.MetricsFile` does for metrics."""
+    from arca.io import atomic_write_text
+
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) < step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
 def _finished(checkpoint: Path, max_steps: int) -> bool:
@@ -365,7 +466,7 @@ def _final_from_checkpoint(checkpoint: Path, dest: Path) -> None:
         for f in checkpoint.iterdir():
             if f.is_file() and not f.name.startswith(_TRAINING_STATE):
                 shutil.copy2(f, tmp / f.name)
-    if final_weights(dest.parent) is None:
+    if not has_weights(dest):
         shutil.rmtree(dest)
         raise FileNotFoundError(
             f"{checkpoint}: no consolidated weights to make {dest.name}/ from (a sharded "

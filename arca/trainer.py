@@ -116,6 +116,7 @@ from arca.scoring import (
     capture_final_hidden,
     eval_mode,
     residual_writers,
+    uses_lora_variant,
     writes_residual,
 )
 from arca.tasks.base import ErrorLocator
@@ -257,9 +258,9 @@ class CreditGRPOTrainer(GRPOTrainer):
         if self.args.shadow_diagnostics:
             needs |= _POLICY_INPUTS | _BASE_INPUTS
             if "h_shift" not in self.scheme.requires and not (
-                self._peft and writes_residual(unwrapped)
+                self._peft and writes_residual(unwrapped) and not uses_lora_variant(unwrapped)
             ):
-                needs.discard("h_shift")  # arca_local's shadow needs LoRA on o/down proj
+                needs.discard("h_shift")  # arca_local's shadow needs plain LoRA on o/down proj
         unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
         if unknown:
             raise ValueError(
@@ -276,6 +277,11 @@ class CreditGRPOTrainer(GRPOTrainer):
             )
         if "h_shift" in needs:
             residual_writers(unwrapped)  # fails early, naming the adapter's targets
+            if uses_lora_variant(unwrapped):
+                raise ValueError(
+                    f"token_weighting: {self.scheme.name!r} reads the LoRA layers' outputs, "
+                    "which a LoRA variant (DoRA, use_dora: true) rescales; use plain LoRA"
+                )
         # Full fine-tuning: the base side is a frozen copy of the initial policy.
         # TRL keeps one for beta > 0; otherwise arca makes it, as TRL would.
         self._frozen_ref: Any = None
@@ -293,6 +299,9 @@ class CreditGRPOTrainer(GRPOTrainer):
         self._warn_vllm_merge_rounding(unwrapped)
         # While TRL generates and scores: where its old-log-prob pass leaves arca's inputs.
         self._old_pass: dict[str, Tensor] | None = None
+        # Token metrics of the logging window: [sum, tokens] and maxima, per mode.
+        self._token_sums: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+        self._token_max: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
 
     def _warn_vllm_merge_rounding(self, policy: Any) -> None:
         """TRL's vLLM weight sync merges the adapter into the base weights and
@@ -328,9 +337,11 @@ class CreditGRPOTrainer(GRPOTrainer):
             )
         else:
             ref = copy.deepcopy(policy)
-            # TRL's patched forward came along, and its plain (non-fused) branch
-            # would call the policy's original forward: patch the copy afresh.
-            ref.__dict__.pop("forward", None)
+            # TRL's patched forwards came along (the model's, and the LM head's
+            # with cast_lm_head_to_fp32), and their closures would call the
+            # policy's modules: drop every instance forward and patch afresh.
+            for module in ref.modules():
+                module.__dict__.pop("forward", None)
         add_fused_lm_head(
             ref,
             temperature=self.temperature,
@@ -681,15 +692,31 @@ class CreditGRPOTrainer(GRPOTrainer):
         tokens = float(every.pop("sum/tokens").sum())
         for key, v in every.items():
             if key.startswith("sum/"):
-                m[key[4:]].append(float(v.sum()) / tokens if tokens else math.nan)
+                # Summed over the logging window, divided in log(): the exact token mean.
+                total = self._token_sums[mode].setdefault(key[4:], [0.0, 0.0])
+                total[0] += float(v.sum())
+                total[1] += tokens
             elif key.startswith("max/"):
                 top = float(v.max()) if v.numel() else -math.inf
-                m[key[4:]].append(top if top > -math.inf else math.nan)
+                self._token_max[mode][key[4:]] = max(top, self._token_max[mode].get(key[4:], top))
             else:
                 vals = v[~torch.isnan(v)].tolist()
                 # No row applies in this micro-batch: NaN, which TRL's log skips.
                 m[key].extend(vals if vals else [math.nan])
         return shadow
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Token metrics: one value for the window, over all its tokens (TRL's
+        # log averages each list, which for per-micro-batch means would weigh
+        # micro-batches equally whatever their token counts).
+        mode = "train" if self.model.training else "eval"
+        for key, (total, count) in self._token_sums[mode].items():
+            self._metrics[mode][key] = [total / count if count else math.nan]
+        for key, top in self._token_max[mode].items():
+            self._metrics[mode][key] = [top if top > -math.inf else math.nan]
+        self._token_sums[mode].clear()
+        self._token_max[mode].clear()
+        super().log(logs, start_time)
 
     def _gather_rows(self, cols: dict[str, Tensor]) -> dict[str, Tensor]:
         """``cols`` (``(B,)`` each) concatenated over every process's rows.
@@ -757,14 +784,23 @@ class CreditGRPOTrainer(GRPOTrainer):
         finally:
             self._get_output_dir = real  # type: ignore[method-assign]
         self.accelerator.wait_for_everyone()
+        # transformers recorded the best checkpoint under the staging folder: on
+        # every rank (each may load it at the end), and in the saved state.
+        best = self.state.best_model_checkpoint
+        if best and stage in best:
+            self.state.best_model_checkpoint = best.replace(stage, run_dir)
         if main:
             for name in os.listdir(stage):
-                replace_dir(os.path.join(stage, name), os.path.join(run_dir, name))
+                dst = os.path.join(run_dir, name)
+                replace_dir(os.path.join(stage, name), dst)
+                state_file = os.path.join(dst, "trainer_state.json")
+                if best and stage in best and os.path.isfile(state_file):
+                    saved = json.loads(Path(state_file).read_text())
+                    saved["best_model_checkpoint"] = self.state.best_model_checkpoint
+                    atomic_write_text(
+                        state_file, json.dumps(saved, indent=2, sort_keys=True) + "\n"
+                    )
             shutil.rmtree(stage, ignore_errors=True)
-            if self.state.best_model_checkpoint and stage in self.state.best_model_checkpoint:
-                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(
-                    stage, run_dir
-                )
             # transformers rotated the staging folder; save_total_limit applies to the run's.
             rotate_checkpoints(
                 output_dir=run_dir,

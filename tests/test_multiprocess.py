@@ -105,7 +105,8 @@ def two_ranks(tmp_path_factory, decisive_model):
     resumed = finish(torchrun("--config", str(cfg), "--output_dir", str(run), "--resume", "true"))
     assert "already finished" not in resumed
 
-    single = config(tmp, decisive_model, **{**over, "per_device_train_batch_size": 8})
+    (tmp / "single").mkdir()  # its own cfg.yaml: the two-process one is resumed later
+    single = config(tmp / "single", decisive_model, **{**over, "per_device_train_batch_size": 8})
     one = arca_train("--config", str(single), "--output_dir", str(tmp / "one"), "--max_steps", "1")
     assert one.returncode == 0, one.stderr[-3000:]
     return {"run": run, "cfg": cfg, "one": tmp / "one"}
@@ -129,9 +130,8 @@ def test_two_processes_exit_cleanly_and_resume_a_killed_run(two_ranks):
 def test_resuming_a_finished_run_trains_nothing(two_ranks):
     run, cfg = two_ranks["run"], two_ranks["cfg"]
     before = (run / "metrics.jsonl").read_text()
-    res = arca_train("--config", str(cfg), "--output_dir", str(run), "--resume", "true")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "already finished" in res.stdout
+    out = finish(torchrun("--config", str(cfg), "--output_dir", str(run), "--resume", "true"))
+    assert "already finished" in out
     assert (run / "metrics.jsonl").read_text() == before
     assert not (run / "checkpoint-6").exists()
 

@@ -248,3 +248,18 @@ def test_arca_local_needs_lora_on_a_residual_writer():
     with pytest.raises(ValueError, match="the adapter targets: q_proj, v_proj"):
         with capture_adapter_shift(model, 3):
             pass
+
+
+def test_a_dora_adapter_is_refused_where_lora_outputs_are_read(batch):
+    from peft import LoraConfig, get_peft_model
+
+    from arca.scoring import capture_adapter_shift, uses_lora_variant
+
+    model = get_peft_model(
+        tiny_qwen3(vocab_size=128, hidden_size=32, seed=0),
+        LoraConfig(r=2, target_modules=["o_proj", "down_proj"], use_dora=True),
+    )
+    assert uses_lora_variant(model)
+    with pytest.raises(ValueError, match="DoRA"):
+        with capture_adapter_shift(model, 3):
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +41,7 @@ def make(
         model.save_pretrained(f"{tmp}/initial")
         model = AutoModelForCausalLM.from_pretrained(f"{tmp}/initial")
     ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]})
+    extra.setdefault("save_strategy", "no")
     args = cfg(
         output_dir=tmp,
         per_device_train_batch_size=8,
@@ -51,7 +53,6 @@ def make(
         use_cpu=True,
         seed=7,
         logging_steps=1,
-        save_strategy="no",
         loss_type="grpo",
         bf16=False,
         **extra,
@@ -563,3 +564,31 @@ def test_a_16bit_base_synced_to_vllm_is_flagged(dtype, warned, tmp_path, caplog)
     with caplog.at_level("WARNING", logger="arca.trainer"):
         tr._warn_vllm_merge_rounding(model)
     assert ("merges and unmerges the adapter" in caplog.text) == warned
+
+
+def test_the_best_checkpoint_is_recorded_where_it_lies(tmp_path):
+    """Checkpoints are staged and renamed: the best one must be recorded under
+    its final path, in memory and in every trainer_state.json."""
+    import json
+
+    ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(8)]})
+    tr = make(
+        tmp=str(tmp_path),
+        token_weighting="surprisal",
+        save_strategy="steps",
+        save_steps=1,
+        eval_strategy="steps",
+        eval_steps=1,
+        metric_for_best_model="reward",
+        per_device_eval_batch_size=8,
+        save_total_limit=2,
+        trainer_kw={"eval_dataset": ds},
+    )
+    tr.train()
+    best = tr.state.best_model_checkpoint
+    assert best and ".checkpoint-staging" not in best and (tmp_path / Path(best).name).is_dir()
+    kept = sorted(tmp_path.glob("checkpoint-*"))
+    assert 1 <= len(kept) <= 3  # save_total_limit 2, plus the best one if older
+    for c in kept:
+        saved = json.loads((c / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert ".checkpoint-staging" not in saved

@@ -71,7 +71,11 @@ def resolve(name: str) -> str:
     """A model folder for ``name``: ``"tiny"`` (arca's embedded model, built on
     first use; ``"tiny-l1"`` its one-step predecessor), ``"smollm2"``
     (SmolLM2-135M-Instruct from PyPI, converted on first use), or ``name`` itself
-    (a local folder or a Hub id)."""
+    (a local folder or a Hub id). A name that looks like a path (starts with
+    ``/``, ``.`` or ``~``, or has more than one ``/``) must be a folder."""
+    import os
+    from pathlib import Path
+
     from arca.models import tiny
 
     if name in tiny.SPECS:
@@ -80,4 +84,10 @@ def resolve(name: str) -> str:
         from arca.models import smollm2
 
         return str(smollm2.convert())
-    return name
+    local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if local and not Path(os.path.expanduser(name)).exists():
+        raise FileNotFoundError(
+            f"{name}: no such model folder (give a folder saved by save_pretrained, "
+            f"a Hub id, or one of: {', '.join([*tiny.SPECS, 'smollm2'])})"
+        )
+    return os.path.expanduser(name) if local else name

@@ -126,29 +126,54 @@ class Method:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
+    lines = path.read_bytes().splitlines()
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
+            rec = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             # A run killed mid-write leaves at most a cut-off last line.
             if n == len(lines):
                 continue
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            why = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+            raise ValueError(
+                f"{path}:{n}: not valid JSON ({why}); fix or delete that line"
+            ) from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
     return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        why = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else e
+        raise ValueError(
+            f"{path}: not valid JSON ({why}); delete it and run `arca eval --run` again"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _problem_scores(path: Path, k: int) -> dict[str, np.ndarray]:
     greedy: dict[int, float] = {}
     samples: dict[int, list[float]] = {}
     for rec in _read_jsonl(path):
-        i = int(rec["index"])
+        try:
+            i, reward = int(rec["index"]), float(rec["reward"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{path}: a record lacks a numeric 'index' or 'reward' ({e!r}); "
+                "delete the eval/ folder and run `arca eval --run` again"
+            ) from None
         if rec.get("mode") == "greedy":
-            greedy[i] = float(rec["reward"])
+            greedy[i] = reward
         else:
-            samples.setdefault(i, []).append(float(rec["reward"]))
+            samples.setdefault(i, []).append(reward)
     n = max([*greedy, *samples], default=-1) + 1
     out: dict[str, np.ndarray] = {}
     if greedy and len(greedy) == n:
@@ -168,9 +193,11 @@ def load_run(path: str | Path) -> Run:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{p}: not a run folder (no config.yaml)")
     try:
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as e:
+        config = yaml.safe_load(cfg_path.read_bytes().decode("utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path}: not valid YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: expected a mapping of settings, got {type(config).__name__}")
     metrics = _read_jsonl(p / "metrics.jsonl") if (p / "metrics.jsonl").exists() else []
     scheme = config.get("token_weighting", "uniform")
     name = config.get("run_name") or (
@@ -181,7 +208,7 @@ def load_run(path: str | Path) -> Run:
     run = Run(p, str(name), int(config.get("seed", 0)), config, metrics)
     res = p / "eval" / "results.json"
     if res.is_file():
-        run.eval = json.loads(res.read_text())
+        run.eval = _read_json(res)
         comp = p / "eval" / "completions.jsonl"
         if comp.is_file():
             run.problem_scores = _problem_scores(comp, int(run.eval.get("k", 4)))

@@ -2,9 +2,12 @@
 
 Local sources: a ``.jsonl`` file, a ``.json`` file (a list of rows, or one row
 as in the original MATH release's one-problem-per-file layout), a ``.parquet``
-file, or a folder of such files (read recursively, in sorted order). Anything
-else that does not exist on disk is taken as a Hub dataset id and loaded with
-``datasets.load_dataset`` (the only path that touches the network).
+file, or a folder of such files (read recursively, in sorted order). A source
+that looks like a path (starts with ``/``, ``.`` or ``~``, ends in a data suffix,
+or has more than one ``/``) must exist; anything else that does not exist on
+disk is taken as a Hub dataset id and loaded with ``datasets.load_dataset``
+(the only path that touches the network). Unreadable files (damaged Parquet,
+non-UTF-8 text) and unreachable Hub ids raise ``ValueError`` naming them.
 
 A malformed row (missing or empty column, no boxed answer, no ``####``) raises
 :class:`TaskDataError` naming the file and row; with ``skip_malformed=True`` it
@@ -33,17 +36,32 @@ Where = str  # "file.jsonl: line 7", "openai/gsm8k[train]: row 12"
 
 
 def _looks_local(source: str) -> bool:
+    """A path, not a Hub id (``owner/name``): starts with ``/``, ``.`` or ``~``,
+    ends in a data suffix, or has more than one ``/``."""
     return (
         source.endswith(_SUFFIXES)
         or source.startswith((".", "/", "~"))
-        or os.sep + os.sep in source
+        or source.count("/") > 1
+        or (os.sep != "/" and os.sep in source)
     )
+
+
+def _utf8(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line += raw[: e.start].count(b"\n")
+        raise TaskDataError(
+            f"{path}: line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+            "re-save the file as UTF-8"
+        ) from None
 
 
 def _read_file(path: Path) -> Iterator[tuple[Where, Any]]:
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with path.open("rb") as f:
+            for n, raw in enumerate(f, 1):
+                line = _utf8(raw, path, n)
                 if not line.strip():
                     continue
                 try:
@@ -52,16 +70,24 @@ def _read_file(path: Path) -> Iterator[tuple[Where, Any]]:
                     raise TaskDataError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
     elif path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_utf8(path.read_bytes(), path, 1))
         except json.JSONDecodeError as e:
             raise TaskDataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
         items = data if isinstance(data, list) else [data]
         for n, row in enumerate(items, 1):
             yield (f"{path}: row {n}" if isinstance(data, list) else str(path)), row
     elif path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise TaskDataError(
+                f"{path}: not readable Parquet ({e}); the file is damaged or not Parquet: "
+                "write it again, or give the data as .jsonl"
+            ) from None
+        for n, row in enumerate(table.to_pylist(), 1):
             yield f"{path}: row {n}", row
     else:
         raise TaskDataError(f"{path}: unsupported file type (use {', '.join(_SUFFIXES)})")
@@ -81,11 +107,24 @@ def read_rows(
     elif path.is_file():
         yield from _read_file(path)
     elif _looks_local(source):
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise FileNotFoundError(f"--data: no such file or folder: {source}")
     else:
         from datasets import load_dataset
 
-        ds = load_dataset(source, hub_config, split=split)
+        try:
+            ds = load_dataset(source, hub_config, split=split)
+        except OSError as e:  # ConnectionError, DatasetNotFoundError, LocalEntryNotFoundError
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            hint = (
+                "HF_HUB_OFFLINE is set, so only datasets already in the cache load"
+                if offline
+                else "check the id and the network"
+            )
+            raise ValueError(
+                f"--data {source}: neither a local file or folder nor reachable on the Hugging "
+                f"Face Hub ({hint}; {type(e).__name__}: {e}); give a {'/'.join(_SUFFIXES)} "
+                "file or a folder of them"
+            ) from None
         for n, row in enumerate(ds, 1):
             yield f"{source}[{split}]: row {n}", row
 

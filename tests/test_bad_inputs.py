@@ -273,3 +273,10 @@ def test_train_report_to_a_backend_that_is_not_installed(tmp_path, capsys, monke
     _fails(
         capsys, ["train", "--config", str(cfg)], "report_to: 'tensorboard' needs the tensorboard"
     )
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--k", "0"), ("--limit", "0"), ("--samples", "0"), ("--batch-size", "0")]
+)
+def test_eval_counts_below_one_are_refused_before_loading(flag, value, capsys):
+    _fails(capsys, ["eval", flag, value], f"{flag}: must be >= 1, got 0")

@@ -7,8 +7,13 @@ the batch with the configured scheme and hands TRL per-token advantages
 ``A_i * T_i * w_it`` of shape ``(B, T)``, where ``T_i`` is the completion's
 length. With ``loss_type="grpo"`` TRL averages each sequence's token losses
 over ``T_i``, so the sequence's loss becomes ``sum_t w_it * loss_it``: the
-paper's estimator (eq. 6). Weights are detached and computed once per
-generated batch.
+paper's estimator (eq. 6). TRL's other token-level normalisers (``bnpo``,
+``dr_grpo``, ``dapo``, ``cispo``, ``sapo``) sum token losses with a factor per
+sequence, so the same advantages keep each sequence's share and redistribute it
+over its tokens by ``w`` (:func:`arca.credit.weighted_pg_loss` is the reference
+for each, tested); ``luspo``, ``vespo`` and sequence-level importance sampling
+are refused (:data:`arca.credit.loss.REFUSED_LOSS_TYPES`). Weights are detached
+and computed once per generated batch.
 
 Where the schemes' inputs come from. Policy-side inputs (log-probs, entropies,
 the adapted hidden state, the LoRA layers' outputs) are read from the training
@@ -110,6 +115,7 @@ from arca.credit import (
     token_weights,
 )
 from arca.credit.advantages import ESTIMATORS
+from arca.credit.loss import LOSS_TYPES, REFUSED_LOSS_TYPES
 from arca.io import atomic_write_text, replace_dir
 from arca.scoring import (
     capture_adapter_shift,
@@ -130,7 +136,8 @@ _BASE_INPUTS = {"ref_logps", "h_base"}
 
 @dataclass
 class CreditGRPOConfig(GRPOConfig):
-    """``trl.GRPOConfig`` plus token-credit options. ``loss_type`` must be ``"grpo"``."""
+    """``trl.GRPOConfig`` plus token-credit options; ``loss_type`` defaults to
+    ``"grpo"`` (the paper's) and may be any of :data:`arca.credit.loss.LOSS_TYPES`."""
 
     token_weighting: str = field(
         default="uniform",
@@ -173,8 +180,14 @@ class CreditGRPOConfig(GRPOConfig):
             "dropout-free scoring pass per generated batch."
         },
     )
-    # TRL's default is "dapo"; only "grpo" turns A*T*w into sum_t w_t loss_t per sequence.
-    loss_type: str = field(default="grpo", metadata={"help": "Must be 'grpo' (see arca.trainer)."})
+    # TRL's default is "dapo"; arca keeps the paper's "grpo" (per-sequence mean).
+    loss_type: str = field(
+        default="grpo",
+        metadata={
+            "help": "TRL's loss normaliser: " + ", ".join(LOSS_TYPES) + " (arca's default: grpo, "
+            "the paper's; luspo and vespo are refused, see arca.credit.loss)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.token_weighting not in available_schemes():
@@ -200,16 +213,33 @@ class CreditGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"advantage_estimator: must be one of {', '.join(ESTIMATORS)}, got {self.advantage_estimator!r}"
             )
-        if self.loss_type != "grpo":
+        if self.loss_type not in LOSS_TYPES:
+            why = REFUSED_LOSS_TYPES.get(self.loss_type, "not a TRL loss type arca knows")
             raise ValueError(
-                f"loss_type: arca needs 'grpo' (per-sequence mean of token losses), got {self.loss_type!r}"
+                f"loss_type: {self.loss_type!r} is not supported ({why}); "
+                f"use one of {', '.join(LOSS_TYPES)}"
+            )
+        if self.importance_sampling_level != "token" and self.token_weighting != "uniform":
+            raise ValueError(
+                f"importance_sampling_level: {self.importance_sampling_level!r} makes the "
+                "importance ratio one number per sequence, so token weights cancel and "
+                f"{self.token_weighting!r} would train exactly as uniform; use 'token'"
             )
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(
                 f"num_generations: a group needs at least 2 completions, got {self.num_generations}"
             )
-        if self.advantage_estimator == "rloo":
+        if self.advantage_estimator == "rloo" and self.scale_rewards not in ("none", False):
             # RLOO's baseline: K/(K-1) * (R - mean), from TRL's unscaled advantage.
+            if self.scale_rewards not in ("group", True):  # TRL's default, said below
+                raise ValueError(
+                    f"scale_rewards: advantage_estimator 'rloo' uses unscaled rewards, got "
+                    f"{self.scale_rewards!r}; set scale_rewards: none"
+                )
+            logger.warning(
+                "advantage_estimator rloo: scale_rewards set to 'none' (RLOO's baseline is "
+                "K/(K-1) (R - mean) on unscaled rewards); config.yaml records it"
+            )
             self.scale_rewards = "none"
         super().__post_init__()
 
@@ -247,6 +277,10 @@ class CreditGRPOTrainer(GRPOTrainer):
         self, model: Any, *args: Any, error_locator: ErrorLocator | None = None, **kwargs: Any
     ) -> None:
         _reject_frozen_peft(model)
+        if len(args) < 2 and kwargs.get("args") is None:
+            # As GRPOTrainer builds a GRPOConfig when given none.
+            name = model if isinstance(model, str) else model.config._name_or_path or "model"
+            kwargs["args"] = CreditGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
         super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")

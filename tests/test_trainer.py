@@ -42,6 +42,7 @@ def make(
         model = AutoModelForCausalLM.from_pretrained(f"{tmp}/initial")
     ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]})
     extra.setdefault("save_strategy", "no")
+    extra.setdefault("loss_type", "grpo")
     args = cfg(
         output_dir=tmp,
         per_device_train_batch_size=8,
@@ -53,7 +54,6 @@ def make(
         use_cpu=True,
         seed=7,
         logging_steps=1,
-        loss_type="grpo",
         bf16=False,
         **extra,
     )
@@ -148,9 +148,81 @@ def _check_A_T_w(tr, scheme, in_forward):
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
     attn = torch.cat([out["prompt_mask"], mask], 1)
     logps, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, mask.size(1))
-    weighted_pg_loss(logps, A, w, mask).backward()
+    weighted_pg_loss(
+        logps,
+        A,
+        w,
+        mask,
+        loss_type=tr.args.loss_type,
+        max_completion_length=tr.args.max_completion_length,
+        num_items=float(out["num_items_in_batch"]) if "num_items_in_batch" in out else None,
+    ).backward()
     for g, p in zip(got, params, strict=True):
         torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("loss_type", ["bnpo", "dr_grpo", "dapo", "cispo", "sapo"])
+@pytest.mark.parametrize("scheme", ["uniform", "surprisal", "arca"])
+def test_every_supported_loss_type_is_the_weighted_loss_under_its_normaliser(
+    loss_type, scheme, tmp_path
+):
+    """TRL's loss with A*T*w advantages has the gradient of weighted_pg_loss with
+    the loss type's per-sequence share (uniform: TRL's own loss, unchanged)."""
+    extra = {"epsilon_high": 5.0} if loss_type == "cispo" else {}  # CISPO's clip, above ratio 1
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, loss_type=loss_type, **extra)
+    _randomise_adapter(tr)
+    _check_A_T_w(tr, scheme, in_forward=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(loss_type="luspo"), "loss_type: 'luspo' is not supported .*one number per sequence"),
+        (dict(loss_type="vespo"), "loss_type: 'vespo' is not supported .*nonlinear"),
+        (
+            dict(token_weighting="arca", importance_sampling_level="sequence"),
+            "importance_sampling_level: 'sequence' .* would train exactly as uniform",
+        ),
+        (dict(advantage_estimator="rloo", scale_rewards="batch"), "scale_rewards: .*rloo"),
+    ],
+)
+def test_configs_where_token_weights_would_be_a_no_op_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CreditGRPOConfig(output_dir="/tmp/x", report_to=[], use_cpu=True, **kwargs)
+
+
+def test_rloo_says_it_unscales_the_rewards(caplog):
+    with caplog.at_level("WARNING", logger="arca.trainer"):
+        cfg = CreditGRPOConfig(
+            output_dir="/tmp/x", report_to=[], use_cpu=True, advantage_estimator="rloo"
+        )
+    assert cfg.scale_rewards == "none" and "scale_rewards set to 'none'" in caplog.text
+
+
+def test_without_args_a_credit_config_is_built_as_trl_builds_its_own(tmp_path, monkeypatch):
+    import arca.trainer
+
+    class OnCPU(CreditGRPOConfig):  # TRL's default (bf16) needs a GPU; the rest is default
+        def __init__(self, *a, **k):
+            super().__init__(*a, use_cpu=True, bf16=False, report_to=[], **k)
+
+    monkeypatch.setattr(arca.trainer, "CreditGRPOConfig", OnCPU)
+    monkeypatch.chdir(tmp_path)
+    tok = build_tokenizer()
+    model = tiny_qwen3(vocab_size=len(tok), hidden_size=32, seed=0)
+    ds = Dataset.from_dict({"prompt": ["What is 1 + 1?"] * 8})
+    tr = CreditGRPOTrainer(model=model, reward_funcs=reward, train_dataset=ds, processing_class=tok)
+    assert isinstance(tr.args, OnCPU) and tr.args.token_weighting == "uniform"
+    assert tr.args.output_dir.endswith("-GRPO")
+
+
+def test_save_total_limit_applies_to_the_run_folder(tmp_path):
+    tr = make(
+        tmp=str(tmp_path), token_weighting="surprisal", save_strategy="steps", save_steps=1,
+        save_total_limit=2,
+    )  # fmt: skip
+    tr.train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
 
 
 @pytest.mark.parametrize(
@@ -244,7 +316,7 @@ def test_rloo_advantage_is_reward_minus_leave_one_out_mean(tmp_path):
         (dict(residual_noise_factor=-1.0), "residual_noise_factor: must be >= 0"),
         (dict(weight_eps_mode="percent"), "weight_eps_mode"),
         (dict(advantage_estimator="ppo"), "advantage_estimator: must be one of grpo, rloo"),
-        (dict(loss_type="dapo"), "loss_type: arca needs 'grpo'"),
+        (dict(loss_type="ppo"), "loss_type: 'ppo' is not supported"),
         (dict(num_generations=1), "num_generations: a group needs at least 2"),
     ],
 )

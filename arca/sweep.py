@@ -54,17 +54,20 @@ PRESETS = ("tiny", "paper", "tiny-full")
 _POLL_S = 1.0
 
 
+#: arca's shipped presets (``configs/`` in a checkout is a link to this folder).
+PRESET_ROOT = Path(__file__).resolve().parent / "presets"
+
+
 def preset_dir(name: str) -> Path:
-    """``configs/<name>/`` of the working directory, else of arca's checkout."""
+    """``configs/<name>/`` of the working directory (your own copy), else arca's shipped one."""
     if name not in PRESETS:
         raise ValueError(f"--preset: unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        d = root / "configs" / name
+    for d in (Path.cwd() / "configs" / name, PRESET_ROOT / name):
         if d.is_dir():
             return d
     raise FileNotFoundError(
-        f"--preset {name}: no configs/{name}/ folder here or next to arca's package; "
-        "run from an arca checkout or pass --configs DIR"
+        f"--preset {name}: no configs/{name}/ here and none shipped in {PRESET_ROOT}; "
+        "reinstall arca or pass --configs DIR"
     )
 
 

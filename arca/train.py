@@ -101,10 +101,9 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
 
     if "--config" in argv:
         i = argv.index("--config")
-        if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
-            raise FileNotFoundError(
-                f"--config: no such file: {argv[i + 1] if i + 1 < len(argv) else '(missing)'}"
-            )
+        if i + 1 >= len(argv):
+            raise FileNotFoundError("--config: missing file name")
+        argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
         _check_yaml(Path(argv[i + 1]))
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
@@ -146,6 +145,22 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
                 raise ValueError(f"output_dir: cannot write in {parent}; choose another output_dir")
             break
     return run, cfg, model
+
+
+def config_path(name: str) -> Path:
+    """``name`` as a file, else one of arca's shipped presets (``tiny/arca_r64``,
+    with or without ``.yaml``), so an installed arca needs no checkout."""
+    from arca.sweep import PRESET_ROOT
+
+    if Path(name).is_file():
+        return Path(name)
+    for candidate in (PRESET_ROOT / name, PRESET_ROOT / f"{name}.yaml"):
+        if candidate.is_file() and candidate.suffix == ".yaml":
+            return candidate
+    shipped = sorted(str(f.relative_to(PRESET_ROOT))[:-5] for f in PRESET_ROOT.glob("*/*.yaml"))
+    raise FileNotFoundError(
+        f"--config: no such file: {name} (a YAML file, or a shipped preset: {', '.join(shipped)})"
+    )
 
 
 def _check_yaml(path: Path) -> None:
@@ -474,7 +489,57 @@ def _final_from_checkpoint(checkpoint: Path, dest: Path) -> None:
         )
 
 
+def help_text() -> str:
+    """``arca train --help``: ``--config`` and arca's own options first, each
+    with its default and help; TRL's and transformers' options after."""
+    from trl import GRPOConfig
+
+    from arca.sweep import PRESET_ROOT
+    from arca.trainer import CreditGRPOConfig
+
+    shown = ("tiny/arca_r64", "paper/arca_r64", "tiny-full/arca_full")
+    presets = [p for p in shown if (PRESET_ROOT / f"{p}.yaml").is_file()]
+    lines = [
+        "usage: arca train --config FILE.yaml [--field value ...]",
+        "",
+        "  --config FILE.yaml   the run's settings; any --field value below overrides the file's.",
+        f"                       A shipped preset works from any folder: {', '.join(presets)}, ...",
+        "",
+    ]
+    trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    groups = [
+        ("arca: what to train on and what to keep", dataclasses.fields(RunArguments)),
+        (
+            "arca: token credit (CreditGRPOConfig)",
+            [
+                f
+                for f in dataclasses.fields(CreditGRPOConfig)
+                if f.name not in trl_fields or f.name == "loss_type"
+            ],
+        ),
+    ]
+    for title, fields in groups:
+        lines.append(f"{title}:")
+        for f in fields:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            lines.append(f"  --{f.name} (default: {default})")
+            lines.append(f"      {f.metadata.get('help', '')}")
+        lines.append("")
+    lines.append("TRL's and transformers' options (trl.GRPOConfig, trl.ModelConfig) follow.")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    run, cfg, model = parse(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        from trl import ModelConfig, TrlParser
+
+        from arca.trainer import CreditGRPOConfig
+
+        print(help_text())
+        TrlParser((RunArguments, CreditGRPOConfig, ModelConfig)).print_help()
+        return 0
+    run, cfg, model = parse(argv)
     run_training(run, cfg, model)
     return 0

@@ -377,3 +377,13 @@ def test_math_task_trains_from_a_local_stand_in(tmp_path, random_model):
     assert "task math: no error locator" in res.stdout
     assert "max_prompt_length: dropped 1 of" in res.stdout
     assert not any(k.startswith(("credit/prefix_blame", "credit/blamed")) for k in rows[0])
+
+
+def test_help_shows_config_and_arcas_options_before_trls(capsys):
+    from arca.cli import main
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    first = out.index("--config FILE.yaml")
+    assert first < out.index("--token_weighting (default: uniform)") < out.index("--learning_rate")
+    assert out.index("--task (default: arithmetic)") < out.index("TRL's and transformers' options")

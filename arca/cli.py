@@ -37,13 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Deprecations that the pinned TRL and peft trigger inside transformers (its
+    # gradient_checkpointing renames) on every config and model wrap: not the user's concern.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
     if argv[:1] == ["train"]:
         # TRL's parser owns `arca train`: --config FILE.yaml plus --field value overrides.
         return _guarded("train", lambda: __import__("arca.train", fromlist=["main"]).main(argv[1:]))
-    # peft calls a transformers API that warns on every model wrap; not the user's concern.
-    warnings.filterwarnings(
-        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-    )
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

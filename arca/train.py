@@ -105,6 +105,7 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
             raise FileNotFoundError("--config: missing file name")
         argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
         _check_yaml(Path(argv[i + 1]))
+    argv = _cpu_defaults(argv)
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
     for obj in (run, cfg, model):
@@ -145,6 +146,34 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
                 raise ValueError(f"output_dir: cannot write in {parent}; choose another output_dir")
             break
     return run, cfg, model
+
+
+def _cpu_defaults(argv: list[str]) -> list[str]:
+    """Settings neither the config nor the command line gives, chosen for this
+    machine and said: LoRA (arca's setting; TRL's default trains every weight),
+    and without a GPU the CPU in float32 (TRL's default is bf16 on a GPU)."""
+    import yaml
+
+    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+    if "--config" in argv:
+        cfg = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text(encoding="utf-8"))
+        given |= set(cfg or {})
+    chosen = []
+    if "use_peft" not in given:
+        chosen.append(("use_peft", "true", "a LoRA adapter, arca's setting"))
+    import torch
+
+    if not torch.cuda.is_available():
+        if "use_cpu" not in given:
+            chosen.append(("use_cpu", "true", "no GPU found"))
+        if "bf16" not in given and "fp16" not in given:
+            chosen.append(("bf16", "false", "float32 on the CPU"))
+    if "output_dir" not in given:
+        chosen.append(("output_dir", "runs/train", "TRL's default is trainer_output"))
+    if chosen and "-h" not in argv and "--help" not in argv:
+        said = "; ".join(f"{k}: {v} ({why})" for k, v, why in chosen)
+        print(f"arca train: not set, so chosen: {said}")
+    return [*argv, *(x for k, v, _ in chosen for x in (f"--{k}", v))]
 
 
 def config_path(name: str) -> Path:
@@ -409,6 +438,12 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         callbacks=[MetricsFile(out / "metrics.jsonl")],
         error_locator=task.locate_error,
     )
+    from transformers import ProgressCallback
+
+    from arca.trainer import CompactProgress
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(CompactProgress())
     if run.sample_every:
         trainer.sample_writer = SampleWriter(
             out / "samples.jsonl", run.sample_every, run.sample_count

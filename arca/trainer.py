@@ -99,7 +99,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from torch import Tensor, nn
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOConfig, GRPOTrainer
 
@@ -908,6 +908,38 @@ class MetricsFile(TrainerCallback):
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+class CompactProgress(ProgressCallback):
+    """transformers' progress bar with one short line per logged step (step,
+    reward, loss, the trained scheme's Gini and EffN, time left) instead of
+    the whole log dict; ``metrics.jsonl`` keeps every value."""
+
+    FIELDS = (
+        ("reward", "reward", ".3f"),
+        ("loss", "loss", ".4f"),
+        ("credit/gini", "Gini", ".3f"),
+        ("credit/effective_n", "EffN", ".1f"),
+    )
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+        bar = self.training_bar
+        if not state.is_world_process_zero or bar is None or not logs:
+            return
+        if "train_runtime" in logs:
+            line = f"trained {state.global_step} steps in {logs['train_runtime']:.0f} s"
+        else:
+            parts = [f"step {state.global_step}/{state.max_steps}"]
+            parts += [
+                f"{label} {logs[key]:{fmt}}"
+                for key, label, fmt in self.FIELDS
+                if isinstance(logs.get(key), int | float)
+            ]
+            rate, left = bar.format_dict.get("rate"), bar.total - bar.n if bar.total else 0
+            if rate and left > 0:
+                parts.append(f"{int(left / rate) // 60}:{int(left / rate) % 60:02d} left")
+            line = "  ".join(parts)
+        bar.write(line)
 
 
 class SampleWriter:

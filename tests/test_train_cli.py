@@ -387,3 +387,21 @@ def test_help_shows_config_and_arcas_options_before_trls(capsys):
     first = out.index("--config FILE.yaml")
     assert first < out.index("--token_weighting (default: uniform)") < out.index("--learning_rate")
     assert out.index("--task (default: arithmetic)") < out.index("TRL's and transformers' options")
+
+
+def test_without_a_config_the_defaults_suit_this_machine_and_are_said(tmp_path, random_model):
+    res = arca_train(
+        "--model_name_or_path", str(random_model), "--max_steps", "2", "--logging_steps", "1",
+        "--train_size", "16", "--heldout_size", "4", "--max_completion_length", "8",
+        "--per_device_train_batch_size", "8", "--num_generations", "4",
+        "--token_weighting", "surprisal",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "not set, so chosen: use_peft: true" in res.stdout and "use_cpu: true" in res.stdout
+    assert (tmp_path / "runs" / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    console = res.stdout + res.stderr
+    assert "FutureWarning" not in console
+    # One short line per logged step, not TRL's 40-key dict.
+    assert "step 1/2  reward " in console and "Gini " in console
+    assert "'credit/surprisal" not in console

@@ -442,6 +442,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
 
     from arca.trainer import CompactProgress
 
+    trainer.base_model_name = model_args.model_name_or_path
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(CompactProgress())
     if run.sample_every:

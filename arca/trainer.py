@@ -844,6 +844,25 @@ class CreditGRPOTrainer(GRPOTrainer):
             )
         self.accelerator.wait_for_everyone()
 
+    #: How the model card names the base model (``arca train`` sets the name the
+    #: config gave, e.g. ``tiny``); default: the model's own path or id.
+    base_model_name: str | None = None
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        # TRL names a base model loaded from a local folder "[None](https://huggingface.co/None)".
+        super().create_model_card(*args, **kwargs)
+        card = Path(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not card.is_file():
+            return
+        local = self.accelerator.unwrap_model(self.model).config._name_or_path
+        name = self.base_model_name or local
+        text = card.read_text(encoding="utf-8")
+        text = text.replace(
+            "a fine-tuned version of [None](https://huggingface.co/None)",
+            f"a fine-tuned version of `{name}` (loaded from `{local}`)",
+        ).replace('model="None"', f'model="{local}"')
+        atomic_write_text(card, text)
+
     def save_final(self, dest: str | os.PathLike[str]) -> Path:
         """Save the trained weights (``save_model``: adapter, or model and
         tokenizer) to ``dest`` so that it appears whole: every rank takes part

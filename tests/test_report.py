@@ -487,3 +487,21 @@ def test_a_non_finite_metric_is_flagged_not_given_a_regime(tmp_path):
     res = build_report([tmp_path / "runs"], tmp_path / "report")
     (row,) = res["tables"]["table3_concentration"]
     assert row["regime"].startswith("n/a: non-finite Gini or EffN/T")
+
+
+def test_baseline_and_a_single_runs_own_report_folder(sweep_dir, capsys):
+    root, _, _ = sweep_dir
+    res = build_report([root], root / "report-b", baseline="arca_r4")
+    rows = res["tables"]["versus_uniform"]
+    assert rows and all(r["vs"] == "arca_r4" for r in rows)
+    assert {r["method"] for r in rows} == {"uniform_r64", "surprisal_r64"}
+    assert (
+        "### Against arca_r4 on the same held-out problems"
+        in (root / "report-b" / "report.md").read_text()
+    )
+    with pytest.raises(ValueError, match="--baseline: no method named 'nope'"):
+        build_report([root], root / "report-c", baseline="nope")
+    # One run's report goes in its own folder: two runs' reports never collide.
+    for seed in (1, 2):
+        assert main(["report", str(root / "arca_r4" / f"seed-{seed}")]) == 0
+        assert (root / "arca_r4" / f"seed-{seed}" / "report" / "report.md").is_file()

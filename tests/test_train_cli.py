@@ -405,3 +405,6 @@ def test_without_a_config_the_defaults_suit_this_machine_and_are_said(tmp_path, 
     # One short line per logged step, not TRL's 40-key dict.
     assert "step 1/2  reward " in console and "Gini " in console
     assert "'credit/surprisal" not in console
+    # TRL's model card names the base model (it wrote "[None]" for a local folder).
+    card = (tmp_path / "runs" / "train" / "README.md").read_text()
+    assert "[None]" not in card and f"fine-tuned version of `{random_model}`" in card

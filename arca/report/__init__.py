@@ -62,6 +62,7 @@ def build_report(
     failed: Sequence[tuple[str, str]] = (),
     title: str = "arca report",
     base: str | Path | None = None,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Build the report for the runs in ``paths`` into ``out``.
 
@@ -82,7 +83,7 @@ def build_report(
     tbl = {
         "table1_config": tables.config_table(methods),
         "table2_accuracy": tables.accuracy_table(methods, k),
-        "versus_uniform": tables.versus_uniform_table(methods, k),
+        "versus_uniform": tables.versus_uniform_table(methods, k, baseline),
         "seed_spread": tables.seed_spread_table(methods, k),
         "table3_concentration": tables.concentration_table(methods),
         "credit_correctness": tables.correctness_table(methods),
@@ -173,12 +174,15 @@ def _markdown(
         ]
     if tbl["versus_uniform"]:
         lines += [
-            "### Against uniform on the same held-out problems",
+            "### Against "
+            + ", ".join(sorted({tables._md(r["vs"]) for r in tbl["versus_uniform"]}))
+            + " on the same held-out problems",
             "",
             "Difference in percentage points (pp) with a 95% paired-bootstrap interval: each of "
             "10,000 replicates resamples the problems (shared by both methods) and each "
-            "method's seeds; p is the two-sided bootstrap p-value. LoRA runs are compared with "
-            "the LoRA uniform run, full fine-tuning runs with the full fine-tuning one.",
+            "method's seeds; p is the two-sided bootstrap p-value. Each method is compared with "
+            "the one in `vs`: the uniform run of its kind (LoRA or full fine-tuning), unless "
+            "`--baseline` names another.",
             "",
             tables.markdown(tbl["versus_uniform"]),
         ]
@@ -356,8 +360,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Each RUN_DIR is a run folder or a folder holding run folders (e.g. a sweep).",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", help="output folder (default: <common parent of the runs>/report)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: RUN_DIR/report for one run, <common parent of the runs>/report "
+        "for several)",
+    )
     p.add_argument("--title", default="arca report")
+    p.add_argument(
+        "--baseline",
+        help="the method every other one is compared with on held-out accuracy "
+        "(default: the uniform run of the same kind, LoRA or full fine-tuning)",
+    )
     p.add_argument(
         "--base",
         help="an arca diagnose of the initial model (folder or diagnose.json) for the "
@@ -373,12 +386,13 @@ def _main(args: argparse.Namespace) -> int:
     dirs = find_run_dirs(args.runs)
     out = Path(args.out) if args.out else Path(os.path.commonpath([d.resolve() for d in dirs]))
     if not args.out:
-        out = (out.parent if (out / "config.yaml").exists() else out) / "report"
+        # One run: its own report/ folder, so that two runs' reports never collide.
+        out = out / "report"
     base = args.base
     if base is None:
         found = [Path(r) / "base-model" / "diagnose.json" for r in args.runs]
         base = next((f for f in found if f.is_file()), None)
-    res = build_report(dirs, out, title=args.title, base=base)
+    res = build_report(dirs, out, title=args.title, base=base, baseline=args.baseline)
     print(summary_text(res["tables"]))
     print(f"\nreport: {out / 'report.md'} ({len(res['files'])} files)")
     return 0

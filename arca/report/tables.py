@@ -142,14 +142,27 @@ def _paired(a: Any, b: Any, row: dict[str, Any], label: str) -> None:
     row[f"p ({label})"] = f"{r['p']:.3f}"
 
 
-def versus_uniform_table(methods: Sequence[Method], k: int = 4) -> Table:
+def versus_uniform_table(
+    methods: Sequence[Method], k: int = 4, baseline: str | None = None
+) -> Table:
     """Each method against uniform on the same held-out problems (paired
     bootstrap over problems and seeds). Empty if there is no uniform run. A
     LoRA method is compared with the LoRA uniform run, a full fine-tuning one
-    with the full fine-tuning uniform run (if there is one)."""
+    with the full fine-tuning uniform run (if there is one). ``baseline``
+    names the method every other one is compared with instead."""
+    names = [m.name for m in methods]
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"--baseline: no method named {baseline!r}; valid: {', '.join(names)}")
     rows = []
     for m in methods:
-        base = next((b for b in methods if b.scheme == "uniform" and b.full == m.full), None)
+        base = next(
+            (
+                b
+                for b in methods
+                if (b.name == baseline if baseline else b.scheme == "uniform" and b.full == m.full)
+            ),
+            None,
+        )
         if base is None or m is base:
             continue
         n, nb = len(m.runs), len(base.runs)

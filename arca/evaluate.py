@@ -372,6 +372,12 @@ def load_policy(
     return m, tok
 
 
+def eval_dir(run: Path, problems: int, heldout_size: int) -> Path:
+    """Where a run's evaluation of ``problems`` of its ``heldout_size`` held-out
+    problems goes: ``eval/`` for all of them, else ``eval-firstN/``."""
+    return run / "eval" if problems == heldout_size else run / f"eval-first{problems}"
+
+
 def evaluated(run_dir: str | Path) -> bool:
     """Does the run hold a complete evaluation (``eval/results.json`` over its
     whole held-out set)? One cut short by ``--limit`` by an older arca, which
@@ -450,7 +456,7 @@ def _evaluate_run(
     full = task.heldout.to_list()
     rows = full[:limit] if limit else full
     # A partial evaluation never replaces the full one that sweeps and reports read.
-    out_dir = run / "eval" if len(rows) == len(full) else run / f"eval-first{len(rows)}"
+    out_dir = eval_dir(run, len(rows), len(full))
     dtype = "bfloat16" if cfg.get("bf16") else "auto"
     found = final_weights(run)
     if found is None:
@@ -542,9 +548,7 @@ def _main(args: Any) -> int:
         raise ValueError(f"--samples: pass@{args.k} needs at least {args.k}, got {args.samples}")
     if args.run:
         res = evaluate_run(args.run, k=args.k, limit=args.limit, batch_size=args.batch_size)
-        out = Path(args.run) / (
-            "eval" if res["problems"] == res["heldout_size"] else f"eval-first{res['problems']}"
-        )
+        out = eval_dir(Path(args.run), res["problems"], res["heldout_size"])
         _print_summary(res, args.k, out)
         return 0
     task = load_task(

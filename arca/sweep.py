@@ -48,7 +48,7 @@ from typing import Any
 
 from arca.io import atomic_write_json
 from arca.tasks.arithmetic import DEFAULT_LEVEL
-from arca.train import final_weights
+from arca.train import final_weights, read_config
 
 PRESETS = ("tiny", "paper", "tiny-full")
 _POLL_S = 1.0
@@ -130,7 +130,6 @@ def plan_sweep(
 
     ``seeds=None`` uses each config's own ``seed``. ``only`` selects configs
     by name (file stem)."""
-    import yaml
 
     cdir = Path(configs)
     files = sorted(cdir.glob("*.yaml")) + sorted(cdir.glob("*.yml"))
@@ -155,10 +154,7 @@ def plan_sweep(
     specs = []
     root = Path(out).resolve()
     for f in files:
-        try:
-            cfg = yaml.safe_load(f.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{f}: not valid YAML ({e})") from None
+        cfg = read_config(f)
         for s in seeds if seeds else [int(cfg.get("seed", 42))]:
             specs.append(
                 RunSpec(

@@ -104,8 +104,10 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         if i + 1 >= len(argv):
             raise FileNotFoundError("--config: missing file name")
         argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
-        _check_yaml(Path(argv[i + 1]))
-    argv = _cpu_defaults(argv)
+        given = read_config(Path(argv[i + 1]))
+    else:
+        given = {}
+    argv = _cpu_defaults(argv, given)
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
     for obj in (run, cfg, model):
@@ -148,16 +150,11 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     return run, cfg, model
 
 
-def _cpu_defaults(argv: list[str]) -> list[str]:
-    """Settings neither the config nor the command line gives, chosen for this
-    machine and said: LoRA (arca's setting; TRL's default trains every weight),
-    and without a GPU the CPU in float32 (TRL's default is bf16 on a GPU)."""
-    import yaml
-
-    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
-    if "--config" in argv:
-        cfg = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text(encoding="utf-8"))
-        given |= set(cfg or {})
+def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
+    """Settings neither the ``config`` file nor the command line gives, chosen
+    for this machine and said: LoRA (arca's setting; TRL's default trains every
+    weight), and without a GPU the CPU in float32 (TRL's default is bf16 on a GPU)."""
+    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")} | set(config)
     chosen = []
     if "use_peft" not in given:
         chosen.append(("use_peft", "true", "a LoRA adapter, arca's setting"))
@@ -192,8 +189,9 @@ def config_path(name: str) -> Path:
     )
 
 
-def _check_yaml(path: Path) -> None:
-    """A config file that is UTF-8 YAML mapping fields to values, else one line naming it."""
+def read_config(path: Path) -> dict[str, Any]:
+    """A config file: UTF-8 YAML mapping fields to values (empty: ``{}``), else
+    one line naming the file (and line)."""
     import yaml
 
     raw = path.read_bytes()
@@ -213,6 +211,7 @@ def _check_yaml(path: Path) -> None:
         raise ValueError(f"{path}: {where}not valid YAML ({problem})") from None
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"{path}: must map field names to values, got a {type(data).__name__}")
+    return data or {}
 
 
 def _check_report_to(report_to: Any) -> None:
@@ -335,17 +334,16 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
 
     main = PartialState().is_main_process
     with folder_lock(cfg.output_dir, "arca train") if main else nullcontext():
-        return _run_training(run, cfg, model_args)
+        return _run_training(run, cfg, model_args, main)
 
 
-def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
+def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> Path:
     import yaml
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from arca.io import atomic_write_text
+    from arca.io import atomic_write_text, filter_jsonl
     from arca.tasks.loaders import load_task
     from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
 
@@ -358,7 +356,6 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     resolved = resolved_config(run, cfg, model_args)
     if run.resume and (out / "config.yaml").is_file():
         check_resume(out / "config.yaml", resolved)
-    main = PartialState().is_main_process
     final = "adapter" if model_args.use_peft else "model"
     # Training a finished run again would take one more step (transformers checks
     # max_steps only after a step) and write another checkpoint; with no
@@ -451,7 +448,10 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
         )
     resume_from = last if run.resume and last else None
     if resume_from and main and (out / "samples.jsonl").is_file():
-        _cut_samples(out / "samples.jsonl", _step_of(Path(resume_from)))
+        # Samples drawn at or after the checkpoint's step are drawn again, as
+        # MetricsFile drops the metrics lines past it.
+        drawn_before = int(Path(resume_from).name.rsplit("-", 1)[-1])
+        filter_jsonl(out / "samples.jsonl", lambda rec: rec.get("step", 0) < drawn_before)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_final(out / final)
     if main and final_weights(out) is None:
@@ -473,25 +473,6 @@ _TRAINING_STATE = (
     "trainer_state",
     "training_args",
 )
-
-
-def _step_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[-1])
-
-
-def _cut_samples(path: Path, step: int) -> None:
-    """Drop the samples drawn at or after global step ``step`` (a resumed run
-    draws them again), as :class:`arca.trainer.MetricsFile` does for metrics."""
-    from arca.io import atomic_write_text
-
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) < step:
-                keep.append(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    atomic_write_text(path, "".join(x + "\n" for x in keep))
 
 
 def _finished(checkpoint: Path, max_steps: int) -> bool:

@@ -90,7 +90,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +116,7 @@ from arca.credit import (
 )
 from arca.credit.advantages import ESTIMATORS
 from arca.credit.loss import LOSS_TYPES, REFUSED_LOSS_TYPES
-from arca.io import atomic_write_text, replace_dir
+from arca.io import atomic_write_text, filter_jsonl, replace_dir
 from arca.scoring import (
     capture_adapter_shift,
     capture_final_hidden,
@@ -692,7 +692,8 @@ class CreditGRPOTrainer(GRPOTrainer):
         Row metrics (Gini, EffN, correctness) are appended once per row they
         apply to, so TRL's mean over the logging window is the mean over those
         rows, whatever the processes and micro-batches. Token metrics (drift,
-        residuals) are one value per micro-batch: the global batch's token mean.
+        residuals) are summed here and divided in :meth:`log`: the token mean
+        (and maximum) over every token of the logging window.
         """
         rows: dict[str, Tensor] = {}  # (B,) per row; NaN where a metric does not apply
         sums: dict[str, Tensor] = {}  # (B,) per-row sums over tokens
@@ -799,36 +800,53 @@ class CreditGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------ checkpoints
 
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """Write each checkpoint in a staging folder and rename it into place, so
-        a run killed mid-save never leaves a half-written ``checkpoint-N`` that
-        resume would pick up. Every rank writes into the staging folder (its
-        RNG state; its optimizer shard under DeepSpeed/FSDP), so the main
-        process clears it before and renames it after, between barriers."""
-        run_dir = self._get_output_dir(trial=trial)
-        stage = os.path.join(run_dir, ".checkpoint-staging")
+    def _staged(
+        self, stage: str | os.PathLike[str], write: Callable[[], None], publish: Callable[[], None]
+    ) -> None:
+        """Every rank runs ``write`` into the folder ``stage``, which the main
+        process clears before and ``publish``es (renames into place) after,
+        between barriers: readers see the old result or the whole new one, and
+        no rank removes what another is writing."""
         main = self.args.should_save
         if main:
             shutil.rmtree(stage, ignore_errors=True)
         self.accelerator.wait_for_everyone()
-        real = self._get_output_dir
-        self._get_output_dir = lambda trial=None: stage  # type: ignore[method-assign]
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._get_output_dir = real  # type: ignore[method-assign]
+        write()
         self.accelerator.wait_for_everyone()
-        # transformers recorded the best checkpoint under the staging folder: on
-        # every rank (each may load it at the end), and in the saved state.
-        best = self.state.best_model_checkpoint
-        if best and stage in best:
-            self.state.best_model_checkpoint = best.replace(stage, run_dir)
         if main:
+            publish()
+        self.accelerator.wait_for_everyone()
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write each checkpoint in a staging folder and rename it into place, so
+        a run killed mid-save never leaves a half-written ``checkpoint-N`` that
+        resume would pick up. Every rank writes into the staging folder (its
+        RNG state; its optimizer shard under DeepSpeed/FSDP)."""
+        run_dir = self._get_output_dir(trial=trial)
+        stage = os.path.join(run_dir, ".checkpoint-staging")
+        staged_best: str | None = None
+
+        def write() -> None:
+            nonlocal staged_best
+            real = self._get_output_dir
+            self._get_output_dir = lambda trial=None: stage  # type: ignore[method-assign]
+            try:
+                super(CreditGRPOTrainer, self)._save_checkpoint(model, trial)
+            finally:
+                self._get_output_dir = real  # type: ignore[method-assign]
+            # transformers recorded the best checkpoint under the staging folder: on
+            # every rank (each may load it at the end), and in the saved state.
+            best = self.state.best_model_checkpoint
+            if best and stage in best:
+                staged_best = best
+                self.state.best_model_checkpoint = best.replace(stage, run_dir)
+
+        def publish() -> None:
             for name in os.listdir(stage):
                 dst = os.path.join(run_dir, name)
                 replace_dir(os.path.join(stage, name), dst)
                 state_file = os.path.join(dst, "trainer_state.json")
-                if best and stage in best and os.path.isfile(state_file):
+                if staged_best and os.path.isfile(state_file):
                     saved = json.loads(Path(state_file).read_text())
                     saved["best_model_checkpoint"] = self.state.best_model_checkpoint
                     atomic_write_text(
@@ -842,7 +860,8 @@ class CreditGRPOTrainer(GRPOTrainer):
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=False,
             )
-        self.accelerator.wait_for_everyone()
+
+        self._staged(stage, write, publish)
 
     #: How the model card names the base model (``arca train`` sets the name the
     #: config gave, e.g. ``tiny``); default: the model's own path or id.
@@ -870,15 +889,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         folder and renames it, between barriers."""
         dest = Path(dest)
         stage = dest.with_name(f".{dest.name}.staging")
-        main = self.args.should_save
-        if main:
-            shutil.rmtree(stage, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.save_model(str(stage))
-        self.accelerator.wait_for_everyone()
-        if main:
-            replace_dir(stage, dest)
-        self.accelerator.wait_for_everyone()
+        self._staged(stage, lambda: self.save_model(str(stage)), lambda: replace_dir(stage, dest))
         return dest
 
 
@@ -896,16 +907,10 @@ class MetricsFile(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if not state.is_world_process_zero:
             return
-        keep = []
         if state.global_step > 0 and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill
-                    continue
-                if rec.get("step", 0) <= state.global_step:
-                    keep.append(line)
-        atomic_write_text(self.path, "".join(x + "\n" for x in keep))
+            filter_jsonl(self.path, lambda rec: rec.get("step", 0) <= state.global_step)
+        else:
+            atomic_write_text(self.path, "")
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any

@@ -44,7 +44,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
-def _prompts(rows: Sequence[dict[str, Any]]) -> list[str]:
+def _prompts(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """Each row's prompt: text, or a conversation (rendered by :func:`generate`)."""
     return [r["prompt"] if "prompt" in r else make_prompt(r["problem"]) for r in rows]
 
 
@@ -52,7 +53,7 @@ def _prompts(rows: Sequence[dict[str, Any]]) -> list[str]:
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Any],
     *,
     num_samples: int = 1,
     greedy: bool = True,
@@ -64,9 +65,13 @@ def generate(
 ) -> list[list[str]]:
     """Completions of each prompt: ``num_samples`` per prompt (1 when greedy).
 
-    Prompts are left-padded into batches of ``batch_size`` prompts; ``progress``
-    is called with the number of prompts finished after each batch.
+    Prompts are text, or conversations rendered with the tokenizer's chat
+    template as TRL renders them; they are left-padded into batches of
+    ``batch_size`` prompts; ``progress`` is called with the number of prompts
+    finished after each batch.
     """
+    from arca.tasks.custom import prompt_text
+
     if greedy and num_samples != 1:
         raise ValueError("greedy decoding gives one completion per prompt; use num_samples=1")
     was_training = model.training
@@ -80,7 +85,7 @@ def generate(
     out: list[list[str]] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
+            chunk = [prompt_text(p, tokenizer) for p in prompts[start : start + batch_size]]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(
                 device
             )
@@ -142,11 +147,18 @@ def evaluate(
     batch_size: int = 16,
     seed: int = 1337,
     out_dir: str | Path | None = None,
-    reward: Callable[[Sequence[str], Sequence[str]], list[float]] = math_rewards,
+    score: Callable[[Sequence[str], Sequence[dict[str, Any]]], list[float]] | None = None,
+    correct_reward: float = 1.0,
     show_progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Greedy accuracy and pass@k of ``model`` on ``rows``.
+
+    ``score(completions, rows)`` gives each completion's reward (``rows[i]``
+    is completion ``i``'s row; default: its ``\\boxed{}`` answer against the
+    row's ``answer``, 0 or 1); a completion counts as correct when its reward
+    is at least ``correct_reward``, which for a 0/1 reward is accuracy. The
+    mean rewards are reported beside the accuracies.
 
     Writes ``results.json`` (the returned summary) and ``completions.jsonl``
     (one line per completion: problem index, mode, sample number, completion,
@@ -161,15 +173,20 @@ def evaluate(
 
     t0 = time.perf_counter()
     prompts = _prompts(rows)
-    answers = [str(r["answer"]) for r in rows]
-    bar = tqdm(total=2 * len(rows), desc="eval", unit="problem", disable=not show_progress)
+    answers = [str(r.get("answer", "")) for r in rows]
+    # One bar per pass, each counting problems: one bar over both passes would
+    # count every problem twice.
+    greedy_bar, sample_bar = (
+        tqdm(total=len(rows), desc=desc, unit="problem", position=i, disable=not show_progress)
+        for i, desc in enumerate(("eval greedy", f"eval pass@{k} ({n} samples each)"))
+    )
     greedy = generate(
         model,
         tokenizer,
         prompts,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        progress=bar.update,
+        progress=greedy_bar.update,
     )
     torch.manual_seed(seed)
     samples = generate(
@@ -182,18 +199,29 @@ def evaluate(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         batch_size=max(1, batch_size // n),
-        progress=bar.update,
+        progress=sample_bar.update,
     )
-    bar.close()
-    g_rewards = reward([c[0] for c in greedy], answers)
+    greedy_bar.close()
+    sample_bar.close()
+    if score is None:
+
+        def score(comps: Sequence[str], rs: Sequence[dict[str, Any]]) -> list[float]:
+            return math_rewards(comps, [str(r["answer"]) for r in rs])
+
+    g_rewards = score([c[0] for c in greedy], rows)
     flat = [c for s in samples for c in s]
-    s_rewards = reward(flat, [a for a in answers for _ in range(n)])
-    correct = [int(sum(s_rewards[i * n : (i + 1) * n])) for i in range(len(rows))]
+    s_rewards = score(flat, [r for r in rows for _ in range(n)])
+    g_ok = [r >= correct_reward for r in g_rewards]
+    s_ok = [r >= correct_reward for r in s_rewards]
+    correct = [sum(s_ok[i * n : (i + 1) * n]) for i in range(len(rows))]
     summary = {
         "problems": len(rows),
-        "greedy_accuracy": sum(g_rewards) / len(rows),
+        "greedy_accuracy": sum(g_ok) / len(rows),
         f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct) / len(rows),
-        "sample_accuracy": sum(s_rewards) / len(s_rewards),
+        "sample_accuracy": sum(s_ok) / len(s_ok),
+        "greedy_mean_reward": sum(g_rewards) / len(rows),
+        "sample_mean_reward": sum(s_rewards) / len(s_rewards),
+        "correct_reward": correct_reward,
         "k": k,
         "samples_per_problem": n,
         "temperature": temperature,
@@ -209,7 +237,7 @@ def evaluate(
         out = Path(out_dir)
         lines = []
         for i, r in enumerate(rows):
-            base = {"index": i, "problem": r.get("problem", ""), "answer": answers[i]}
+            base = {"index": i, "problem": r.get("problem", r["prompt"]), "answer": answers[i]}
             lines.append(
                 {
                     **base,
@@ -372,22 +400,59 @@ def load_policy(
     return m, tok
 
 
-def eval_dir(run: Path, problems: int, heldout_size: int) -> Path:
+#: The config fields (with the defaults :func:`evaluate_run` reads them with)
+#: that decide an evaluation's problems, prompts, grading and decoding: a base
+#: model's evaluation stands beside a run's only when all of them agree (and the
+#: sampling seed is one of the runs'). A field that changes what is evaluated
+#: belongs here.
+BASE_EVAL_FIELDS: dict[str, Any] = {
+    "model_name_or_path": None,
+    "task": None,
+    "data": None,
+    "level": DEFAULT_LEVEL,
+    "few_shot": 0,
+    "split_seed": None,
+    "heldout_size": None,
+    "skip_malformed": False,
+    "prompt_template": None,
+    "prompt_column": "prompt",
+    "columns": None,
+    "use_chat_template": False,
+    "system_prompt": None,
+    "reward_funcs": None,
+    "reward_weights": None,
+    "correct_reward": 1.0,
+    "temperature": 1.0,
+    "top_p": 0.95,
+    "max_completion_length": 512,
+    "bf16": False,
+}
+
+
+def eval_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`BASE_EVAL_FIELDS` of a run config, defaults filled in."""
+    return {f: cfg.get(f, d) for f, d in BASE_EVAL_FIELDS.items()}
+
+
+def eval_dir(run: Path, problems: int, heldout_size: int, *, base: bool = False) -> Path:
     """Where a run's evaluation of ``problems`` of its ``heldout_size`` held-out
-    problems goes: ``eval/`` for all of them, else ``eval-firstN/``."""
-    return run / "eval" if problems == heldout_size else run / f"eval-first{problems}"
+    problems goes: ``eval/`` for all of them, else ``eval-firstN/``; with
+    ``base``, the untrained base model's: ``eval-base/`` or ``eval-base-firstN/``."""
+    name = "eval-base" if base else "eval"
+    return run / name if problems == heldout_size else run / f"{name}-first{problems}"
 
 
-def evaluated(run_dir: str | Path) -> bool:
+def evaluated(run_dir: str | Path, *, base: bool = False) -> bool:
     """Does the run hold a complete evaluation (``eval/results.json`` over its
-    whole held-out set)? One cut short by ``--limit`` by an older arca, which
-    wrote it there, does not count."""
+    whole held-out set; with ``base``, the base model's ``eval-base/``)? One cut
+    short by ``--limit`` by an older arca, which wrote it there, does not count."""
     import json
 
     import yaml
 
     run = Path(run_dir)
-    res_path, cfg_path = run / "eval" / "results.json", run / "config.yaml"
+    res_path = run / ("eval-base" if base else "eval") / "results.json"
+    cfg_path = run / "config.yaml"
     if not res_path.is_file():
         return False
     try:
@@ -399,6 +464,21 @@ def evaluated(run_dir: str | Path) -> bool:
     return want is None or int(res.get("problems", 0)) >= int(want)
 
 
+def _trained_on(run: Path) -> Path | None:
+    """The model folder the run's LoRA adapter was trained on, when the adapter
+    names one that is here: a name such as ``tiny`` may have come to mean
+    another model since the run was trained, and the control is the run's own
+    starting point. None otherwise (no adapter yet, a Hub id, another machine)."""
+    import json
+
+    cfg_path = run / "adapter" / "adapter_config.json"
+    try:
+        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(base) if isinstance(base, str) and base and Path(base).is_dir() else None
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -406,6 +486,7 @@ def evaluate_run(
     limit: int | None = None,
     batch_size: int = 16,
     show_progress: bool = True,
+    base: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a finished ``arca train`` run on its own held-out set.
 
@@ -413,7 +494,9 @@ def evaluate_run(
     held-out size and split seed, decoding (``temperature``, ``top_p``,
     ``max_completion_length``), precision and device. The policy is the
     base model with ``RUN_DIR/adapter``, or ``RUN_DIR/model`` for a full
-    fine-tuning run; results go to ``RUN_DIR/eval/``.
+    fine-tuning run; results go to ``RUN_DIR/eval/``. With ``base``, the
+    control: the untrained base model alone, evaluated exactly as the run
+    (training need not have finished), into ``RUN_DIR/eval-base/``.
     """
 
     run = Path(run_dir)
@@ -425,40 +508,45 @@ def evaluate_run(
     # Not while a train or another evaluation writes to the run.
     with folder_lock(run, "arca eval"):
         return _evaluate_run(
-            run, cfg_path, k=k, limit=limit, batch_size=batch_size, show_progress=show_progress
+            run,
+            cfg_path,
+            k=k,
+            limit=limit,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            base=base,
         )
 
 
 def _evaluate_run(
-    run: Path, cfg_path: Path, *, k: int, limit: int | None, batch_size: int, show_progress: bool
+    run: Path,
+    cfg_path: Path,
+    *,
+    k: int,
+    limit: int | None,
+    batch_size: int,
+    show_progress: bool,
+    base: bool = False,
 ) -> dict[str, Any]:
     import yaml
 
-    from arca.tasks.loaders import load_task
+    from arca.tasks.loaders import task_from_config
     from arca.train import final_weights
 
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
     if missing:
         raise ValueError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
-    task = load_task(
-        cfg["task"],
-        cfg.get("data"),
-        heldout_size=cfg["heldout_size"],
-        skip_malformed=bool(cfg.get("skip_malformed")),
-        level=cfg.get("level", DEFAULT_LEVEL),
-        train_size=1,
-        seed=cfg.get("split_seed"),
-        few_shot=int(cfg.get("few_shot", 0)),
-    )
+    task = task_from_config(cfg, train_size=1)
     if limit is not None and limit < 1:
         raise ValueError(f"--limit: must be >= 1, got {limit}")
     full = task.heldout.to_list()
     rows = full[:limit] if limit else full
     # A partial evaluation never replaces the full one that sweeps and reports read.
-    out_dir = eval_dir(run, len(rows), len(full))
+    out_dir = eval_dir(run, len(rows), len(full), base=base)
     dtype = "bfloat16" if cfg.get("bf16") else "auto"
-    found = final_weights(run)
+    # The control needs no trained weights: it is what training started from.
+    found = ("base", None) if base else final_weights(run)
     if found is None:
         raise FileNotFoundError(
             f"{run}: training has not finished (no adapter/ or model/); resume it with "
@@ -466,7 +554,12 @@ def _evaluate_run(
         )
     kind, weights = found
     device = "cpu" if cfg.get("use_cpu") else None
-    if kind == "adapter":
+    if kind == "base":
+        weights = _trained_on(run)
+        model, tok = load_policy(
+            str(weights or cfg["model_name_or_path"]), dtype=dtype, device=device
+        )
+    elif kind == "adapter":
         model, tok = load_policy(
             cfg["model_name_or_path"], str(weights), dtype=dtype, device=device
         )
@@ -475,7 +568,10 @@ def _evaluate_run(
     meta = {
         "run": str(run),
         "model": cfg["model_name_or_path"],
-        kind: str(weights),
+        "weights": kind,
+        **({} if weights is None else {kind: str(weights)}),
+        # What a report checks before it sets a base-model evaluation beside this one.
+        "settings": eval_settings(cfg),
         "task": cfg["task"],
         "source": task.source,
         "heldout_size": len(full),
@@ -491,6 +587,8 @@ def _evaluate_run(
         batch_size=batch_size,
         seed=int(cfg.get("seed", 1337)),
         out_dir=out_dir,
+        score=task.score,
+        correct_reward=float(cfg.get("correct_reward", 1.0)),
         show_progress=show_progress,
         meta=meta,
     )
@@ -502,9 +600,15 @@ def add_parser(sub: Any) -> None:
         help="greedy accuracy and pass@k on a task's held-out set",
         description="Evaluate a model (+adapter) on a held-out set, or a finished "
         "`arca train` run with --run RUN_DIR (settings from its config.yaml, results "
-        "in RUN_DIR/eval/).",
+        "in RUN_DIR/eval/; with --base, its untrained base model in RUN_DIR/eval-base/).",
     )
     p.add_argument("--run", help="a finished arca train run folder: evaluate it as configured")
+    p.add_argument(
+        "--base",
+        action="store_true",
+        help="with --run: evaluate the run's untrained base model instead (no adapter), with the "
+        "run's task and decoding, into RUN_DIR/eval-base/: the report's base-model row",
+    )
     p.add_argument(
         "--model", default="tiny", help="'tiny' (default), 'smollm2', a model folder, or a Hub id"
     )
@@ -546,9 +650,16 @@ def _main(args: Any) -> int:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {v}")
     if args.samples is not None and args.samples < args.k:
         raise ValueError(f"--samples: pass@{args.k} needs at least {args.k}, got {args.samples}")
+    if args.base and not args.run:
+        raise ValueError(
+            "--base: needs --run RUN_DIR (the run whose base model and settings to evaluate); "
+            "without a run, --model alone evaluates a base model"
+        )
     if args.run:
-        res = evaluate_run(args.run, k=args.k, limit=args.limit, batch_size=args.batch_size)
-        out = eval_dir(Path(args.run), res["problems"], res["heldout_size"])
+        res = evaluate_run(
+            args.run, k=args.k, limit=args.limit, batch_size=args.batch_size, base=args.base
+        )
+        out = eval_dir(Path(args.run), res["problems"], res["heldout_size"], base=args.base)
         _print_summary(res, args.k, out)
         return 0
     task = load_task(

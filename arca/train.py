@@ -59,8 +59,72 @@ def has_weights(folder: str | Path) -> bool:
 class RunArguments:
     """What to train on and what to keep (the rest is TRL's config)."""
 
-    task: str = field(default="arithmetic", metadata={"help": "arithmetic, math or gsm8k"})
-    data: str | None = field(default=None, metadata={"help": "MATH/GSM8K file, folder or Hub id"})
+    task: str = field(
+        default="arithmetic",
+        metadata={
+            "help": "arithmetic, math, gsm8k, or custom: your data (data), prompt "
+            "(prompt_column or prompt_template) and reward (reward_funcs)"
+        },
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "MATH/GSM8K/custom data: a .jsonl/.json/.parquet file, a folder, or a Hub id"
+        },
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "the prompt as a Python format string over the row's columns ('Q: {question}\\nA:'; "
+            "built-in tasks: {problem}; a literal brace is {{ or }}), or a .txt file holding one. "
+            "Default: arca's step-by-step \\boxed{} template (built-in tasks), prompt_column (custom)"
+        },
+    )
+    prompt_column: str = field(
+        default="prompt",
+        metadata={"help": "custom: the column holding the prompt (text or a conversation)"},
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "custom: rename columns, source:target pairs (YAML: a mapping), e.g. "
+            "question:prompt,final:answer; reward functions see the new names"
+        },
+    )
+    use_chat_template: bool = field(
+        default=False,
+        metadata={
+            "help": "send each prompt as a user message, so TRL applies the tokenizer's chat template "
+            "(instruct models); conversational data gets it without this"
+        },
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "with use_chat_template: a system message before each prompt"},
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "reward functions with TRL's signature, as TRL's grpo.py names them: "
+            "accuracy_reward, think_format_reward, ..., or an import path (my_module.my_reward, "
+            "my_module:my_reward, path/to/file.py:my_reward); weighted by reward_weights. "
+            "Default: the task's \\boxed{} answer against the 'answer' column"
+        },
+    )
+    correct_reward: float = field(
+        default=1.0,
+        metadata={
+            "help": "arca eval: a completion counts as correct when its (weighted, summed) reward "
+            "is at least this; 1.0 makes it accuracy for 0/1 rewards"
+        },
+    )
+    error_locator: str | None = field(
+        default=None,
+        metadata={
+            "help": "custom: where a wrong completion first went wrong, (row, completion) -> "
+            "arca.tasks.base.Located, as an import path; enables the credit-correctness metrics"
+        },
+    )
     heldout_size: int = field(default=200, metadata={"help": "problems held out for evaluation"})
     level: int = field(default=DEFAULT_LEVEL, metadata={"help": "arithmetic difficulty level"})
     train_size: int = field(default=5000, metadata={"help": "arithmetic training problems"})
@@ -105,8 +169,9 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
             raise FileNotFoundError("--config: missing file name")
         argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
         given = read_config(Path(argv[i + 1]))
+        here = Path(argv[i + 1]).parent
     else:
-        given = {}
+        given, here = {}, Path(".")
     argv = _cpu_defaults(argv, given)
     parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
     run, cfg, model = parser.parse_args_and_config(argv)
@@ -118,8 +183,19 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if not cfg.learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    if run.task not in ("arithmetic", "math", "gsm8k"):
-        raise ValueError(f"task: must be arithmetic, math or gsm8k, got {run.task!r}")
+    from arca.tasks.custom import file_spec, near_config, read_template
+    from arca.tasks.loaders import check_task_config
+
+    # What ran, whichever folder reads config.yaml later: files made absolute,
+    # a template file replaced by the text it held.
+    run.reward_funcs = [file_spec(f, here) for f in run.reward_funcs] if run.reward_funcs else None
+    run.error_locator = file_spec(run.error_locator, here) if run.error_locator else None
+    if run.prompt_template and run.prompt_template.endswith(".txt"):
+        run.prompt_template = str(near_config(run.prompt_template, here))
+    run.prompt_template = read_template(run.prompt_template)
+    if run.data and not Path(run.data).expanduser().exists() and (here / run.data).exists():
+        run.data = str((here / run.data).resolve())
+    check_task_config(dataclasses.asdict(run) | {"reward_weights": cfg.reward_weights})
     if model.use_peft:
         if model.lora_r < 1:
             raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
@@ -272,6 +348,8 @@ def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:
                 isinstance(v, list) and all(isinstance(x, str | int | float) for x in v)
             ):
                 out[f.name] = v
+            elif isinstance(v, dict) and all(isinstance(x, str) for x in [*v, *v.values()]):
+                out[f.name] = dict(v)
     return out
 
 
@@ -344,7 +422,8 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     from trl import get_peft_config
 
     from arca.io import atomic_write_text, filter_jsonl
-    from arca.tasks.loaders import load_task
+    from arca.tasks.custom import check_chat_template, prompt_text
+    from arca.tasks.loaders import task_from_config
     from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
 
     out = Path(cfg.output_dir)
@@ -371,16 +450,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
             at = f" at {Path(last).name}" if last else ""
             print(f"run already finished{at}: nothing to train ({out}/{final}/)")
         return out
-    task = load_task(
-        run.task,
-        run.data,
-        heldout_size=run.heldout_size,
-        skip_malformed=run.skip_malformed,
-        level=run.level,
-        train_size=run.train_size,
-        seed=run.split_seed,
-        few_shot=run.few_shot,
-    )
+    task = task_from_config(resolved)
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
     if task.locate_error is None:
@@ -392,10 +462,11 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
 
     path = resolve(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = AutoTokenizer.from_pretrained(path)
+    check_chat_template(tok, task, model_args.model_name_or_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     train = task.train
     if run.max_prompt_length:
         limit = run.max_prompt_length
@@ -404,11 +475,12 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         # prompt longer than limit * that many characters is too long without
         # tokenizing it (one 30 MB line once took the tokenizer to 12 GB).
         widest = max((len(t) for t in tok.get_vocab()), default=1)
-        train = train.filter(
-            lambda r: (
-                len(r["prompt"]) <= limit * widest and len(tok(r["prompt"])["input_ids"]) <= limit
-            )
-        )
+
+        def fits(r: dict[str, Any]) -> bool:
+            text = prompt_text(r["prompt"], tok)
+            return len(text) <= limit * widest and len(tok(text)["input_ids"]) <= limit
+
+        train = train.filter(fits)
         if len(train) < n:
             print(
                 f"max_prompt_length: dropped {n - len(train)} of {n} prompts longer than {limit} tokens"
@@ -427,7 +499,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         model_args.lora_target_modules = LORA_TARGETS
     trainer = CreditGRPOTrainer(
         model,
-        reward_funcs=[task.trl_reward()],
+        reward_funcs=task.trl_rewards(),
         args=cfg,
         train_dataset=train,
         processing_class=tok,
@@ -448,10 +520,10 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         )
     resume_from = last if run.resume and last else None
     if resume_from and main and (out / "samples.jsonl").is_file():
-        # Samples drawn at or after the checkpoint's step are drawn again, as
+        # Samples drawn after the checkpoint's step are drawn again, as
         # MetricsFile drops the metrics lines past it.
         drawn_before = int(Path(resume_from).name.rsplit("-", 1)[-1])
-        filter_jsonl(out / "samples.jsonl", lambda rec: rec.get("step", 0) < drawn_before)
+        filter_jsonl(out / "samples.jsonl", lambda rec: SampleWriter.step_of(rec) <= drawn_before)
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_final(out / final)
     if main and final_weights(out) is None:

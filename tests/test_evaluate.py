@@ -116,6 +116,71 @@ def test_cli_eval(tiny_policy, tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text())["problems"] == 4
 
 
+def test_progress_bars_count_each_problem_once_per_pass(tiny_policy, heldout, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, *, total, desc, unit, **_):
+            self.total, self.desc, self.unit, self.n, self.closed = total, desc, unit, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    model, tok = tiny_policy
+    evaluate(model, tok, heldout[:2], k=2, max_new_tokens=8, batch_size=1)
+    assert [(b.desc, b.total, b.n, b.unit, b.closed) for b in bars] == [
+        ("eval greedy", 2, 2, "problem", True),
+        ("eval pass@2 (2 samples each)", 2, 2, "problem", True),
+    ]
+
+
+def test_eval_run_base_is_the_untrained_model_with_the_runs_settings(tmp_path, capsys):
+    import yaml
+
+    from arca.cli import main
+    from arca.evaluate import evaluate_run, evaluated
+    from arca.models import resolve
+    from arca.tasks.arithmetic import DEFAULT_LEVEL
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = {"model_name_or_path": "tiny", "task": "arithmetic", "heldout_size": 3,
+           "max_completion_length": 8, "seed": 5, "use_cpu": True}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # No trained weights needed: the control is what training starts from.
+    res = evaluate_run(run, k=2, base=True, show_progress=False)
+    assert res["weights"] == "base" and "base" not in res
+    assert (res["problems"], res["seed"], res["max_new_tokens"]) == (3, 5, 8)
+    assert (
+        res["settings"]["max_completion_length"] == 8 and res["settings"]["level"] == DEFAULT_LEVEL
+    )
+    assert json.loads((run / "eval-base" / "results.json").read_text()) == res
+    assert evaluated(run, base=True) and not evaluated(run)
+    # The same numbers as evaluating the model by name with those settings.
+    argv = ["eval", "--heldout-size", "3", "--max-new-tokens", "8", "--seed", "5", "--k", "2"]
+    assert main([*argv, "--level", str(DEFAULT_LEVEL), "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert (plain["greedy_accuracy"], plain["pass@2"]) == (res["greedy_accuracy"], res["pass@2"])
+    # A LoRA run's base is the folder its adapter was trained on, when that is here.
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": resolve("tiny")})
+    )
+    assert main(["eval", "--run", str(run), "--base", "--limit", "1", "--k", "2"]) == 0
+    part = json.loads((run / "eval-base-first1" / "results.json").read_text())
+    assert part["problems"] == 1 and part["base"] == resolve("tiny")
+    assert "eval-base-first1/results.json" in capsys.readouterr().out
+    assert main(["eval", "--base"]) == 2
+    assert "--base: needs --run RUN_DIR" in capsys.readouterr().err
+
+
 def test_cli_eval_bad_data_file_is_one_clear_line(tmp_path, capsys):
     from arca.cli import main
 

@@ -241,6 +241,7 @@ def load_arithmetic(
     heldout_size: int = 200,
     seed: int = 0,
     few_shot: int = 0,
+    template: str | None = None,
 ) -> Task:
     """The arithmetic task: ``train_size`` training problems, ``heldout_size`` held out.
 
@@ -255,12 +256,12 @@ def load_arithmetic(
     exclude = frozenset(p["problem"] for p in held)
     stream = problems(seed=seed, level=level, exclude=exclude)
     shots = [next(stream) for _ in range(few_shot)]
-    prefix = "".join(f"{make_prompt(s['problem'])} {s['solution']}\n\n" for s in shots)
+    prefix = "".join(f"{make_prompt(s['problem'], template)} {s['solution']}\n\n" for s in shots)
     train = [next(stream) for _ in range(train_size)]
     return Task(
         name="arithmetic",
-        train=rows_to_dataset(train, prefix),
-        heldout=rows_to_dataset(held, prefix),
+        train=rows_to_dataset(train, prefix, template),
+        heldout=rows_to_dataset(held, prefix, template),
         source=f"synthetic level {level} (seed {seed})"
         + (f", {few_shot}-shot" if few_shot else ""),
         locate_error=locate_error,

@@ -16,9 +16,10 @@ PROMPT_TEMPLATE = (
 )
 
 
-def make_prompt(problem: str) -> str:
-    """The prompt for one problem; every task and the evaluator use this."""
-    return PROMPT_TEMPLATE.format(problem=problem.strip())
+def make_prompt(problem: str, template: str | None = None) -> str:
+    """The prompt for one problem: arca's template (paper 4.1), or ``template``
+    (a format string over ``{problem}``); every built-in task and the evaluator use this."""
+    return (template or PROMPT_TEMPLATE).format(problem=problem.strip())
 
 
 class TaskDataError(ValueError):
@@ -80,6 +81,9 @@ class Task:
     skipped_examples: list[str] = field(default_factory=list)
     source: str = ""
     locate_error: ErrorLocator | None = None
+    #: Reward functions with TRL's signature; ``None``: ``reward_fn`` on ``answer``.
+    reward_funcs: list[Callable[..., Any]] | None = None
+    reward_weights: list[float] | None = None
 
     def reward(self, completion: str, answer: str) -> float:
         """1.0 if ``completion``'s final boxed answer matches ``answer``, else 0.0."""
@@ -101,14 +105,29 @@ class Task:
         reward.__name__ = f"{self.name}_reward"
         return reward
 
+    def trl_rewards(self) -> list[Callable[..., Any]]:
+        """The reward functions to hand TRL: the task's own, or the user's."""
+        return list(self.reward_funcs) if self.reward_funcs else [self.trl_reward()]
 
-def rows_to_dataset(rows: list[dict[str, str]], prefix: str = "") -> Any:
+    def score(self, completions: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[float]:
+        """Each completion's reward as training computed it; ``rows[i]`` is
+        completion ``i``'s dataset row (``prompt``, ``answer``, its columns)."""
+        if not self.reward_funcs:
+            return self.rewards(completions, [str(r["answer"]) for r in rows])
+        from arca.tasks.custom import call_rewards
+
+        return call_rewards(self.reward_funcs, self.reward_weights, completions, rows)
+
+
+def rows_to_dataset(
+    rows: list[dict[str, str]], prefix: str = "", template: str | None = None
+) -> Any:
     """``[{problem, answer, ...}]`` -> a ``datasets.Dataset`` with a ``prompt``
     column (``prefix``, e.g. worked examples, then the templated problem)."""
     from datasets import Dataset
 
     for r in rows:
-        r["prompt"] = prefix + make_prompt(r["problem"])
+        r["prompt"] = prefix + make_prompt(r["problem"], template)
     cols = ["prompt", "answer", "problem"]
     return Dataset.from_dict({c: [r[c] for r in rows] for c in cols})
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,7 @@ def _load(
     skip_malformed: bool,
     hub_config: str | None,
     split: str,
+    template: str | None = None,
 ) -> Task:
     rows: list[Row] = []
     skipped: list[str] = []
@@ -192,8 +193,8 @@ def _load(
     train, held = split_heldout(rows, heldout_size, seed)
     return Task(
         name=name,
-        train=rows_to_dataset(train),
-        heldout=rows_to_dataset(held),
+        train=rows_to_dataset(train, template=template),
+        heldout=rows_to_dataset(held, template=template),
         skipped=len(skipped),
         skipped_examples=skipped[:5],
         source=source,
@@ -208,6 +209,7 @@ def load_math(
     skip_malformed: bool = False,
     hub_config: str | None = None,
     split: str = "train",
+    template: str | None = None,
 ) -> Task:
     """The MATH task (paper 4.1): ``problem``/``solution`` rows, 200 held out by default."""
     return _load(
@@ -219,6 +221,7 @@ def load_math(
         skip_malformed=skip_malformed,
         hub_config=hub_config,
         split=split,
+        template=template,
     )
 
 
@@ -230,6 +233,7 @@ def load_gsm8k(
     skip_malformed: bool = False,
     hub_config: str | None = "main",
     split: str = "train",
+    template: str | None = None,
 ) -> Task:
     """GSM8K: ``question``/``answer`` rows, the reference after ``####``."""
     return _load(
@@ -241,10 +245,13 @@ def load_gsm8k(
         skip_malformed=skip_malformed,
         hub_config=hub_config,
         split=split,
+        template=template,
     )
 
 
 TASKS = ("arithmetic", "math", "gsm8k")
+#: ``task: custom``: your own data, prompt and reward (:mod:`arca.tasks.custom`).
+CUSTOM = "custom"
 
 
 def task_locator(name: str) -> ErrorLocator | None:
@@ -254,6 +261,119 @@ def task_locator(name: str) -> ErrorLocator | None:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
     return locate_error if name == "arithmetic" else None
+
+
+def check_task_config(cfg: Mapping[str, Any]) -> None:
+    """Everything about a config's task that can be checked without its data
+    or a model: the task name, its source, the template, column mapping,
+    reward functions (imported, signature checked) and error locator."""
+    from arca.tasks.custom import (
+        check_reward_func,
+        load_callable,
+        parse_columns,
+        read_template,
+        template_fields,
+    )
+
+    task = cfg.get("task", "arithmetic")
+    if task not in (*TASKS, CUSTOM):
+        raise ValueError(f"task: must be {', '.join(TASKS)} or {CUSTOM}, got {task!r}")
+    columns = parse_columns(cfg.get("columns"))
+    if task != CUSTOM and columns:
+        raise ValueError("columns: only task: custom reads your column names")
+    if task == CUSTOM and not cfg.get("data"):
+        raise ValueError(
+            "data: task: custom needs your data (a .jsonl/.json/.parquet file, a folder, or a Hub id)"
+        )
+    template = read_template(cfg.get("prompt_template"))
+    if template is not None:
+        used = template_fields(template)
+        if task != CUSTOM and set(used) - {"problem"}:
+            raise ValueError(
+                f"prompt_template: the {task} task's rows have only {{problem}} to fill in, "
+                f"not {{{sorted(set(used) - {'problem'})[0]}}}"
+            )
+        if task != CUSTOM and not used:
+            raise ValueError("prompt_template: must contain {problem}")
+    if cfg.get("system_prompt") and not cfg.get("use_chat_template"):
+        raise ValueError("system_prompt: only used with use_chat_template: true")
+    funcs = cfg.get("reward_funcs") or []
+    if isinstance(funcs, str):
+        raise ValueError("reward_funcs: a list of function names, e.g. [my_module.my_reward]")
+    for spec in funcs:
+        check_reward_func(load_callable(spec, "reward_funcs"), spec)
+    weights = cfg.get("reward_weights")
+    if weights is not None and len(weights) != max(1, len(funcs)):
+        raise ValueError(
+            f"reward_weights: {len(weights)} weights for {max(1, len(funcs))} reward functions"
+        )
+    if cfg.get("error_locator"):
+        load_callable(cfg["error_locator"], "error_locator")
+
+
+def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -> Task:
+    """The task a run config describes (``arca train``'s fields: ``task``,
+    ``data``, ``prompt_template``, ``columns``, ``use_chat_template``,
+    ``reward_funcs``, ...), as training and evaluation both see it.
+    ``train_size`` overrides the arithmetic task's (evaluation needs only the
+    held-out rows)."""
+    from arca.tasks.custom import as_chat, load_callable, load_custom, parse_columns, read_template
+
+    check_task_config(cfg)
+    name = cfg.get("task", "arithmetic")
+    template = read_template(cfg.get("prompt_template"))
+    if name == CUSTOM:
+        split_seed = cfg.get("split_seed")
+        task = load_custom(
+            cfg["data"],
+            prompt_column=cfg.get("prompt_column") or "prompt",
+            template=template,
+            columns=parse_columns(cfg.get("columns")),
+            heldout_size=int(cfg.get("heldout_size", 200)),
+            seed=1337 if split_seed is None else int(split_seed),
+            skip_malformed=bool(cfg.get("skip_malformed")),
+        )
+    else:
+        task = load_task(
+            name,
+            cfg.get("data"),
+            heldout_size=int(cfg.get("heldout_size", 200)),
+            skip_malformed=bool(cfg.get("skip_malformed")),
+            level=int(cfg.get("level", DEFAULT_LEVEL)),
+            train_size=int(train_size if train_size is not None else cfg.get("train_size", 5000)),
+            seed=cfg.get("split_seed"),
+            few_shot=int(cfg.get("few_shot", 0)),
+            template=template,
+        )
+    funcs = cfg.get("reward_funcs") or []
+    if funcs:
+        task.reward_funcs = [load_callable(s, "reward_funcs") for s in funcs]
+    elif "answer" not in task.heldout.column_names:
+        raise ValueError(
+            f"reward_funcs: none given, so completions are graded on their \\boxed{{}} answer "
+            f"against an 'answer' column, which {task.source} lacks (has: "
+            f"{', '.join(task.heldout.column_names)}); give reward_funcs or map a column to answer"
+        )
+    if cfg.get("reward_weights") is not None:
+        task.reward_weights = [float(w) for w in cfg["reward_weights"]]
+    if cfg.get("error_locator"):
+        task.locate_error = load_callable(cfg["error_locator"], "error_locator")
+    if cfg.get("use_chat_template"):
+        system = cfg.get("system_prompt")
+        if any(not isinstance(p, str) for p in task.heldout["prompt"][:1]):
+            raise ValueError(
+                "use_chat_template: the prompts are already conversations; TRL applies the "
+                "chat template to them by itself, so leave use_chat_template false"
+            )
+
+        from datasets import Dataset
+
+        # Rebuilt rather than .map()ped: no cache files, no progress bar per split.
+        task.train, task.heldout = (
+            Dataset.from_list([{**r, "prompt": as_chat(r["prompt"], system)} for r in ds])
+            for ds in (task.train, task.heldout)
+        )
+    return task
 
 
 def load_task(
@@ -266,9 +386,11 @@ def load_task(
     level: int = DEFAULT_LEVEL,
     train_size: int = 5000,
     few_shot: int = 0,
+    template: str | None = None,
 ) -> Task:
     """Load a task by name. ``source`` is a local path or Hub id (MATH/GSM8K);
-    ``level``/``train_size``/``few_shot`` apply to the synthetic arithmetic task."""
+    ``level``/``train_size``/``few_shot`` apply to the synthetic arithmetic task;
+    ``template`` replaces arca's prompt template (a format string over ``{problem}``)."""
     if name == "arithmetic":
         if source is not None:
             raise ValueError("the arithmetic task is generated; it takes no source")
@@ -278,6 +400,7 @@ def load_task(
             heldout_size=heldout_size,
             seed=seed or 0,
             few_shot=few_shot,
+            template=template,
         )
     if few_shot:
         raise ValueError("few_shot: only the arithmetic task has worked examples to prepend")
@@ -287,6 +410,7 @@ def load_task(
             heldout_size=heldout_size,
             seed=1337 if seed is None else seed,
             skip_malformed=skip_malformed,
+            template=template,
         )
     if name == "gsm8k":
         return load_gsm8k(
@@ -294,5 +418,6 @@ def load_task(
             heldout_size=heldout_size,
             seed=1337 if seed is None else seed,
             skip_malformed=skip_malformed,
+            template=template,
         )
     raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")

@@ -1,0 +1,369 @@
+"""A researcher's own task: their data, prompt template, chat template and reward.
+
+The config route (``arca train``) and the library route share these pieces:
+
+- :func:`load_custom` reads rows from a local file/folder or a Hub id (as MATH
+  and GSM8K are read), renames columns (``columns``), and builds each row's
+  ``prompt`` from a template over its columns, or takes it from
+  ``prompt_column`` as is (text, or a conversation: TRL's conversational
+  format, a list of ``{"role", "content"}`` messages).
+- :func:`as_chat` turns a text prompt into a conversation, so TRL applies the
+  tokenizer's chat template (``use_chat_template``).
+- :func:`load_callable` imports reward functions and error locators named as
+  TRL's ``grpo.py`` script names them: one of TRL's reward names
+  (``accuracy_reward``, ``reasoning_accuracy_reward``, ``think_format_reward``),
+  a dotted import path (``my_lib.rewards.correct``, imported with the current
+  folder on ``sys.path``, as TRL does), or, beyond TRL, ``module:function``
+  and ``path/to/file.py:function``.
+
+Reward functions keep TRL's signature, so a TRL user's reward works unchanged:
+``f(prompts, completions, completion_ids, **kwargs) -> list[float | None]``,
+where ``kwargs`` holds every other dataset column (one value per completion)
+and ``trainer_state``; ``completions`` are strings, or for conversational
+prompts ``[{"role": "assistant", "content": text}]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import string
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from arca.tasks.base import Task, TaskDataError, split_heldout
+
+#: TRL's reward names (``trl/scripts/grpo.py``'s registry, less the one that
+#: needs construction arguments), resolved in ``trl.rewards``.
+TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward")
+
+Message = dict[str, str]
+
+
+def load_callable(spec: str, field: str) -> Callable[..., Any]:
+    """The function named by ``spec`` (see the module docstring), or a
+    ``ValueError`` naming ``field`` and what to fix."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"{field}: expected a function name such as my_module.my_reward")
+    if spec in TRL_REWARDS:
+        import trl.rewards
+
+        return getattr(trl.rewards, spec)
+    if ":" in spec:
+        where, name = spec.rsplit(":", 1)
+    elif "." in spec:
+        where, name = spec.rsplit(".", 1)
+    else:
+        raise ValueError(
+            f"{field}: {spec!r} is neither one of TRL's rewards ({', '.join(TRL_REWARDS)}) nor "
+            "an import path (my_module.my_reward, my_module:my_reward or file.py:my_reward)"
+        )
+    if where.endswith(".py"):
+        path = Path(os.path.expanduser(where))
+        if not path.is_file():
+            raise ValueError(f"{field}: {spec}: no such file: {path}")
+        mod_name = f"arca_user_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            mspec = importlib.util.spec_from_file_location(mod_name, path)
+            assert mspec is not None and mspec.loader is not None
+            module = importlib.util.module_from_spec(mspec)
+            sys.modules[mod_name] = module
+            try:
+                mspec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise ValueError(f"{field}: {spec}: importing {path} failed: {e!r}") from e
+    else:
+        # TRL's grpo.py imports with the current folder on the path; so does arca.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise ValueError(
+                f"{field}: {spec}: cannot import {where} ({e}); install it, run from the folder "
+                "that holds it, or name a file: path/to/file.py:function"
+            ) from e
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise ValueError(f"{field}: {spec}: {where} has no function {name!r}")
+    return func
+
+
+def check_reward_func(func: Callable[..., Any], spec: str) -> None:
+    """Refuse a reward function TRL could not call: TRL passes ``prompts``,
+    ``completions``, ``completion_ids``, ``trainer_state``, ``log_extra``,
+    ``log_metric`` and every dataset column as keywords."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to check
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise ValueError(
+            f"reward_funcs: {spec} must accept **kwargs: TRL calls it as f(prompts=..., "
+            "completions=..., completion_ids=..., trainer_state=..., <every dataset column>=...)"
+        )
+
+
+def near_config(path: str, config_dir: Path) -> Path:
+    """``path`` as given if it exists from the current folder, else beside
+    the config file (so a config's own files are found from any folder)."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute() or p.exists() or not (config_dir / p).exists():
+        return p.resolve() if p.exists() else p
+    return (config_dir / p).resolve()
+
+
+def file_spec(spec: str, config_dir: Path = Path(".")) -> str:
+    """``spec`` with a relative ``file.py`` made absolute (looked for from the
+    current folder, then beside the config), so the run's ``config.yaml`` names
+    the file that ran, whichever folder reads it later."""
+    if ":" in spec:
+        where, name = spec.rsplit(":", 1)
+        if where.endswith(".py"):
+            return f"{near_config(where, config_dir)}:{name}"
+    return spec
+
+
+def read_template(value: str | None) -> str | None:
+    """A prompt template: the text itself, or a ``.txt`` file that holds it."""
+    if value is None:
+        return None
+    if value.endswith(".txt") and "\n" not in value:
+        path = Path(os.path.expanduser(value))
+        if not path.is_file():
+            raise ValueError(f"prompt_template: no such file: {value}")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"prompt_template: {value}: not UTF-8 text") from None
+    return value
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a template uses (``{question}``), checked: a bare
+    ``{}`` or an unbalanced brace is a one-line error."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"prompt_template: {e} (write a literal brace as {{{{ or }}}})") from None
+    names = []
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if not name or name.isdigit():
+            raise ValueError(
+                "prompt_template: every placeholder names a column, e.g. {question}; "
+                "write a literal brace as {{ or }}"
+            )
+        names.append(name.split(".")[0].split("[")[0])
+    return names
+
+
+def parse_columns(value: Any) -> dict[str, str]:
+    """``columns``: a mapping ``{source column: name arca uses}`` (YAML), or the
+    same as text, ``"question:problem,final:answer"`` (command line)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            if part.count(":") != 1:
+                raise ValueError(
+                    f"columns: {part.strip()!r} is not source:target (e.g. question:prompt)"
+                )
+            src, dst = part.split(":")
+            pairs.append((src.strip(), dst.strip()))
+    else:
+        raise ValueError(f"columns: expected a mapping of column names, got {value!r}")
+    out = {}
+    for src, dst in pairs:
+        if not isinstance(src, str) or not isinstance(dst, str) or not src or not dst:
+            raise ValueError(f"columns: {src!r}: {dst!r}: both names must be non-empty text")
+        out[src] = dst
+    if len(set(out.values())) < len(out):
+        raise ValueError(f"columns: two columns renamed to the same name ({value})")
+    return out
+
+
+def is_conversation(value: Any) -> bool:
+    """TRL's conversational format: a list of ``{"role", "content"}`` messages."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
+def as_chat(prompt: str, system_prompt: str | None = None) -> list[Message]:
+    """A text prompt as a one-turn conversation, for the tokenizer's chat template."""
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*head, {"role": "user", "content": prompt}]
+
+
+def format_prompt(row: Mapping[str, Any], template: str, where: str) -> str:
+    """``template`` filled from ``row``; a missing column names the row."""
+    try:
+        return template.format_map(row)
+    except KeyError as e:
+        raise TaskDataError(
+            f"{where}: prompt_template uses column {e.args[0]!r}, which the row lacks "
+            f"(has: {', '.join(sorted(row)) or 'none'})"
+        ) from None
+
+
+def custom_row(
+    raw: Any,
+    where: str,
+    *,
+    prompt_column: str,
+    template: str | None,
+    columns: Mapping[str, str],
+) -> dict[str, Any]:
+    """One data row, renamed, with its ``prompt`` built and checked."""
+    if not isinstance(raw, dict):
+        raise TaskDataError(f"{where}: expected an object with fields, got {type(raw).__name__}")
+    row = {columns.get(k, k): v for k, v in raw.items()}
+    if template is not None:
+        row["prompt"] = format_prompt(row, template, where)
+    else:
+        if prompt_column not in row:
+            raise TaskDataError(
+                f"{where}: missing column '{prompt_column}' (prompt_column; has: "
+                f"{', '.join(sorted(row)) or 'none'}); set prompt_column, columns or prompt_template"
+            )
+        row["prompt"] = row.pop(prompt_column) if prompt_column != "prompt" else row["prompt"]
+    prompt = row["prompt"]
+    if not (isinstance(prompt, str) and prompt.strip()) and not is_conversation(prompt):
+        raise TaskDataError(
+            f"{where}: the prompt is empty or neither text nor a list of {{role, content}} messages"
+        )
+    return row
+
+
+def load_custom(
+    source: str,
+    *,
+    prompt_column: str = "prompt",
+    template: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    heldout_size: int = 200,
+    seed: int = 1337,
+    skip_malformed: bool = False,
+    hub_config: str | None = None,
+    split: str = "train",
+) -> Task:
+    """Your own task from ``source`` (file, folder or Hub id), every column kept
+    so that reward functions receive them, as in TRL."""
+    from datasets import Dataset
+
+    from arca.tasks.loaders import read_rows
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for where, raw in read_rows(source, hub_config=hub_config, split=split):
+        try:
+            rows.append(
+                custom_row(
+                    raw,
+                    where,
+                    prompt_column=prompt_column,
+                    template=template,
+                    columns=columns or {},
+                )
+            )
+        except TaskDataError as e:
+            if not skip_malformed:
+                raise
+            skipped.append(str(e))
+    if not rows:
+        detail = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
+        raise TaskDataError(f"{source}: no usable rows{detail}")
+    keys = set(rows[0])
+    for i, r in enumerate(rows):
+        if set(r) != keys:
+            raise TaskDataError(
+                f"{source}: row {i + 1} has columns {sorted(r)}, the first row {sorted(keys)}; "
+                "every row needs the same columns"
+            )
+    train, held = split_heldout(rows, heldout_size, seed)
+    return Task(
+        name="custom",
+        train=Dataset.from_list(train),
+        heldout=Dataset.from_list(held),
+        skipped=len(skipped),
+        skipped_examples=skipped[:5],
+        source=source,
+    )
+
+
+def call_rewards(
+    funcs: Sequence[Callable[..., Any]],
+    weights: Sequence[float] | None,
+    completions: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    completion_ids: Sequence[Sequence[int]] | None = None,
+) -> list[float]:
+    """Each completion's reward as TRL computes it during training: every
+    function called with TRL's keywords, ``None`` counted as missing, then the
+    weighted sum over the functions that gave one (TRL's ``nansum``: 0.0 when
+    none did).
+    ``rows[i]`` is completion ``i``'s dataset row; ``trainer_state`` is ``None``
+    outside training."""
+    import math
+
+    prompts = [r["prompt"] for r in rows]
+    comps: list[Any] = [
+        [{"role": "assistant", "content": c}] if is_conversation(p) else c
+        for c, p in zip(completions, prompts, strict=True)
+    ]
+    keys = [
+        k for k in (rows[0] if rows else {}) if k not in ("prompt", "completion", "completion_ids")
+    ]
+    kwargs: dict[str, Any] = {k: [r[k] for r in rows] for k in keys}
+    kwargs |= {
+        "trainer_state": None,
+        "log_extra": lambda *a, **k: None,
+        "log_metric": lambda *a, **k: None,
+    }
+    ids = list(completion_ids) if completion_ids is not None else [[] for _ in completions]
+    w = list(weights) if weights is not None else [1.0] * len(funcs)
+    totals = [0.0] * len(completions)
+    for f, wf in zip(funcs, w, strict=True):
+        out = f(prompts=prompts, completions=comps, completion_ids=ids, **kwargs)
+        name = getattr(f, "__name__", repr(f))
+        if len(out) != len(completions):
+            raise ValueError(
+                f"reward_funcs: {name} returned {len(out)} rewards for {len(completions)} completions"
+            )
+        for i, r in enumerate(out):
+            if r is None or (isinstance(r, float) and math.isnan(r)):
+                continue
+            totals[i] += wf * float(r)
+    return totals
+
+
+def prompt_text(prompt: str | list[Message], tokenizer: Any) -> str:
+    """The text the model reads for ``prompt``: a conversation through the
+    tokenizer's chat template with the generation prompt, as TRL renders it."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def check_chat_template(tokenizer: Any, task: Task, model: str) -> None:
+    """Conversational prompts need a tokenizer with a chat template; say so
+    before the model loads rather than fail inside TRL."""
+    first = task.heldout[0]["prompt"] if len(task.heldout) else task.train[0]["prompt"]
+    if is_conversation(first) and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"use_chat_template: {model}'s tokenizer has no chat template; use an instruct/chat "
+            "model (e.g. smollm2), or give text prompts with use_chat_template: false"
+        )

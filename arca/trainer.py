@@ -257,6 +257,36 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
+#: What a changed TRL call order means (see ``CreditGRPOTrainer._compute_loss``).
+CALL_ORDER_BROKEN = (
+    "TRL's call order changed: arca's deferred weighting (credit_from_training_forward: "
+    "true) needs GRPOTrainer._compute_loss to run the training forward through "
+    "_get_per_token_logps_and_entropies before it reads inputs['advantages']; set "
+    "credit_from_training_forward: false (one extra scoring pass) or pin trl<1.17"
+)
+
+
+class _NotYetWeighted:
+    """``inputs["advantages"]`` of a deferred batch until the forward weighs it:
+    any use (an attribute such as ``.dim()``, arithmetic, indexing) means TRL
+    read the advantages first."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"{CALL_ORDER_BROKEN}: inputs['advantages'].{name} read first")
+
+    def _refuse(self, *_: Any) -> Any:
+        raise RuntimeError(f"{CALL_ORDER_BROKEN}: inputs['advantages'] used first")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __neg__ = __getitem__ = __iter__ = __len__ = __bool__ = _refuse
+
+    def __repr__(self) -> str:
+        return "<advantages not yet weighted>"
+
+
+_NOT_YET_WEIGHTED = _NotYetWeighted()
+
+
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
@@ -575,16 +605,39 @@ class CreditGRPOTrainer(GRPOTrainer):
         return out
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
+        """TRL's loss; for a deferred batch, weighted inside TRL's own forward.
+
+        **The one place arca depends on TRL's call order.** The deferred path
+        (``credit_from_training_forward``) needs TRL's ``_compute_loss`` to
+        (1) run the training forward through ``self._get_per_token_logps_and_entropies``,
+        where arca reads the policy and writes the weighted advantages, and
+        (2) read ``inputs["advantages"]`` only after that. TRL 1.16 does both.
+        If an upgrade breaks either, training stops with :data:`CALL_ORDER_BROKEN`
+        instead of silently training with unweighted (uniform) advantages:
+        until the forward has weighed them, ``inputs["advantages"]`` is a
+        placeholder that raises on any use, and a forward that never came is an
+        error once TRL returns. tests/test_trainer.py breaks both on purpose.
+        """
         if "arca_advantage" not in inputs:
             return super()._compute_loss(model, inputs)
+        inputs["advantages"] = _NOT_YET_WEIGHTED
         # Hooks live only for the forward: gradient checkpointing's recompute
         # during backward must not record again.
         with self._policy_hooks(inputs["completion_ids"].size(1)) as captured:
             self._pending = (inputs, captured)
             try:
-                return super()._compute_loss(model, inputs)
+                loss = super()._compute_loss(model, inputs)
             finally:
+                never_weighed = self._pending is not None
                 self._pending = None
+                if inputs["advantages"] is _NOT_YET_WEIGHTED:
+                    inputs["advantages"] = inputs["arca_advantage"]
+        if never_weighed:
+            raise RuntimeError(
+                f"{CALL_ORDER_BROKEN}: GRPOTrainer._compute_loss returned without calling "
+                "_get_per_token_logps_and_entropies"
+            )
+        return loss
 
     def _get_per_token_logps_and_entropies(
         self, model: Any, input_ids: Tensor, attention_mask: Tensor, logits_to_keep: int, **kw: Any

@@ -664,3 +664,36 @@ def test_the_best_checkpoint_is_recorded_where_it_lies(tmp_path):
     for c in kept:
         saved = json.loads((c / "trainer_state.json").read_text())["best_model_checkpoint"]
         assert ".checkpoint-staging" not in saved
+
+
+@pytest.mark.parametrize("broken", ["reads_advantages_first", "skips_the_forward"])
+def test_a_changed_trl_call_order_stops_training_loudly(broken, tmp_path, monkeypatch):
+    """The deferred path's one dependence on TRL's call order: if an upgrade
+    reads inputs["advantages"] before the training forward, or stops routing
+    that forward through _get_per_token_logps_and_entropies, training must
+    stop with CALL_ORDER_BROKEN, never fall back to uniform weights silently."""
+    from trl import GRPOTrainer
+
+    from arca.trainer import CALL_ORDER_BROKEN
+
+    stock = GRPOTrainer._compute_loss
+
+    def reads_first(self, model, inputs):
+        inputs["advantages"].dim()
+        return stock(self, model, inputs)
+
+    def skips(self, model, inputs):
+        return inputs["completion_mask"].float().sum() * 0.0
+
+    tr = make(tmp=str(tmp_path), token_weighting="surprisal", credit_from_training_forward=True)
+    out = tr._generate_and_score_completions(next(iter(tr.get_train_dataloader())))
+    assert "arca_advantage" in out  # the deferred path
+    tr.current_gradient_accumulation_steps = 1
+    fake = reads_first if broken == "reads_advantages_first" else skips
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", fake)
+    with pytest.raises(RuntimeError, match=r"^TRL's call order changed"):
+        tr._compute_loss(tr.model, out)
+    assert CALL_ORDER_BROKEN.startswith("TRL's call order changed")
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", stock)
+    tr._compute_loss(tr.model, out)  # TRL 1.16's order: weighted, (B, T) advantages
+    assert out["advantages"].dim() == 2

@@ -699,8 +699,16 @@ class CreditGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["credit/dropout"].append(dropout)
         shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
-        step = self.state.global_step
-        if mode == "train" and writer is not None and writer.due(step):
+        # Numbered as metrics.jsonl numbers steps: global_step counts the steps done.
+        step = self.state.global_step + 1
+        # A batch generated now is trained on for this many optimizer steps.
+        ga = self.args.gradient_accumulation_steps
+        span = -(-self.args.steps_per_generation * self.num_iterations // ga)
+        if (
+            mode == "train"
+            and writer is not None
+            and writer.due(step, last=self.state.max_steps, span=span)
+        ):
             # Every process takes part (a collective); the main one writes.
             rows = writer.rows(
                 step,
@@ -1020,19 +1028,45 @@ class CompactProgress(ProgressCallback):
 
 
 class SampleWriter:
-    """Every ``every`` steps, append ``count`` completions with their per-token
-    weights (the trained scheme's, and every shadow scheme's) to ``path``.
-    Wrong completions with a located error and a negative advantage come first,
-    then the others with a nonzero advantage: those are the ones whose weights
-    matter. With ground truth, each record has ``first_error`` (index of the
-    first wrong token among the completion's tokens, or null) and ``correct``."""
+    """At step 1, every ``every`` steps and at the last step, append ``count``
+    completions with their per-token weights (the trained scheme's, and every
+    shadow scheme's) to ``path``. Wrong completions with a located error and a
+    negative advantage come first, then the others with a nonzero advantage:
+    those are the ones whose weights matter. With ground truth, each record has
+    ``first_error`` (index of the first wrong token among the completion's
+    tokens, or null) and ``correct``.
+
+    ``step`` counts from 1, as ``metrics.jsonl`` does, and every record says so
+    with ``step_base: 1``; files written before it counted from 0 and have no
+    ``step_base`` (:meth:`step_of` reads both)."""
+
+    STEP_BASE = 1
 
     def __init__(self, path: str | os.PathLike[str], every: int, count: int) -> None:
         self.path, self.every, self.count = Path(path), every, count
         self.last_step = -1
 
-    def due(self, step: int) -> bool:
-        return self.every > 0 and step % self.every == 0 and step != self.last_step
+    def due(self, step: int, last: int | None = None, span: int = 1) -> bool:
+        """Sample the batch generated at ``step`` (counted from 1), trained on
+        at steps ``step`` to ``step + span - 1``? Yes if those steps hold step
+        1, a multiple of ``every`` or ``last``: a batch that serves several
+        steps is sampled once, labelled with the step it was generated at."""
+        if self.every <= 0 or step == self.last_step:
+            return False
+        end = step + max(span, 1) - 1
+        return (
+            step == 1
+            or end // self.every > (step - 1) // self.every
+            or (last is not None and step <= last <= end)
+        )
+
+    @staticmethod
+    def step_of(rec: dict[str, Any]) -> int:
+        """The step a record was drawn at, counted from 1 whatever its file's age."""
+        # The rule lives with the reader, which `arca report` imports without trl.
+        from arca.report.tokens import sample_step
+
+        return sample_step(rec)
 
     def rows(
         self,
@@ -1058,6 +1092,7 @@ class SampleWriter:
             prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
             rec = {
                 "step": step,
+                "step_base": self.STEP_BASE,
                 "rank": rank,
                 "index": i,
                 "prompt": tokenizer.decode(prompt, skip_special_tokens=True),

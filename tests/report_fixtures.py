@@ -96,6 +96,7 @@ def make_run(
         weights = {"uniform": [1 / n] * n, scheme: [(i + 1) / (n * (n + 1) / 2) for i in range(n)]}
         rec = {
             "step": 2,
+            "step_base": 1,  # steps counted from 1, as metrics.jsonl counts them
             "index": 0,
             "prompt": "What is <b>1+1</b>?",
             "advantage": 0.5,
@@ -105,6 +106,6 @@ def make_run(
         if first_error is not None:
             rec |= {"first_error": first_error, "correct": False}
         (d / "samples.jsonl").write_text(
-            json.dumps({**rec, "step": 0}) + "\n" + json.dumps(rec) + "\n"
+            json.dumps({**rec, "step": 1}) + "\n" + json.dumps(rec) + "\n"
         )
     return d

@@ -268,6 +268,13 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
     got, want = metrics(run), metrics(tmp_path / "full")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert comparable(got) == comparable(want)
+    # Samples (every 2 steps, at step 1 and the last): none lost, none drawn twice.
+    drawn = [
+        [json.loads(x) for x in (d / "samples.jsonl").read_text().splitlines()]
+        for d in (run, tmp_path / "full")
+    ]
+    assert [r["step"] for r in drawn[0]] == [1, 1, 2, 2, 4, 4, 6, 6]
+    assert drawn[0] == drawn[1]
 
 
 @pytest.mark.parametrize(

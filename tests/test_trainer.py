@@ -449,6 +449,9 @@ def test_sample_writer_records_the_first_wrong_token(tmp_path):
     tr.train()
     recs = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert recs and all("first_error" in r and "correct" in r for r in recs)
+    # Steps counted as metrics.jsonl counts them, from 1, and marked so.
+    assert [r["step"] for r in recs] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert {r["step_base"] for r in recs} == {1}
     special = {"<pad>", "<bos>", "<eos>", "<unk>"}  # zero-width in the decoded text
     checked = 0
     for r in recs:
@@ -458,6 +461,37 @@ def test_sample_writer_records_the_first_wrong_token(tmp_path):
             assert not r["correct"]
             checked += 1
     assert checked
+
+
+def test_sample_writer_is_due_at_step_1_every_n_steps_and_the_last():
+    from arca.trainer import SampleWriter
+
+    w = SampleWriter("unused.jsonl", every=10, count=4)
+    assert [s for s in range(1, 26) if w.due(s, last=25)] == [1, 10, 20, 25]
+    assert [s for s in range(1, 31) if w.due(s, last=30)] == [1, 10, 20, 30]
+    # A batch trained on for 4 steps (generated at 1, 5, 9, ...): sampled once
+    # when those steps hold a due one, labelled with the step it was generated at.
+    assert [s for s in range(1, 26, 4) if w.due(s, last=24, span=4)] == [1, 9, 17, 21]
+    w.last_step = 10  # this step's rows were already taken (gradient accumulation)
+    assert not w.due(10) and not SampleWriter("x", every=0, count=4).due(1)
+    # Records of files written before step_base counted from 0.
+    assert SampleWriter.step_of({"step": 0}) == 1 and SampleWriter.step_of(
+        {"step": 10, "step_base": 1}
+    ) == 10
+
+
+@pytest.mark.parametrize("per_generation, steps", [(None, [1, 2, 4, 5]), (2, [1, 3, 5])])
+def test_samples_are_drawn_at_step_1_every_n_and_the_last_step(per_generation, steps, tmp_path):
+    import json
+
+    from arca.trainer import SampleWriter
+
+    tr = make(tmp=str(tmp_path), steps=5, token_weighting="surprisal",
+              steps_per_generation=per_generation)  # fmt: skip
+    tr.sample_writer = SampleWriter(tmp_path / "samples.jsonl", every=2, count=1)
+    tr.train()
+    recs = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == steps
 
 
 @pytest.mark.parametrize("in_forward, expected", [(True, 0.1), (False, 0.0)])

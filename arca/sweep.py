@@ -11,10 +11,14 @@ child process whose output goes to the run's ``run.log``. Then
 Before the runs, the base-model control: ``arca diagnose`` of the initial model
 on completions it samples for held-out problems (``--base-samples``, default
 256; 0 skips it), into ``OUT/base-model/``, which the report's base-model row
-reads.
+reads. The untrained base model is also evaluated on the held-out set, like the
+runs (``arca eval --run RUN --base``), once per distinct model, task and
+decoding: by the first run of each, into its ``eval-base/``, for the report's
+accuracy table.
 
-Idempotent and resumable: a run with ``eval/results.json`` is skipped; one with
-a final adapter is only evaluated; one with checkpoints resumes from the last
+Idempotent and resumable: a run with ``eval/results.json`` (and, if it is the
+one that evaluates the base model, ``eval-base/results.json``) is skipped; one
+with a final adapter is only evaluated; one with checkpoints resumes from the last
 (``arca train --resume``); a failed run is reported with its log path while the
 others go on, and is retried by the next invocation. A run folder remembers
 which config file contents, seed and overrides made it (``spec.json``), and a
@@ -80,6 +84,9 @@ class RunSpec:
     seed: int
     run_dir: str
     overrides: tuple[str, ...] = ()
+    #: This run also evaluates the untrained base model (``eval-base/``) for
+    #: every run that shares its model, task and decoding.
+    eval_base: bool = False
 
     @property
     def label(self) -> str:
@@ -165,7 +172,23 @@ def plan_sweep(
                     tuple(overrides),
                 )
             )
-    return specs
+    return _assign_base_evals(specs)
+
+
+def _assign_base_evals(specs: list[RunSpec]) -> list[RunSpec]:
+    """Mark the first run of each distinct evaluation setting (model, task,
+    decoding: :data:`arca.evaluate.BASE_EVAL_FIELDS`) to evaluate the base model
+    too: once per setting, not once per run, and by a run so that it happens
+    wherever runs happen (a GPU slot, a Ray node)."""
+    from arca.evaluate import BASE_EVAL_FIELDS
+
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for s in specs:
+        key = tuple(str(s.setting(f, d)) for f, d in BASE_EVAL_FIELDS.items())
+        out.append(dataclasses.replace(s, eval_base=key not in seen))
+        seen.add(key)
+    return out
 
 
 #: A config file's stem, which names its run folder: no separators, no leading dot.
@@ -194,7 +217,7 @@ def run_state(spec: RunSpec) -> str:
     d = Path(spec.run_dir)
     from arca.evaluate import evaluated
 
-    if evaluated(d):
+    if evaluated(d) and (not spec.eval_base or evaluated(d, base=True)):
         return "done"
     if final_weights(d) is not None:
         return "evaluate"
@@ -236,7 +259,12 @@ def execute(
     d.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     atomic_write_json(
-        d / "spec.json", {"fingerprint": s.fingerprint(), "train_argv": s.train_argv(gpu=gpu)}
+        d / "spec.json",
+        {
+            "fingerprint": s.fingerprint(),
+            "train_argv": s.train_argv(gpu=gpu),
+            "evaluate_base": s.eval_base,
+        },
     )
     log = d / "run.log"
     t0 = time.time()
@@ -327,6 +355,15 @@ def _train_and_evaluate(run: Path, data: dict[str, Any]) -> int:
             f"[arca sweep] greedy accuracy {res['greedy_accuracy']:.3f}  pass@{k} {res[f'pass@{k}']:.3f}",
             flush=True,
         )
+    if data.get("evaluate_base") and not evaluated(run, base=True):
+        print(f"[arca sweep] evaluate the untrained base model -> {run / 'eval-base'}", flush=True)
+        res = evaluate_run(run, show_progress=False, base=True)
+        k = res["k"]
+        print(
+            f"[arca sweep] base model: greedy accuracy {res['greedy_accuracy']:.3f}  "
+            f"pass@{k} {res[f'pass@{k}']:.3f}",
+            flush=True,
+        )
     return 0
 
 
@@ -378,6 +415,13 @@ class Progress:
             self.echo(
                 f"[{i}/{self.total}] {spec.label}: done in {_fmt_time(outcome['seconds'])}  {acc}"
             )
+            base = _read_json(Path(spec.run_dir) / "eval-base" / "results.json")
+            if spec.eval_base and base:
+                k = base["k"]
+                self.echo(
+                    f"    base model (untrained): greedy {base['greedy_accuracy']:.1%}, "
+                    f"pass@{k} {base[f'pass@{k}']:.1%}"
+                )
         elif outcome["state"] == "skipped":
             self.echo(f"[{i}/{self.total}] {spec.label}: already done, skipped")
         else:

@@ -186,7 +186,7 @@ def test_plots_are_valid_pngs(sweep_dir):
 
 
 class _Checker(html.parser.HTMLParser):
-    VOID = {"meta", "br", "img", "hr", "link", "input"}
+    VOID = {"meta", "br", "img", "hr", "link", "input", "wbr"}
 
     def __init__(self):
         super().__init__()
@@ -217,19 +217,77 @@ def test_tokens_html_is_well_formed_and_escaped(sweep_dir):
         and "&amp;amp;" in page
         and "What is &lt;b&gt;1+1&lt;/b&gt;?" in page
     )
-    # The last sampled step (2) of the ARCA run, one column per scheme.
-    assert "arca_r4 (seed 1, step 2)" in page and page.count('class="col"') == 2
+    # Both sampled steps (of the 3 trained) of the ARCA run, one column per scheme.
+    assert "arca_r4 (seed 1, steps 1 and 2 of 3)" in page and page.count('class="col"') == 4
     spans = [a for t, a in checker.tags if t == "span" and a.get("class") == "t"]
-    assert len(spans) == 12  # 6 tokens x 2 schemes
-    # Uniform tokens are white (alpha 0); ARCA's rising weights go blue -> orange.
-    assert spans[0]["style"].endswith(",0.00)")
-    assert "49,130,189" in spans[6]["style"] and "230,85,13" in spans[11]["style"]
+    assert len(spans) == 24  # 6 tokens x 2 schemes x 2 steps
+    # Uniform tokens are white; ARCA's rising weights go blue -> orange.
+    rgb = [bytes.fromhex(a["style"].split("#")[1][:6]) for a in spans]
+    assert rgb[0] == b"\xff\xff\xff" and rgb[6][2] > rgb[6][0] and rgb[11][0] > rgb[11][2]
+    # Steps and completions are linked from the navigation bar.
+    ids = {a["id"] for _, a in checker.tags if "id" in a}
+    links = [a["href"] for t, a in checker.tags if t == "a" and a.get("href", "").startswith("#")]
+    assert {"#step-1", "#step-2", "#step-2-0"} <= set(links) and {x[1:] for x in links} <= ids
 
 
 def test_tokens_html_without_samples(tmp_path):
     make_run(tmp_path, "uniform_r64", 1, scheme="uniform", rewards=[0.1], gini=[0], eff=[1])
     build_report([tmp_path], tmp_path / "rep")
     assert "No sampled completions" in (tmp_path / "rep" / "tokens.html").read_text()
+
+
+def test_samples_from_before_step_base_are_counted_from_1(tmp_path):
+    """samples.jsonl files written before `step_base` counted steps from 0: read
+    as the step being taken, as metrics.jsonl counts it, they never mislabel one."""
+    import json
+
+    from arca.report import tokens
+
+    d = make_run(tmp_path, "arca_r4", 1, scheme="arca", rewards=[0.1] * 3, gini=[0] * 3,
+                 eff=[1] * 3, tokens=["1", "<eos>"])  # fmt: skip
+    old = {"index": 0, "advantage": 0.5, "tokens": ["1"], "weights": {"arca": [1.0]}}
+    new = {**old, "step": 3, "step_base": 1}
+    lines = [{**old, "step": 0}, {**old, "step": 1}, new, {**old, "step": "x"}]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"cut')
+    assert [r["step"] for r in tokens.load_samples(d)] == [1, 2, 3]
+    assert [tokens.sample_step(r) for r in lines[:3]] == [1, 2, 3]
+    methods = group_methods([load_run(d)])
+    label, recs = tokens.pick_samples(methods, steps=2)
+    assert label == "arca_r4 (seed 1, steps 1 and 3 of 3)" and [r["step"] for r in recs] == [1, 3]
+    page = tokens.render(label, recs)
+    assert "<h2>step 1</h2>" in page and "<h2>step 3</h2>" in page and "step 0" not in page
+
+
+def test_token_text_contrasts_with_every_weight_colour():
+    from arca.report.tokens import SATURATION, colours, contrast_ratio
+
+    n = 100
+    for k in range(-60, 61):  # 1/8x ... 8x uniform and past both ends
+        bg, fg = colours(SATURATION ** (k / 40) / n, n)
+        assert contrast_ratio(bg, fg) >= 4.5, (k, bg, fg)
+    assert colours(1 / n, n)[0] == (255, 255, 255)
+    assert contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+
+
+def test_long_completions_fold_and_tokens_stay_whole():
+    from arca.report.tokens import render
+
+    short = {"step": 1, "index": 0, "tokens": ["1", "<eos>"], "weights": {"arca": [0.5, 0.5]}}
+    long = {"step": 5, "index": 1, "tokens": ["12", " +", "\n"] * 400 + ["<eos>"],
+            "weights": {"arca": [1 / 1201] * 1201}}  # fmt: skip
+    page = render("run", [short, long])
+    checker = _Checker()
+    checker.feed(page)
+    assert checker.errors == [] and checker.stack == []
+    # One fold toggle: the long completion's, right in its article.
+    assert page.count('<details class="fold">') == 1 and "show all 1,201 tokens" in page
+    assert page.index('id="step-5-0"') < page.index('<details class="fold">')
+    # Each token is one unbreakable span; lines break between tokens (<wbr>).
+    assert ".t{white-space:pre;" in page
+    assert '">&lt;eos&gt;</span>' in page and "</span><wbr><span" in page
+    # Without steps (arca diagnose): the bar links the completions.
+    page = render("model", [{k: v for k, v in short.items() if k != "step"}])
+    assert 'href="#c-0"' in page and 'id="c-0"' in page and "<h2>" not in page
 
 
 def test_cli_report_default_out_and_summary(sweep_dir, capsys, tmp_path):
@@ -412,7 +470,8 @@ def test_report_says_dropout_escapes_names_and_draws_the_new_plots(truth_dir):
             img.shape[0] > 250 and len({tuple(p) for p in img.reshape(-1, img.shape[2])[::97]}) > 20
         )
     page = (root / "report" / "tokens.html").read_text()
-    assert page.count('class="t err"') == 3  # the legend's example, token #1 in both columns
+    # the legend's example, token #1 in both columns of both sampled steps
+    assert page.count('class="t err"') == 5
     assert "first wrong token: #1" in page
 
 
@@ -472,7 +531,7 @@ def test_evaluations_on_different_held_out_sets_are_flagged_not_compared(tmp_pat
     )  # fmt: skip
     res = build_report([tmp_path / "runs"], tmp_path / "report")
     acc = {r["method"]: r["problems"] for r in res["tables"]["table2_accuracy"]}
-    assert acc == {"uniform_r64": "4", "arca_r64": "2"}
+    assert acc == {"base model (untrained)": "-", "uniform_r64": "4", "arca_r64": "2"}
     (row,) = res["tables"]["versus_uniform"]
     assert row["p (greedy acc)"] == "n/a: different held-out sets (2 vs 4 problems)"
     md = (tmp_path / "report" / "report.md").read_text()
@@ -505,3 +564,195 @@ def test_baseline_and_a_single_runs_own_report_folder(sweep_dir, capsys):
     for seed in (1, 2):
         assert main(["report", str(root / "arca_r4" / f"seed-{seed}")]) == 0
         assert (root / "arca_r4" / f"seed-{seed}" / "report" / "report.md").is_file()
+
+
+# ------------------------------------------------------------ base model row
+
+
+def _base_eval(run, greedy=0.25, passk=0.5, seed=None, **settings):
+    """An eval-base/results.json as `arca eval --run RUN --base` writes it, with
+    the run's own settings unless ``settings`` changes some."""
+    import json
+
+    import yaml
+
+    from arca.evaluate import eval_settings
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "eval-base").mkdir()
+    res = {
+        "problems": 4, "greedy_accuracy": greedy, "pass@4": passk, "k": 4,
+        "samples_per_problem": 4, "seed": cfg["seed"] if seed is None else seed,
+        "weights": "base", "settings": {**eval_settings(cfg), **settings},
+    }  # fmt: skip
+    (run / "eval-base" / "results.json").write_text(json.dumps(res))
+
+
+def _two_runs(root):
+    runs = []
+    for name, scheme, greedy in (
+        ("uniform_r64", "uniform", [1, 0, 0, 0]),
+        ("arca_r4", "arca", [1, 1, 0, 0]),
+    ):
+        runs.append(
+            make_run(
+                root,
+                name,
+                1,
+                scheme=scheme,
+                rewards=[0.1],
+                gini=[0.2],
+                eff=[0.8],
+                greedy=greedy,
+                samples=[[1, 0, 0, 0]] * 4,
+            )  # fmt: skip
+        )
+    return runs
+
+
+def test_base_model_row_leads_the_accuracy_table(tmp_path, capsys):
+    from arca.report import summary_text
+
+    uni, _ = _two_runs(tmp_path / "runs")
+    # Not evaluated: the row says so and how to get it.
+    res = build_report([tmp_path / "runs"], tmp_path / "r0")
+    row = res["tables"]["table2_accuracy"][0]
+    assert row["method"] == "base model (untrained)"
+    assert row["greedy acc"].startswith("n/a (not evaluated: run arca eval --run ")
+    assert row["greedy acc"].endswith(" --base)") and row["pass@4"] == "n/a"
+    # Evaluated with the runs' settings (by the sweep, in the first run's folder).
+    _base_eval(uni, greedy=0.25, passk=0.5)
+    res = build_report([tmp_path / "runs"], tmp_path / "r1")
+    row = res["tables"]["table2_accuracy"][0]
+    assert row["method"] == "base model (untrained)" and row["problems"] == "4"
+    assert str(row["greedy acc"]) == "25.0%" and str(row["pass@4"]) == "50.0%"
+    md = (tmp_path / "r1" / "report.md").read_text()
+    assert "| base model (untrained) | 25.0% | 50.0% | - | 4 |" in md
+    assert "arca eval --run RUN --base" in md
+    base_line = summary_text(res["tables"]).splitlines()[1]
+    assert base_line.split()[:5] == ["base", "model", "(untrained)", "25.0%", "50.0%"]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"max_completion_length": 64}, "max_completion_length 64 for the base, 512 for"),
+        ({"model_name_or_path": "smollm2"}, "model_name_or_path 'smollm2' for the base"),
+        ({"seed": 99}, "sampled with seed 99, the runs with 1"),
+    ],
+)
+def test_a_base_evaluated_otherwise_is_not_set_beside_the_runs(tmp_path, change, says):
+    uni, _ = _two_runs(tmp_path / "runs")
+    _base_eval(uni, **change)
+    res = build_report([tmp_path / "runs"], tmp_path / "r")
+    (row,) = [r for r in res["tables"]["table2_accuracy"] if r["method"].startswith("base")]
+    assert row["greedy acc"].startswith("n/a (evaluated with other settings: ")
+    assert says in row["greedy acc"] and row["pass@4"] == "n/a" and row["problems"] == "-"
+
+
+def test_runs_evaluated_two_ways_get_a_base_row_each(tmp_path):
+    import yaml
+
+    uni, arca = _two_runs(tmp_path / "runs")
+    cfg = yaml.safe_load((arca / "config.yaml").read_text())
+    (arca / "config.yaml").write_text(yaml.safe_dump({**cfg, "max_completion_length": 64}))
+    _base_eval(uni, greedy=0.25)
+    _base_eval(arca, greedy=0.5)
+    res = build_report([tmp_path / "runs"], tmp_path / "r")
+    rows = {r["method"]: str(r["greedy acc"]) for r in res["tables"]["table2_accuracy"][:2]}
+    assert rows == {
+        "base model (untrained), beside uniform_r64": "25.0%",
+        "base model (untrained), beside arca_r4": "50.0%",
+    }
+
+
+# ------------------------------------------------------------ plots
+
+
+@pytest.fixture(scope="module")
+def twelve(tmp_path_factory):
+    """A report of 12 methods, keeping every figure it saves for inspection."""
+    import random
+
+    from arca.report import plots
+
+    root = tmp_path_factory.mktemp("twelve")
+    rng = random.Random(0)
+    for i in range(12):
+        g = 0.02 if i < 2 else 0.07 * i
+        make_run(
+            root / "runs", f"m{i:02d}", 1, scheme="uniform" if i < 2 else "surprisal", rank=4 + i,
+            rewards=[0.2 + 0.02 * t + rng.uniform(-0.05, 0.05) for t in range(20)],
+            gini=[g] * 20, eff=[1 - g] * 20, greedy=[1, 0, 1, 0], samples=[[1, 0, 0, 0]] * 4,
+        )  # fmt: skip
+    figs = {}
+    save = plots._save
+
+    def keep(plt, fig, path, dpi=120):
+        figs[path.name] = fig
+        return save(plt, fig, path, dpi)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "_save", keep)
+    try:
+        build_report([root / "runs"], root / "report")
+    finally:
+        mp.undo()
+    return figs
+
+
+def test_twelve_methods_get_twelve_distinct_styles(twelve):
+    from matplotlib.colors import to_hex
+
+    for name in ("reward.png", "concentration.png", "residual.png"):
+        lines = [
+            ln
+            for ax in twelve[name].axes
+            for ln in ax.get_lines()
+            if not ln.get_label().startswith("_")
+        ]
+        by_method: dict[str, set] = {}
+        for ln in lines:
+            by_method.setdefault(ln.get_label(), set()).add(
+                (to_hex(ln.get_color()), ln.get_linestyle())
+            )
+        assert len(by_method) == 12
+        assert all(len(s) == 1 for s in by_method.values())  # one style per method in every axes
+        assert len({next(iter(s)) for s in by_method.values()}) == 12
+    # The same method looks the same in every plot of the report.
+    reward = {
+        ln.get_label(): to_hex(ln.get_color()) for ln in twelve["reward.png"].axes[0].get_lines()
+    }
+    dots = twelve["regimes.png"].axes[0].collections[-12:]
+    colours = [to_hex(c.get_facecolor()[0]) for c in dots]
+    assert len(set(colours)) == 12
+    assert colours == [reward[f"m{i:02d}"] for i in range(12)]
+
+
+def test_legends_stay_off_the_data(twelve):
+    assert set(twelve) >= {"reward.png", "concentration.png", "residual.png", "regimes.png"}
+    for name, fig in twelve.items():
+        fig.canvas.draw()
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        assert legends, name
+        for leg in legends:
+            box = leg.get_window_extent()
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent()), (name, ax.get_title())
+
+
+def test_concentration_thresholds_are_labelled(twelve):
+    from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
+
+    fig = twelve["concentration.png"]
+    fig.canvas.draw()
+    gini_ax, ratio_ax = fig.axes
+    for ax, value, words in (
+        (gini_ax, UNIFORM_GINI_BELOW, f"uniform broadcast (Gini < {UNIFORM_GINI_BELOW:g})"),
+        (ratio_ax, SPARSE_RATIO_BELOW, f"sparse (EffN/T < {SPARSE_RATIO_BELOW:g})"),
+    ):
+        (text,) = [t for t in ax.texts if words in t.get_text()]
+        assert text.get_position()[1] == value  # on the threshold line itself
+        assert any(ln.get_ydata()[0] == value for ln in ax.get_lines())
+        legend = ratio_ax.get_legend().get_window_extent()
+        assert not text.get_window_extent().overlaps(legend)

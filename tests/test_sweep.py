@@ -55,6 +55,10 @@ def test_plan_order_layout_and_errors(tmp_path):
     assert [s.seed for s in specs[:2]] == [1, 2]
     assert specs[1].run_dir == str(tmp_path.resolve() / "uniform_r64" / "seed-2")
     assert [s.seed for s in plan_sweep(ROOT / "configs" / "tiny", tmp_path)] == [1337] * 7
+    # The runs share one model, task and decoding: the first run evaluates the base model.
+    assert [s.eval_base for s in specs] == [True] + [False] * 13
+    other = write_configs(tmp_path / "two", arca_r4={"max_completion_length": 16})
+    assert [s.eval_base for s in plan_sweep(other, tmp_path)] == [True, True]
     with pytest.raises(ValueError, match="--only: no config named 'nope'"):
         plan_sweep(ROOT / "configs" / "tiny", tmp_path, only=["nope"])
     with pytest.raises(FileNotFoundError, match="no .yaml files"):
@@ -101,6 +105,16 @@ def test_sweep_trains_evaluates_and_reports(finished):
     assert "base model: done in" in text
     md = (out / "report" / "report.md").read_text()
     assert "| base model (8 completions, sampled from the base model; arca diagnose) |" in md
+    # The untrained base model evaluated once, like the runs, by the first run: the
+    # accuracy table's first row.
+    first, second = (Path(o["run_dir"]) for o in res["outcomes"])
+    base_eval = json.loads((first / "eval-base" / "results.json").read_text())
+    assert base_eval["weights"] == "base" and base_eval["problems"] == 6
+    assert not (second / "eval-base").exists()
+    row = res["report"]["tables"]["table2_accuracy"][0]
+    assert row["method"] == "base model (untrained)"
+    assert row["greedy acc"].value == base_eval["greedy_accuracy"] and row["problems"] == "6"
+    assert "    base model (untrained): greedy " in text
 
 
 def test_finished_runs_are_skipped(finished):

@@ -1,7 +1,7 @@
 """``arca report RUN_DIR...``: tables, plots and a token page for a set of runs.
 
 Writes ``report.md`` and ``tables.csv`` (Table 1 configurations, Table 2
-held-out accuracy, each method against uniform and seeds of one method against
+held-out accuracy led by the untrained base model's, each method against uniform and seeds of one method against
 each other, Table 3 concentration, the trained scheme's credit correctness,
 and every scheme's shadow values led by the base model), ``reward.png``,
 ``concentration.png``, ``residual.png``, ``regimes.png``, ``credit.png``
@@ -163,6 +163,14 @@ def _markdown(
         "",
         tables.markdown(tbl["table2_accuracy"]),
     ]
+    if any(_is_base(r) for r in tbl["table2_accuracy"]):
+        lines += [
+            f"`{tables.BASE_MODEL}`: the model the runs started from, without training, on the "
+            "same held-out problems with the same prompts, grading and decoding "
+            "(`arca eval --run RUN --base`, into `RUN/eval-base/`; a sweep evaluates it once per "
+            "setting). Its number stands only beside runs evaluated exactly so.",
+            "",
+        ]
     counts = {r["problems"] for r in tbl["table2_accuracy"] if r["problems"] != "-"}
     if len(counts) > 1:
         lines += [
@@ -314,6 +322,12 @@ def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
     acc = {r["method"]: r for r in tbl["table2_accuracy"]}
     corr = {r["method"]: r for r in tbl.get("credit_correctness", [])}
     rows = []
+    for r in tbl["table2_accuracy"]:
+        # The control every trained method's accuracy is read against (report.md
+        # says why when there is no number).
+        if _is_base(r) and isinstance(r["greedy acc"], tables.Cell):
+            row = [r["method"], _short(r["greedy acc"], True), _short(r.get(f"pass@{k}"), True)]
+            rows.append((*row, *["-"] * (6 + 3 * bool(corr))))
     for r in tbl["table3_concentration"]:
         a, c = acc.get(r["method"], {}), corr.get(r["method"])
         row = [
@@ -341,6 +355,10 @@ def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
     widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" if i in (0, last) else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join(fmt.format(*x).rstrip() for x in [head, *rows])
+
+
+def _is_base(row: dict[str, Any]) -> bool:
+    return str(row.get("method", "")).startswith(tables.BASE_MODEL)
 
 
 def _short(c: Any, percent: bool = False, digits: int = 3) -> str:  # no interval

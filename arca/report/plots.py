@@ -1,13 +1,16 @@
 """The report's PNG plots (matplotlib, headless).
 
-One colour per method throughout; with several seeds a line is the mean over
-seeds and the band its min-max range.
+One colour and line style per method throughout (:func:`method_styles`: 20
+colours, distinct styles beyond); with several seeds a line is the mean over
+seeds and the band its min-max range. Legends sit outside the axes, never on
+the data.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +28,68 @@ def _plt() -> Any:
 
 
 def _save(plt: Any, fig: Any, path: Path, dpi: int = 120) -> Path:
+    # The legends outside the axes are left out of tight_layout, which would
+    # shrink the axes to make room for them, and back in for "tight" saving,
+    # which grows the image to take them in instead.
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    for leg in legends:
+        leg.set_in_layout(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    for leg in legends:
+        leg.set_in_layout(True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _colors(methods: Sequence[Method]) -> dict[str, str]:
-    palette = [f"C{i}" for i in range(10)]
-    return {m.name: palette[i % 10] for i, m in enumerate(methods)}
+def _legend_outside(ax: Any, **kw: Any) -> Any:
+    """A legend to the right of ``ax``, where it cannot cover data, however many
+    entries it has."""
+    n = len(kw["handles"]) if "handles" in kw else len(ax.get_legend_handles_labels()[1])
+    return ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+        ncol=1 + (n - 1) // 18 if n else 1,
+        **kw,
+    )
+
+
+#: matplotlib's tab20, strong shades first (tab10's, the familiar ones for up to
+#: ten methods), then their light twins: 20 distinct colours.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+#: Each block of ten methods gets its own line style and marker, so that a light
+#: shade is told from its strong twin, and colours repeat only with a new style.
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "D", "^", "v")
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    linestyle: str
+    marker: str
+
+
+def method_styles(methods: Sequence[Method]) -> dict[str, Style]:
+    """Each method's colour, line style and marker, by its place in ``methods``
+    (the report's fixed order), so that one method looks the same in every
+    plot of a report; distinct for up to 40 methods."""
+    names = list(dict.fromkeys(m.name for m in methods))
+    return {
+        n: Style(
+            PALETTE[i % len(PALETTE)],
+            LINESTYLES[i // 10 % len(LINESTYLES)],
+            MARKERS[i // 10 % len(MARKERS)],
+        )
+        for i, n in enumerate(names)
+    }
 
 
 def _mean_series(m: Method, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -65,7 +121,7 @@ def _smooth(y: list[float], window: int) -> list[float]:
 
 
 def _lines(
-    ax: Any, methods: Sequence[Method], key: str, colors: dict[str, str], smooth: int = 1
+    ax: Any, methods: Sequence[Method], key: str, styles: dict[str, Style], smooth: int = 1
 ) -> bool:
     drawn = False
     for m in methods:
@@ -73,10 +129,18 @@ def _lines(
         if not steps:
             continue
         drawn = True
-        c = colors[m.name]
+        st = styles[m.name]
+        c = st.color
         if smooth > 1:
-            ax.plot(steps, mean, color=c, alpha=0.25, linewidth=0.8)
-        ax.plot(steps, _smooth(mean, smooth), color=c, label=m.name, linewidth=1.8)
+            ax.plot(steps, mean, color=c, linestyle=st.linestyle, alpha=0.25, linewidth=0.8)
+        ax.plot(
+            steps,
+            _smooth(mean, smooth),
+            color=c,
+            linestyle=st.linestyle,
+            label=m.name,
+            linewidth=1.8,
+        )
         if len(m.runs) > 1:
             ax.fill_between(steps, lo, hi, color=c, alpha=0.12, linewidth=0)
     ax.set_xlabel("optimizer step")
@@ -92,38 +156,61 @@ def plot_reward(methods: Sequence[Method], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     longest = max((len(r.metrics) for m in methods for r in m.runs), default=1)
     window = max(1, longest // 10)
-    _lines(ax, methods, "reward", _colors(methods), smooth=window)
+    _lines(ax, methods, "reward", method_styles(methods), smooth=window)
     ax.set_ylabel("train reward (mean over the batch)")
     ax.set_title(f"Train reward per step (bold: moving average over {window} steps)")
-    ax.legend(fontsize=8, ncol=2)
+    _legend_outside(ax)
     return _save(plt, fig, path, dpi=120)
 
 
 def plot_concentration(methods: Sequence[Method], path: Path) -> Path:
     plt = _plt()
-    colors = _colors(methods)
+    styles = method_styles(methods)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    _lines(axes[0], methods, "credit/gini", colors)
+    _lines(axes[0], methods, "credit/gini", styles)
     axes[0].set_ylabel("Gini of the token weights")
     axes[0].set_ylim(-0.02, 1.0)
-    axes[0].axhline(UNIFORM_GINI_BELOW, color="grey", linestyle=":", linewidth=1)
-    _lines(axes[1], methods, "credit/effective_ratio", colors)
+    _threshold(
+        axes[0], UNIFORM_GINI_BELOW, f"below: uniform broadcast (Gini < {UNIFORM_GINI_BELOW:g})"
+    )
+    _lines(axes[1], methods, "credit/effective_ratio", styles)
     axes[1].set_ylabel("effective-token ratio 1/(T sum w^2)")
     axes[1].set_ylim(0.0, 1.05)
-    axes[1].axhline(SPARSE_RATIO_BELOW, color="grey", linestyle=":", linewidth=1)
+    _threshold(axes[1], SPARSE_RATIO_BELOW, f"below: sparse (EffN/T < {SPARSE_RATIO_BELOW:g})")
     axes[0].set_title("Concentration of the trained scheme's weights")
-    axes[1].legend(fontsize=8, ncol=2)
+    _legend_outside(axes[1])
     return _save(plt, fig, path, dpi=120)
+
+
+def _threshold(ax: Any, y: float, text: str) -> None:
+    """A regime threshold: a dotted line, named just above it at the right (the
+    legend is outside the axes, so nothing else is there but data, which the
+    label's backing keeps readable)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    ax.axhline(y, color="grey", linestyle=":", linewidth=1)
+    ax.text(
+        0.99,
+        y,
+        text,
+        transform=blended_transform_factory(ax.transAxes, ax.transData),
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="dimgrey",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.6, "pad": 1.0},
+        zorder=4,
+    )
 
 
 def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
     """ARCA residual ||h_adapted - h_base|| mean and max per step; None if no
     run logged it."""
     plt = _plt()
-    colors = _colors(methods)
+    styles = method_styles(methods)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    a = _lines(axes[0], methods, "credit/residual_mean", colors)
-    b = _lines(axes[1], methods, "credit/residual_max", colors)
+    a = _lines(axes[0], methods, "credit/residual_mean", styles)
+    b = _lines(axes[1], methods, "credit/residual_max", styles)
     if not (a or b):
         plt.close(fig)
         return None
@@ -132,7 +219,7 @@ def plot_residual(methods: Sequence[Method], path: Path) -> Path | None:
     axes[0].set_title("Adapter residual (last hidden layer), per step")
     for ax in axes:
         ax.set_yscale("symlog", linthresh=1e-3)
-    axes[1].legend(fontsize=8, ncol=2)
+    _legend_outside(axes[1])
     return _save(plt, fig, path, dpi=120)
 
 
@@ -144,7 +231,7 @@ def final_point(m: Method) -> tuple[float, float]:
 
 def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
     plt = _plt()
-    colors = _colors(methods)
+    styles = method_styles(methods)
     fig, ax = plt.subplots(figsize=(9.5, 5))
     ax.axvspan(-0.02, UNIFORM_GINI_BELOW, color="tab:blue", alpha=0.08)
     ax.axhspan(-0.02, SPARSE_RATIO_BELOW, xmin=0, xmax=1, color="tab:red", alpha=0.08)
@@ -162,7 +249,8 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
             [g],
             [e],
             s=70,
-            color=colors[m.name],
+            color=styles[m.name].color,
+            marker=styles[m.name].marker,
             edgecolor="black",
             zorder=3,
             label=f"{m.name}  ({g:.2f}, {e:.2f})",
@@ -176,13 +264,7 @@ def plot_regimes(methods: Sequence[Method], path: Path) -> Path:
         f"thresholds: Gini < {UNIFORM_GINI_BELOW}, EffN/T < {SPARSE_RATIO_BELOW}"
     )
     ax.grid(alpha=0.3)
-    ax.legend(
-        title="method  (Gini, EffN/T)",
-        fontsize=8,
-        title_fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-    )
+    _legend_outside(ax, title="method  (Gini, EffN/T)", title_fontsize=8)
     return _save(plt, fig, path, dpi=120)
 
 
@@ -287,10 +369,9 @@ def plot_credit(methods: Sequence[Method], schemes: Sequence[str], path: Path) -
         ax.grid(alpha=0.3)
     axes[0].set_title("Credit on the first wrong token (wrong completions)")
     axes[1].set_title("Credit on the correct prefix (wrong completions; lower is better)")
-    handles = _kind_handles(plt)
-    leg = axes[0].legend(title="scheme", fontsize=8, title_fontsize=8, loc="upper right")
-    axes[0].add_artist(leg)
-    axes[1].legend(handles=handles, fontsize=8, loc="upper right")
+    # One legend, schemes (colours) then run kinds (markers), right of the plots.
+    handles = axes[0].get_legend_handles_labels()[0] + _kind_handles(plt)
+    _legend_outside(axes[1], handles=handles, title="scheme; run kind", title_fontsize=8)
     fig.suptitle(
         "Each point: one run's shadow values for one scheme, last 10% of steps", fontsize=9
     )
@@ -344,8 +425,7 @@ def plot_drift(methods: Sequence[Method], schemes: Sequence[str], path: Path) ->
                 )
             if i == len(rows) - 1:
                 ax.set_xlabel("drift: KL from initial policy")
-    handles = _kind_handles(plt, KIND_COLORS)
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    _legend_outside(axes[0][-1], handles=_kind_handles(plt, KIND_COLORS))
     fig.suptitle(
         "Each point: one logged step of one run (shadow values of each scheme)", fontsize=9
     )

@@ -1,7 +1,8 @@
 """Reading run folders (``arca train`` / ``arca sweep`` output) into memory.
 
 A run folder holds ``config.yaml``, ``metrics.jsonl``, optionally
-``samples.jsonl``, ``eval/results.json`` and ``eval/completions.jsonl``.
+``samples.jsonl``, ``eval/results.json`` and ``eval/completions.jsonl``, and
+the untrained base model's evaluation in ``eval-base/results.json``.
 Runs with the same name (``run_name``, else ``<scheme>_r<rank>``, or
 ``<scheme>_full`` for full fine-tuning) and different seeds form one
 :class:`Method`.
@@ -37,6 +38,8 @@ class Run:
     eval: dict[str, Any] | None = None
     #: per-problem scores on the held-out set: "greedy" (0/1) and "pass@k".
     problem_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the untrained base model's evaluation with this run's settings (``eval-base/``).
+    base_eval: dict[str, Any] | None = None
 
     @property
     def scheme(self) -> str:
@@ -212,6 +215,9 @@ def load_run(path: str | Path) -> Run:
         comp = p / "eval" / "completions.jsonl"
         if comp.is_file():
             run.problem_scores = _problem_scores(comp, int(run.eval.get("k", 4)))
+    base = p / "eval-base" / "results.json"
+    if base.is_file():
+        run.base_eval = _read_json(base)
     return run
 
 

@@ -12,11 +12,12 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from arca.credit import compares_with_base
 from arca.credit.diagnostics import classify_regime
-from arca.report.runs import Method
+from arca.report.runs import Method, Run
 from arca.stats import bootstrap_ci, paired_bootstrap
 
 #: Credit-correctness metrics as logged (``credit/<metric>``) and their column names.
@@ -107,8 +108,9 @@ def config_table(methods: Sequence[Method]) -> Table:
 
 def accuracy_table(methods: Sequence[Method], k: int = 4) -> Table:
     """Table 2: held-out greedy accuracy, pass@k, train reward averaged over
-    steps, and how many held-out problems each evaluation covered."""
-    return [
+    steps, and how many held-out problems each evaluation covered, led by the
+    untrained base model's row(s) (:func:`base_accuracy_rows`)."""
+    return base_accuracy_rows(methods, k) + [
         {
             "method": m.name,
             "greedy acc": Cell.of(m.per_seed("greedy_accuracy", source="eval"), unit="pct"),
@@ -118,6 +120,98 @@ def accuracy_table(methods: Sequence[Method], k: int = 4) -> Table:
         }
         for m in methods
     ]
+
+
+#: The accuracy table's row of the untrained base model.
+BASE_MODEL = "base model (untrained)"
+
+
+def base_accuracy_rows(methods: Sequence[Method], k: int = 4) -> Table:
+    """The untrained base model's greedy accuracy and pass@k, from the runs'
+    ``eval-base/`` folders (``arca eval --run RUN --base``). A base evaluation
+    stands beside the runs whose settings it shares (model, task, prompts,
+    grading, decoding, held-out problems, k; its sampling seed one of theirs);
+    runs without one get a row that says why there is no number, never a number
+    measured another way. One row when the runs share one base evaluation."""
+    runs = [r for m in methods for r in m.runs]
+    targets = [r for r in runs if r.eval] or runs
+    bases = list(dict.fromkeys(r.path for r in runs if r.base_eval))
+    base_of = {r.path: r.base_eval for r in runs if r.base_eval}
+    groups: dict[Path, list[Run]] = {}
+    unmatched: list[tuple[Run, str]] = []
+    for r in targets:
+        why = ""
+        for p in bases:
+            diff = _base_differences(base_of[p], r, k)
+            if not diff:
+                groups.setdefault(p, []).append(r)
+                break
+            why = why or f"{diff} (base in {p}/eval-base)"
+        else:
+            unmatched.append((r, why))
+    for p, rs in list(groups.items()):
+        seed = base_of[p].get("seed")
+        seeds = sorted({int(r.eval.get("seed", r.seed)) if r.eval else r.seed for r in rs})
+        if seed not in seeds:  # pass@k would be a draw no run was measured with
+            del groups[p]
+            why = f"sampled with seed {seed}, the runs with {', '.join(map(str, seeds))}"
+            unmatched += [(r, f"{why} (base in {p}/eval-base)") for r in rs]
+
+    def label(rs: Sequence[Run]) -> str:
+        if len(groups) + bool(unmatched) == 1:
+            return BASE_MODEL
+        names = list(dict.fromkeys(r.name for r in rs))
+        return f"{BASE_MODEL}, beside {', '.join(names)}"
+
+    rows: Table = []
+    for p, rs in groups.items():
+        b = base_of[p]
+        rows.append(
+            {
+                "method": label(rs),
+                "greedy acc": Cell(float(b["greedy_accuracy"]), unit="pct"),
+                f"pass@{k}": Cell(float(b[f"pass@{k}"]), unit="pct"),
+                "train reward": "-",
+                "problems": str(b["problems"]),
+            }
+        )
+    if unmatched:
+        first, why = unmatched[0]
+        fix = f"run arca eval --run {first.path} --base"
+        rows.append(
+            {
+                "method": label([r for r, _ in unmatched]),
+                "greedy acc": f"n/a (evaluated with other settings: {why}; {fix})"
+                if why
+                else f"n/a (not evaluated: {fix})",
+                f"pass@{k}": "n/a",
+                "train reward": "-",
+                "problems": "-",
+            }
+        )
+    return rows
+
+
+def _base_differences(base: dict[str, Any], run: Run, k: int) -> str:
+    """How a base-model evaluation's settings differ from a run's ("" if they
+    do not): its recorded settings against the run's config, and its problem
+    count, k and samples against the run's evaluation."""
+    from arca.evaluate import BASE_EVAL_FIELDS, eval_settings
+
+    rec = base.get("settings")
+    if not isinstance(rec, dict) or "greedy_accuracy" not in base:
+        return "its settings or accuracy are not recorded"
+    ours = eval_settings(run.config)
+    where = f"{run.name} seed {run.seed}"
+    for f, default in BASE_EVAL_FIELDS.items():
+        if rec.get(f, default) != ours[f]:
+            return f"{f} {rec.get(f, default)!r} for the base, {ours[f]!r} for {where}"
+    if f"pass@{k}" not in base:
+        return f"no pass@{k} (k = {base.get('k')})"
+    for f in ("problems", "k", "samples_per_problem"):
+        if run.eval and f in run.eval and run.eval[f] != base.get(f):
+            return f"{f} {base.get(f)} for the base, {run.eval[f]} for {where}"
+    return ""
 
 
 def problems_evaluated(m: Method) -> str:

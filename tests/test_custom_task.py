@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arca.models import tiny_qwen3
-from arca.models.tiny import build_tokenizer
 from arca.tasks.custom import (
     as_chat,
     call_rewards,
@@ -41,7 +39,7 @@ def rows(n: int = 12) -> list[dict]:
     return [{"question": f"What is {i} + 1?", "final": str(i + 1), "id": i} for i in range(n)]
 
 
-REWARDS = '''
+REWARDS = """
 import json, os
 
 def exact(completions, solution, **kwargs):
@@ -59,7 +57,7 @@ def positional_only(completions):
     return [0.0] * len(completions)
 
 NOT_A_FUNCTION = 3
-'''
+"""
 
 
 @pytest.fixture
@@ -143,7 +141,9 @@ def test_load_custom_renames_templates_and_keeps_every_column(tmp_path: Path) ->
 
 def test_load_custom_errors_name_the_row(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [*rows(3), {"question": "x"}, {"other": 1}])
-    with pytest.raises(ValueError, match=r"d.jsonl: line 5: prompt_template uses column 'question'"):
+    with pytest.raises(
+        ValueError, match=r"d.jsonl: line 5: prompt_template uses column 'question'"
+    ):
         load_custom(str(data), template="{question}", heldout_size=1)
     with pytest.raises(ValueError, match=r"line 1: missing column 'prompt' \(prompt_column"):
         load_custom(str(data), heldout_size=1)
@@ -161,7 +161,9 @@ def test_conversational_data_is_taken_as_is(tmp_path: Path) -> None:
 
 
 def test_builtin_task_takes_a_template_everywhere() -> None:
-    task = load_task("arithmetic", heldout_size=3, train_size=3, few_shot=1, template="Q {problem} =")
+    task = load_task(
+        "arithmetic", heldout_size=3, train_size=3, few_shot=1, template="Q {problem} ="
+    )
     p = task.heldout[0]["prompt"]
     assert p.startswith("Q ") and p.endswith(f"Q {task.heldout[0]['problem']} =")  # shot too
     assert "Solve the problem" not in p
@@ -224,15 +226,6 @@ def test_call_rewards_follows_trl() -> None:
 
 
 # ------------------------------------------------------------ arca train
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    tok = build_tokenizer()
-    tiny_qwen3(vocab_size=len(tok), hidden_size=32, seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def test_train_passes_columns_to_trl_rewards(

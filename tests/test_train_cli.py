@@ -13,20 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arca.models import tiny_qwen3
-from arca.models.tiny import build_tokenizer
-
 TIMING = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    """A tiny random-init Qwen3 with the char tokenizer, saved like a Hub model."""
-    d = tmp_path_factory.mktemp("model")
-    tok = build_tokenizer()
-    tiny_qwen3(vocab_size=len(tok), hidden_size=32, seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def config(tmp: Path, model: Path, **over) -> Path:

@@ -264,28 +264,16 @@ def load_custom(
     so that reward functions receive them, as in TRL."""
     from datasets import Dataset
 
-    from arca.tasks.loaders import read_rows
+    from arca.tasks.loaders import parse_rows
 
-    rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    for where, raw in read_rows(source, hub_config=hub_config, split=split):
-        try:
-            rows.append(
-                custom_row(
-                    raw,
-                    where,
-                    prompt_column=prompt_column,
-                    template=template,
-                    columns=columns or {},
-                )
-            )
-        except TaskDataError as e:
-            if not skip_malformed:
-                raise
-            skipped.append(str(e))
-    if not rows:
-        detail = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
-        raise TaskDataError(f"{source}: no usable rows{detail}")
+    def parse(raw: Any, where: str) -> dict[str, Any]:
+        return custom_row(
+            raw, where, prompt_column=prompt_column, template=template, columns=columns or {}
+        )
+
+    rows, skipped = parse_rows(
+        source, parse, skip_malformed=skip_malformed, hub_config=hub_config, split=split
+    )
     keys = set(rows[0])
     for i, r in enumerate(rows):
         if set(r) != keys:

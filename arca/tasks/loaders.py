@@ -166,18 +166,16 @@ def gsm8k_row(row: Any, where: Where) -> Row:
     return {"problem": question, "answer": ref}
 
 
-def _load(
-    name: str,
+def parse_rows(
     source: str,
     parse: Callable[[Any, Where], Row],
     *,
-    heldout_size: int,
-    seed: int,
     skip_malformed: bool,
     hub_config: str | None,
     split: str,
-    template: str | None = None,
-) -> Task:
+) -> tuple[list[Row], list[str]]:
+    """``source``'s rows through ``parse``, and the reasons of the malformed
+    ones skipped (only with ``skip_malformed``; otherwise the first is raised)."""
     rows: list[Row] = []
     skipped: list[str] = []
     for where, raw in read_rows(source, hub_config=hub_config, split=split):
@@ -190,6 +188,24 @@ def _load(
     if not rows:
         detail = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
         raise TaskDataError(f"{source}: no usable rows{detail}")
+    return rows, skipped
+
+
+def _load(
+    name: str,
+    source: str,
+    parse: Callable[[Any, Where], Row],
+    *,
+    heldout_size: int,
+    seed: int,
+    skip_malformed: bool,
+    hub_config: str | None,
+    split: str,
+    template: str | None = None,
+) -> Task:
+    rows, skipped = parse_rows(
+        source, parse, skip_malformed=skip_malformed, hub_config=hub_config, split=split
+    )
     train, held = split_heldout(rows, heldout_size, seed)
     return Task(
         name=name,

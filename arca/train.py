@@ -11,7 +11,7 @@ frozen copy of the initial model (the paper's missing control).
 
 The run directory (``output_dir``) holds ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (one line per optimizer step), ``samples.jsonl`` (completions
-with per-token weights every ``sample_every`` steps), ``checkpoint-N/``
+with per-token weights at step 1, every ``sample_every`` steps and the last), ``checkpoint-N/``
 folders (adapter, optimizer, scheduler, RNG states; each appears atomically)
 and ``adapter/`` (the final adapter) or, with full fine-tuning, ``model/``
 (the final model and tokenizer); :func:`final_weights` says which. ``--resume`` continues from the last
@@ -149,7 +149,10 @@ class RunArguments:
         metadata={"help": "drop (and count) prompts longer than this many tokens (paper: 512)"},
     )
     sample_every: int = field(
-        default=10, metadata={"help": "save sample completions every N steps (0: never)"}
+        default=10,
+        metadata={
+            "help": "save sample completions at step 1, every N steps and the last step (0: never)"
+        },
     )
     sample_count: int = field(default=4, metadata={"help": "completions per sample"})
     resume: bool = field(

@@ -11,14 +11,12 @@ import sysconfig
 import venv
 from pathlib import Path
 
-from test_train_cli import random_model  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_installed_wheel_trains_from_a_shipped_preset_outside_the_checkout(
     tmp_path,
-    random_model,  # noqa: F811
+    random_model,
 ):
     # Built from a copy: setuptools builds in the source tree (build/, *.egg-info).
     src = tmp_path / "src"

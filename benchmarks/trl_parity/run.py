@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.export_from:
         export(args.export_from, args.rev, args.tests)
-        print(f"exported {len(EXPORT)} files at {args.rev} to {args.tests}")
+        rev = (args.tests / "TRL_REV").read_text().strip()
+        print(f"exported {len(EXPORT)} files at {rev} to {args.tests}")
         return 0
     if not (args.tests / TEST_FILE).is_file():
         sys.exit(f"{args.tests / TEST_FILE} not found: export TRL's tests first (--export-from)")

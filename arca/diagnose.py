@@ -7,11 +7,17 @@ reports, per model and scheme:
 - concentration: Gini, effective-token ratio and count (mean and 10/50/90%
   quantiles over completions) and the regime (uniform broadcast / middle /
   sparse; thresholds stated), with the mean length ``T``;
-- credit correctness, where the task can locate a wrong completion's first
-  error (:mod:`arca.tasks.locate`; the synthetic arithmetic task can,
-  MATH/GSM8K cannot and are reported as such): prefix blame, error lift,
-  top-1/3 hit on every wrong completion with a located error, and the share of
-  the weight on result tokens of correct ones (:mod:`arca.credit.correctness`);
+- credit correctness against a ground truth of where each wrong completion
+  first went wrong (``--locator``): the task's exact locator where it has one
+  (arithmetic's worked solutions, a custom ``error_locator``), or on any task
+  with a reward, Monte-Carlo values of prefixes (:mod:`arca.tasks.mc`: ``k``
+  continuations per prefix from ``--mc-model``, binary search for the first
+  zero-value step), estimated once, recorded in ``diagnose.json`` with their
+  cost and, where the task also has an exact locator, their agreement with it,
+  and cached in ``completions.jsonl`` for the next diagnosis of the same
+  completions: prefix blame, error lift, top-1/3 hit on every wrong completion
+  with a located error, and (exact locators) the share of the weight on result
+  tokens of correct ones (:mod:`arca.credit.correctness`);
 - drift: the exact mean per-position ``KL(pi || pi_base)`` over the vocabulary;
 - Spearman rank correlations between the schemes' weights;
 - for LoRA policies, the paper's propositions checked numerically
@@ -25,9 +31,10 @@ compare a policy with the base model) do not. Policies are LoRA adapters on the
 base model (``--adapter A [B ...]``), or fully fine-tuned checkpoints with
 ``--ref-model INITIAL --model CKPT [CKPT ...]``, whose divergence and ARCA
 compare with the initial model. All rows score the same completions: sampled
-from the base model (``--task``, default) or the last policy
-(``--sample-from policy``), or read from a JSONL file (``--completions``;
-``--task`` then names their task, for its ground truth).
+from the base model (``--task``, or ``--config`` for any task arca train
+takes, ``task: custom`` included) or the last policy (``--sample-from
+policy``), or read from a JSONL file (``--completions``; ``--task`` or
+``--config`` then names their task, for its ground truth).
 
 Outputs: ``OUT/diagnose.json``, ``OUT/report.md``, ``OUT/tokens.html`` and
 ``OUT/completions.jsonl`` (the completions diagnosed, to reuse with
@@ -42,7 +49,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +70,37 @@ from arca.credit import (
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.credit.schemes import hidden_residual_norm
 from arca.credit.weights import token_weights
-from arca.io import atomic_write_json, atomic_write_text
-from arca.scoring import capture_adapter_shift, completion_token_stats, token_kl, writes_residual
+from arca.evaluate import adapter_errors, check_adapter, load_policy
+from arca.io import atomic_write_json, atomic_write_text, json_safe
+from arca.models import resolve
+from arca.report.tokens import render
+from arca.scoring import (
+    capture_adapter_shift,
+    completion_token_stats,
+    eval_mode,
+    token_kl,
+    writes_residual,
+)
 from arca.tasks.arithmetic import DEFAULT_LEVEL
-from arca.tasks.base import ErrorLocator
+from arca.tasks.base import ErrorLocator, Located, Task
+from arca.tasks.custom import is_conversation, prompt_text
+from arca.tasks.loaders import load_task, task_from_config, task_locator
+from arca.tasks.locate import ground_truth, locate_tokens, token_spans
+from arca.tasks.mc import (
+    MCResult,
+    MCSettings,
+    MonteCarloLocator,
+    StepRule,
+    add_locator_arguments,
+    agreement,
+    binary_bound,
+    cache_key,
+    describe,
+    mc_settings,
+    step_boundaries,
+    token_cuts,
+)
+from arca.tasks.mc import located as mc_located
 from arca.theory import (
     capture_lora_contributions,
     check_prop1,
@@ -75,6 +109,7 @@ from arca.theory import (
     lm_head_weight,
     operator_norm,
 )
+from arca.train import config_path, read_config
 
 #: Scored for every policy (``arca_local`` too when the adapter writes into the
 #: residual stream); on the base model, those that compare a policy with it are
@@ -92,15 +127,21 @@ class Completion:
     where: str  # "FILE:LINE" or "task problem i, sample j"
     #: The dataset row it answers (``prompt`` and the task's columns), for ground truth.
     row: dict[str, Any] = field(default_factory=dict)
+    #: A Monte-Carlo location made earlier (:meth:`arca.tasks.mc.MCResult.record`
+    #: with its ``key``), read back with the completion: reused under the same key.
+    mc: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------ input
 
 
 def read_completions(path: str | Path, tokenizer: Any) -> list[Completion]:
-    """Completions from a JSONL file: one object per line with ``prompt`` (str)
-    and ``completion`` (str) or ``tokens`` (list of str, as in a run's
-    ``samples.jsonl``). A malformed line is an error naming the file and line."""
+    """Completions from a JSONL file: one object per line with ``prompt`` (str,
+    or a conversation rendered with the tokenizer's chat template) and
+    ``completion`` (str) or ``tokens`` (list of str, as in a run's
+    ``samples.jsonl``), and optionally ``mc``, a Monte-Carlo location that
+    ``arca diagnose`` wrote there. A malformed line is an error naming the
+    file and line."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--completions: no such file: {p}")
@@ -116,8 +157,10 @@ def read_completions(path: str | Path, tokenizer: Any) -> list[Completion]:
         if not isinstance(rec, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         prompt = rec.get("prompt")
+        if is_conversation(prompt):
+            prompt = prompt_text(prompt, tokenizer)
         if not isinstance(prompt, str):
-            raise ValueError(f"{where}: 'prompt' must be a string")
+            raise ValueError(f"{where}: 'prompt' must be a string or a list of messages")
         if "completion" in rec:
             text = rec["completion"]
             if not isinstance(text, str):
@@ -132,8 +175,9 @@ def read_completions(path: str | Path, tokenizer: Any) -> list[Completion]:
         if not ids:
             raise ValueError(f"{where}: the completion is empty")
         pids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        row = {k: v for k, v in rec.items() if k not in ("completion", "tokens", "weights")}
-        out.append(Completion(prompt, pids, ids, where, row))
+        row = {k: v for k, v in rec.items() if k not in ("completion", "tokens", "weights", "mc")}
+        mc = rec.get("mc") if isinstance(rec.get("mc"), dict) else None
+        out.append(Completion(prompt, pids, ids, where, row, mc))
     if not out:
         raise ValueError(f"--completions: {p} holds no completions")
     return out
@@ -169,8 +213,9 @@ def sample_completions(
     try:
         for start in range(0, len(chosen), batch_size):
             group = chosen[start : start + batch_size]
+            texts = [prompt_text(r["prompt"], tokenizer) for r in group]
             enc = tokenizer(
-                [r["prompt"] for r in group],
+                texts,
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,
@@ -187,14 +232,14 @@ def sample_completions(
             )
             comp = seqs[:, enc["input_ids"].shape[1] :].tolist()
             for i, row in enumerate(group):
-                pids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+                pids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
                 for j in range(k):
                     ids = comp[i * k + j]
                     if eos in ids:
                         ids = ids[: ids.index(eos) + 1]
                     if ids and len(out) < n:
                         where = f"problem {start + i}, sample {j}"
-                        out.append(Completion(row["prompt"], pids, ids, where, dict(row)))
+                        out.append(Completion(texts[i], pids, ids, where, dict(row)))
     finally:
         tokenizer.padding_side = side
     return out
@@ -283,8 +328,6 @@ def load_models(
     """``(Models, tokenizer)``: ``model`` (``tiny``, ``smollm2``, a folder or a
     Hub id) as the base, with LoRA ``adapters`` on it, or full ``checkpoints``
     fine-tuned from it."""
-    from arca.evaluate import adapter_errors, check_adapter, load_policy
-
     if adapters and checkpoints:
         raise ValueError("--adapter and --ref-model exclude each other: LoRA or full fine-tuning")
     configs = [check_adapter(a) for a in adapters]
@@ -510,14 +553,15 @@ def diagnose_models(
     eps: float = 1e-8,
     batch_size: int = 8,
     locate: ErrorLocator | None = None,
+    located: Sequence[Located | None] | None = None,
     high_entropy_quantile: float = 0.2,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Score ``items`` with the base model and every policy in ``models``;
-    returns the JSON-ready result (see the module docstring). ``locate``: the
-    task's error locator, for the credit-correctness metrics."""
-    from arca.tasks.locate import ground_truth
-
+    returns the JSON-ready result (see the module docstring). The ground
+    truth of the credit-correctness metrics: ``locate``, the task's error
+    locator, or ``located``, one location per item made beforehand (the
+    Monte-Carlo locator's, :mod:`arca.tasks.mc`)."""
     if not items:
         raise ValueError("no completions to diagnose")
     device = next(models.base.parameters()).device
@@ -526,6 +570,7 @@ def diagnose_models(
     # Base pass once per batch, kept (on the CPU) for every policy.
     base_rows, cache = _Rows(), []
     truth_summary: dict[str, Any] = {"wrong": 0, "located": 0, "correct": 0, "first_error_step": {}}
+    has_truth = locate is not None or located is not None
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         ids, attn, mask = (t.to(device) for t in _batch(chunk, pad))
@@ -533,8 +578,11 @@ def diagnose_models(
         with models.base_ctx() as m:
             b = completion_token_stats(m, ids, attn, C)
         truth = None
-        if locate is not None:
-            truth = ground_truth(locate, [c.row for c in chunk], ids[:, -C:], mask, tokenizer)
+        if has_truth:
+            where = None if located is None else located[start : start + batch_size]
+            truth = ground_truth(
+                locate, [c.row for c in chunk], ids[:, -C:], mask, tokenizer, located=where
+            )
             truth_summary["correct"] += int(truth["correct"].sum())
             truth_summary["wrong"] += int((~truth["correct"]).sum())
             truth_summary["located"] += int(truth["located"].sum())
@@ -590,7 +638,7 @@ def diagnose_models(
             "sparse_ratio_below": SPARSE_RATIO_BELOW,
         },
         "L": L,
-        "ground_truth": truth_summary if locate is not None else None,
+        "ground_truth": truth_summary if has_truth else None,
         "models": results,
         "samples": samples,
     }
@@ -761,18 +809,47 @@ def format_summary(res: dict[str, Any]) -> str:
             "credit lands on the error is not measured."
         )
     else:
+        loc = res.get("locator") or {}
         lines.append(
-            f"Ground truth: {gt['correct']} correct, {gt['wrong']} wrong, of which "
-            f"{gt['located']} have a located first error (the error metrics average over those)."
+            f"Ground truth: {loc.get('description', 'the task locator')}. {gt['correct']} correct, "
+            f"{gt['wrong']} wrong, of which {gt['located']} have a located first error (the error "
+            "metrics average over those)."
         )
+        if loc.get("kind") == "mc":
+            pw = loc["per_wrong"]
+            why = "; ".join(f"{n}: {r}" for r, n in loc["not_locatable"].items())
+            lines.append(
+                f"Monte-Carlo: {loc['continuations']} continuations generated in {loc['seconds']:.0f}s "
+                f"({loc['cached']} completions' locations reused); per wrong completion the "
+                f"search asked for {pw['queried']:.1f} (binary-search bound {pw['binary_bound']:.1f}, "
+                f"every prefix {pw['all_prefixes']:.1f}, over {pw['steps']:.1f} steps)"
+                + (f", {pw['generated']:.1f} generated" if pw.get("generated") is not None else "")
+                + " (identical prefixes share theirs)"
+                + (f"; not locatable: {why}" if why else "")
+                + "."
+            )
+        agree = res.get("agreement_with_exact")
+        if agree:
+            lines.append(
+                f"Against the exact locator, on the {agree['both']} wrong completions both "
+                f"located: same token {_f(agree['same_token'], '.0%')}, same step "
+                f"{_f(agree['same_step'], '.0%')}, earlier {_f(agree['earlier'], '.0%')}, later "
+                f"{_f(agree['later'], '.0%')} (soft variant: same token "
+                f"{_f(agree['soft']['same_token'], '.0%')}, same step "
+                f"{_f(agree['soft']['same_step'], '.0%')}); located by the exact locator only: "
+                f"{agree['exact_only']}, by Monte-Carlo only: {agree['mc_only']}."
+            )
         if gt.get("first_error_step"):
             where = ", ".join(
                 f"step {k}: {n}"
                 for k, n in sorted(gt["first_error_step"].items(), key=lambda x: int(x[0]))
             )
-            lines.append(
-                f"Where they first go wrong ({where}; the last step of a problem is its final answer)."
+            steps = (
+                "a step is the text between two cut points"
+                if loc.get("kind") == "mc"
+                else "the last step of a problem is its final answer"
             )
+            lines.append(f"Where they first go wrong ({where}; {steps}).")
     for m in res["models"]:
         msg = adapter_message(m.get("adapter"))
         if msg:
@@ -933,8 +1010,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         nargs="+",
-        help="the base model ('tiny', the default; 'smollm2', a folder or a Hub id); with "
-        "--ref-model, one or more fully fine-tuned checkpoints of it",
+        help="the base model ('tiny', the default, or --config's model; 'smollm2', a folder or "
+        "a Hub id); with --ref-model, one or more fully fine-tuned checkpoints of it",
     )
     p.add_argument("--adapter", nargs="+", default=[], help="LoRA adapter folder(s) on --model")
     p.add_argument(
@@ -946,6 +1023,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["arithmetic", "math", "gsm8k"],
         help="sample held-out completions from this task; with --completions, the task they "
         "answer (for its ground truth)",
+    )
+    p.add_argument(
+        "--config",
+        help="an arca train config (or a run's config.yaml) whose task to use: any task, "
+        "task: custom included (its data, prompts, reward_funcs, correct_reward, error_locator)",
     )
     p.add_argument(
         "--sample-from",
@@ -977,8 +1059,162 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--seed", type=int, default=1337)
+    add_locator_arguments(p)
     p.add_argument("--out", default="runs/diagnose")
     p.set_defaults(func=_main)
+
+
+def choose_locator(kind: str, exact: ErrorLocator | None, graded: bool, task: str) -> str:
+    """Which ground truth ``--locator`` asks for on this task: ``exact``,
+    ``mc`` or ``none``; an error naming the fix when it cannot be had."""
+    if kind == "auto":
+        return "exact" if exact is not None else "mc" if graded else "none"
+    if kind == "exact" and exact is None:
+        raise ValueError(
+            f"--locator exact: the {task} task has no exact locator (arithmetic has one, a "
+            "custom task names its error_locator); use --locator mc"
+        )
+    if kind == "mc" and not graded:
+        raise ValueError(
+            "--locator mc: grading continuations needs the task's reward: give --task or --config"
+        )
+    return kind
+
+
+@dataclass
+class Truth:
+    """The ground truth of one diagnosis: which (``record``, diagnose.json's
+    ``"locator"``) and, for Monte-Carlo, the locations and their agreement
+    with the exact locator where the task has one."""
+
+    kind: str
+    record: dict[str, Any]
+    locate: ErrorLocator | None = None
+    located: list[Located | None] | None = None
+    results: list[MCResult] | None = None
+    key: str | None = None
+    agreement: dict[str, Any] | None = None
+
+
+def monte_carlo_truth(
+    estimator: nn.Module,
+    tokenizer: Any,
+    items: Sequence[Completion],
+    *,
+    score: Callable[..., list[float]],
+    correct_reward: float,
+    settings: MCSettings,
+    estimator_label: str,
+    grader: str,
+    exact: ErrorLocator | None = None,
+    rule: StepRule = step_boundaries,
+    progress: Callable[[int], None] | None = None,
+) -> Truth:
+    """Locate every item's first error by Monte-Carlo values (:mod:`arca.tasks.mc`)
+    with ``estimator`` (used as given: in eval mode, its adapter state set);
+    items whose cached location (:attr:`Completion.mc`) has the same key are
+    not located again. With ``exact``, also the agreement of the two."""
+    t0 = time.perf_counter()
+    key = cache_key(settings, estimator_label, grader)
+    results: list[MCResult | None] = [
+        MCResult.from_record(c.mc) if c.mc and c.mc.get("key") == key else None for c in items
+    ]
+    todo = [i for i, r in enumerate(results) if r is None]
+    loc = MonteCarloLocator(
+        estimator, tokenizer, score, correct_reward=correct_reward, settings=settings, rule=rule
+    )
+    if todo:
+        with eval_mode(estimator):
+            fresh = loc.locate(
+                [items[i].prompt_ids for i in todo],
+                [items[i].completion_ids for i in todo],
+                [items[i].row for i in todo],
+                progress=progress,
+            )
+        for i, r in zip(todo, fresh, strict=True):
+            results[i] = r
+    done = [r for r in results if r is not None]
+    special = frozenset(int(t) for t in tokenizer.all_special_ids)
+    located_list: list[Located | None] = []
+    pairs: dict[str, list[tuple[int | None, int | None, list[int]]]] = {"hard": [], "soft": []}
+    for c, r in zip(items, done, strict=True):
+        text, spans = token_spans(tokenizer, c.completion_ids)
+        located_list.append(mc_located(r, text, spans))
+        if exact is None or r.status == "correct":
+            continue
+        eos = tokenizer.eos_token_id
+        ex = locate_tokens(exact(c.row, text), text, spans, c.completion_ids, eos)
+        if ex.correct:
+            continue
+        steps = token_cuts(text, spans, c.completion_ids, special=special)
+        for variant, soft in (("hard", False), ("soft", True)):
+            mc = locate_tokens(
+                mc_located(r, text, spans, soft=soft), text, spans, c.completion_ids, eos
+            )
+            pairs[variant].append((ex.error_token, mc.error_token, steps))
+    wrong = [r for r in done if r.status != "correct"]
+    reasons: dict[str, int] = {}
+    for r in wrong:
+        if r.status == "not_locatable":
+            reasons[r.reason or "?"] = reasons.get(r.reason or "?", 0) + 1
+    segs = [len(r.cuts) - 1 for r in wrong]
+    record = {
+        "kind": "mc",
+        "description": describe(settings, estimator_label),
+        **asdict(settings),
+        "model": estimator_label,
+        "grader": grader,
+        # Generated in this run: identical prefixes share their continuations,
+        # and cached locations (same key) cost none.
+        "continuations": loc.continuations,
+        "cached": len(items) - len(todo),
+        "wrong": len(wrong),
+        "located": sum(r.status == "located" for r in wrong),
+        "not_locatable": reasons,
+        "per_wrong": {
+            # What the search asked for: k per prefix value it needed.
+            "queried": sum(r.continuations for r in wrong) / len(wrong) if wrong else 0.0,
+            "generated": loc.continuations / len(wrong)
+            if wrong and not len(items) - len(todo)
+            else None,
+            "binary_bound": sum(binary_bound(s, settings.k) for s in segs) / len(segs)
+            if segs
+            else 0.0,
+            "all_prefixes": sum(settings.k * s for s in segs) / len(segs) if segs else 0.0,
+            "steps": sum(segs) / len(segs) if segs else 0.0,
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        "key": key,
+    }
+    agree = None
+    if exact is not None:
+        agree = agreement(pairs["hard"]) | {"soft": agreement(pairs["soft"])}
+    return Truth("mc", record, located=located_list, results=done, key=key, agreement=agree)
+
+
+def _estimator(choice: str, models: Models, base: str, dtype: str) -> tuple[Any, str]:
+    """The context giving ``--mc-model``'s estimating model, and its label
+    (the base model's label names the folder it was loaded from, which for
+    arca's tiny models holds its build hash)."""
+    if choice == "base":
+        return models.base_ctx(), f"the base model {base} ({resolve(base)})"
+    if choice == "policy":
+        if not models.policies:
+            raise ValueError(
+                "--mc-model policy: no policy given (--adapter or --ref-model/--model)"
+            )
+        pol = models.policies[-1]
+        return pol.active(), f"policy {pol.label}"
+    path = Path(choice)
+    if (path / "adapter_config.json").is_file():
+        m, _ = load_policy(base, str(path), dtype=dtype)
+        return nullcontext(m), f"adapter {path.resolve()} on {base}"
+    if path.is_dir() or choice in ("tiny", "tiny-l1", "smollm2"):
+        m, _ = load_policy(choice, dtype=dtype)
+        return nullcontext(m), f"model {choice} ({resolve(choice)})"
+    raise ValueError(
+        f"--mc-model: {choice!r} is not base, policy, a model folder or a LoRA adapter folder"
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -988,32 +1224,26 @@ def _main(args: argparse.Namespace) -> int:
         raise ValueError("--samples and --batch-size must be >= 1 and --eps >= 0")
     if not 0 < args.high_entropy_quantile <= 1:
         raise ValueError("--high-entropy-quantile: must be in (0, 1]")
-    if not args.completions and not args.task:
-        raise ValueError("give --task (to sample completions) or --completions FILE")
+    if not args.completions and not args.task and not args.config:
+        raise ValueError("give --task or --config (to sample completions) or --completions FILE")
+    if args.task and args.config:
+        raise ValueError("--task and --config exclude each other: --config names its own task")
     if args.ref_model is not None and not args.model:
         raise ValueError(
             "--ref-model: name the fine-tuned checkpoints with --model CKPT [CKPT ...]"
         )
-    args.model = args.model or ["tiny"]
+    settings = mc_settings(args)  # checked before any model loads
+    cfg = read_config(config_path(args.config)) if args.config else None
+    args.model = args.model or [str((cfg or {}).get("model_name_or_path") or "tiny")]
     if args.ref_model is None and len(args.model) != 1:
         raise ValueError("--model: one base model (several only as checkpoints with --ref-model)")
     t0 = time.perf_counter()
-    base = args.ref_model or args.model[0]
-    models, tok = load_models(
-        base,
-        adapters=args.adapter,
-        checkpoints=args.model if args.ref_model else (),
-        dtype=args.dtype,
-    )
-    from arca.tasks.loaders import load_task, task_locator
-
-    locate = task_locator(args.task) if args.task else None
-    sampled_from = None
-    if args.completions:
-        # The completions are given: the task only names their ground truth, so
-        # its data (a Hub download for MATH) is never loaded.
-        items = read_completions(args.completions, tok)
-    else:
+    # The task: what grades a completion and, where it can, locates its error.
+    if cfg is not None:
+        task: Task | None = task_from_config(cfg, train_size=1)
+        task_name = str(cfg.get("task", "arithmetic"))
+        correct_reward = float(cfg.get("correct_reward", 1.0))
+    elif args.task and not args.completions:
         task = load_task(
             args.task,
             args.data,
@@ -1023,6 +1253,28 @@ def _main(args: argparse.Namespace) -> int:
             heldout_size=args.heldout_size,
             seed=args.split_seed,
         )
+        task_name, correct_reward = args.task, 1.0
+    elif args.task:
+        # The completions are given: the task only grades and locates, so its
+        # data (a Hub download for MATH) is never loaded.
+        task = Task(args.task, None, None, locate_error=task_locator(args.task))
+        task_name, correct_reward = args.task, 1.0
+    else:
+        task, task_name, correct_reward = None, "(none)", 1.0
+    exact = task.locate_error if task is not None else None
+    kind = choose_locator(args.locator, exact, task is not None, task_name)
+    base = args.ref_model or args.model[0]
+    models, tok = load_models(
+        base,
+        adapters=args.adapter,
+        checkpoints=args.model if args.ref_model else (),
+        dtype=args.dtype,
+    )
+    sampled_from = None
+    if args.completions:
+        items = read_completions(args.completions, tok)
+    else:
+        assert task is not None
         src = models.policies[-1] if args.sample_from == "policy" and models.policies else None
         sampled_from = f"sampled from policy {src.label}" if src else "sampled from the base model"
         ctx = src.active() if src else models.base_ctx()
@@ -1036,6 +1288,39 @@ def _main(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
                 seed=args.seed,
             )
+    if kind == "mc":
+        assert task is not None
+        ctx, label = _estimator(args.mc_model, models, base, args.dtype)
+        grader = (
+            f"task {task_name}"
+            + (f" level {args.level}" if task_name == "arithmetic" and cfg is None else "")
+            + f", reward {', '.join(getattr(f, '__name__', '?') for f in task.trl_rewards())}"
+            + f", correct_reward {correct_reward:g}"
+        )
+        wrong_bar = tqdm(desc="mc locator", unit="continuation")
+        with ctx as estimator:
+            truth = monte_carlo_truth(
+                estimator,
+                tok,
+                items,
+                score=task.score,
+                correct_reward=correct_reward,
+                settings=settings,
+                estimator_label=label,
+                grader=grader,
+                exact=exact,
+                rule=task.step_rule or step_boundaries,
+                progress=wrong_bar.update,
+            )
+        wrong_bar.close()
+    elif kind == "exact":
+        truth = Truth(
+            "exact",
+            {"kind": "exact", "description": f"exact: the {task_name} task's own locator"},
+            locate=exact,
+        )
+    else:
+        truth = Truth("none", {"kind": "none", "description": "none"})
     total = len(items) * (1 + len(models.policies))
     bar = tqdm(total=total, desc="diagnose", unit="completion")
     res = diagnose_models(
@@ -1044,13 +1329,17 @@ def _main(args: argparse.Namespace) -> int:
         items,
         eps=args.eps,
         batch_size=args.batch_size,
-        locate=locate,
+        locate=truth.locate,
+        located=truth.located,
         high_entropy_quantile=args.high_entropy_quantile,
         progress=bar.update,
     )
     bar.close()
+    res = {"locator": truth.record, **res}
+    if truth.agreement is not None:
+        res["agreement_with_exact"] = truth.agreement
     res["sampled_from"] = sampled_from or f"read from {args.completions}"
-    res["task"] = args.task
+    res["task"] = task_name
     res["base"] = base
     res["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
@@ -1058,29 +1347,36 @@ def _main(args: argparse.Namespace) -> int:
     names = ", ".join(p.label for p in models.policies)
     title = f"arca diagnose: {base}" + (f" vs {names}" if names else "")
     atomic_write_text(out / "report.md", report_markdown(res, title))
-    # The exact completions, to diagnose other checkpoints on the same text.
-    atomic_write_text(
-        out / "completions.jsonl",
-        "".join(
-            json.dumps(
-                {
-                    **c.row,
-                    "prompt": c.prompt,
-                    # Special tokens kept: read back, "<eos>" is the EOS token again.
-                    "completion": tok.decode(c.completion_ids),
-                    "where": c.where,
-                }
-            )
-            + "\n"
-            for c in items
-        ),
-    )
-    from arca.report.tokens import render
-
+    # The exact completions, to diagnose other checkpoints on the same text,
+    # with their Monte-Carlo locations (reused there under the same settings).
+    recs = []
+    for i, c in enumerate(items):
+        rec = {
+            **c.row,
+            # Special tokens kept: read back, "<eos>" is the EOS token again.
+            "completion": tok.decode(c.completion_ids),
+            "where": c.where,
+        }
+        if not is_conversation(rec.get("prompt")):
+            rec["prompt"] = c.prompt
+        if truth.results is not None:
+            loc = truth.located[i] if truth.located else None
+            rec["mc"] = truth.results[i].record() | {
+                "key": truth.key,
+                "first_error": loc.first_error if loc is not None else None,
+            }
+        recs.append(json.dumps(json_safe(rec)) + "\n")
+    atomic_write_text(out / "completions.jsonl", "".join(recs))
     shown = models.policies[-1].label if models.policies else "the base model"
     atomic_write_text(
         out / "tokens.html",
-        render(shown, res["samples"], title="arca diagnose: token weights", source="weighted by"),
+        render(
+            shown,
+            res["samples"],
+            title="arca diagnose: token weights",
+            source="weighted by",
+            truth=truth.record["description"],
+        ),
     )
     print(f"({res['seconds']:.0f}s)\n")
     print(format_summary(res))

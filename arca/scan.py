@@ -29,6 +29,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,15 @@ from arca.scoring import completion_mask, scheme_inputs
 from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems, locate_error
 from arca.tasks.base import make_prompt
 from arca.tasks.grading import math_rewards
-from arca.tasks.locate import ground_truth
+from arca.tasks.locate import ground_truth, token_spans
+from arca.tasks.mc import (
+    MCSettings,
+    MonteCarloLocator,
+    add_locator_arguments,
+    describe,
+    mc_settings,
+)
+from arca.tasks.mc import located as mc_located
 
 #: arca_local needs LoRA on a residual writer; scan's adapter has it, but its
 #: exact counterpart (arca) is what the scan is about.
@@ -80,11 +89,21 @@ def run_scan(
     rank: int = 16,
     scales: tuple[float, ...] = DEFAULT_SCALES,
     eps_values: tuple[float, ...] = DEFAULT_EPS,
+    locator: str = "auto",
+    mc: MCSettings | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the adapter-scale scan; returns (and writes ``scan.json``) the results."""
+    """Run the adapter-scale scan; returns (and writes ``scan.json``) the results.
+
+    ``locator``: the ground truth of the correctness table: ``exact``
+    (arithmetic's worked solutions; ``auto`` picks it), ``mc`` (Monte-Carlo
+    values estimated by the base model, with ``mc``'s settings) or ``none``."""
     if group_size < 2 or prompts < 1:
         raise ValueError("need prompts >= 1 and group_size >= 2")
+    if locator not in ("auto", "exact", "mc", "none"):
+        raise ValueError(f"--locator: must be auto, exact, mc or none, got {locator!r}")
+    kind = "exact" if locator == "auto" else locator
+    mc = mc or MCSettings(max_new_tokens=max_new_tokens, seed=seed)
     t0 = time.perf_counter()
     model, tok = tiny.load(log=log)
     cfg = model.config
@@ -122,15 +141,38 @@ def run_scan(
     rewards = torch.tensor(math_rewards(texts, answers))
     adv = group_advantages(rewards, group_size)
     mixed = int((adv.view(-1, group_size) != 0).any(dim=1).sum())
-    truth = ground_truth(
-        locate_error, [r for r in rows_in for _ in range(group_size)], completion, mask, tok
-    )
-    located = int(truth["located"].sum())
+    rows_k = [r for r in rows_in for _ in range(group_size)]
+    locator_record: dict[str, Any] = {"kind": kind}
+    if kind == "mc":
+        # Estimated by the base model: the adapter is still zero, and disabled to be sure.
+        ids = [completion[i][mask[i].bool()].tolist() for i in range(len(rows_k))]
+        pids = [prompt_ids[i][prompt_attn[i].bool()].tolist() for i in range(len(rows_k))]
+        finder = MonteCarloLocator(
+            model, tok, lambda t, r: math_rewards(t, [x["answer"] for x in r]), settings=mc
+        )
+        with model.disable_adapter():
+            results = finder.locate(pids, ids, rows_k, rewards=rewards.tolist())
+        where = [mc_located(res, *token_spans(tok, i)) for res, i in zip(results, ids, strict=True)]
+        truth = ground_truth(None, rows_k, completion, mask, tok, located=where)
+        locator_record |= {
+            "description": describe(mc, "the base model (tiny)"),
+            **asdict(mc),
+            "continuations": finder.continuations,
+            "seconds": round(finder.seconds, 1),
+        }
+    else:
+        truth = ground_truth(locate_error, rows_k, completion, mask, tok)
+        locator_record["description"] = "exact: the arithmetic task's worked solutions"
+    if kind == "none":
+        truth["error_index"] = torch.full_like(truth["error_index"], -1)
+        locator_record["description"] = "none"
+    located = int(truth["located"].sum()) if kind != "none" else 0
     log(
         f"[2/3] sampled {seqs.shape[0]} completions ({prompts} held-out problems x K={group_size}): "
         f"mean reward {rewards.mean():.2f}, {mixed}/{prompts} groups with mixed rewards "
         f"(nonzero GRPO advantages), {int(mask.sum())} completion tokens, "
-        f"{located} wrong completions with a located first error"
+        f"{located} wrong completions with a located first error "
+        f"(ground truth: {locator_record['description']})"
     )
     g = torch.Generator().manual_seed(seed)
     directions = {
@@ -186,6 +228,7 @@ def run_scan(
         "completion_tokens": int(mask.sum()),
         "mean_length": float(mask.sum(dim=1).float().mean()),
         "located_errors": located,
+        "locator": locator_record,
         "schemes": list(SCAN_SCHEMES),
         "registered_schemes": available_schemes(),
         "rows": rows,
@@ -293,6 +336,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         + ",".join(f"{s:g}" for s in DEFAULT_SCALES)
         + ")",
     )
+    add_locator_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -307,6 +351,11 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.mc_model != "base":
+        raise ValueError(
+            "--mc-model: arca scan estimates values with its base model only (the adapter it "
+            "grows is synthetic); use arca diagnose --mc-model for another estimator"
+        )
     run_scan(
         out_dir=args.out,
         seed=args.seed,
@@ -316,5 +365,7 @@ def _main(args: argparse.Namespace) -> int:
         rank=args.rank,
         scales=args.scales,
         eps_values=args.eps,
+        locator=args.locator,
+        mc=mc_settings(args),
     )
     return 0

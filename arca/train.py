@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from arca.tasks.arithmetic import DEFAULT_LEVEL
+from arca.tasks.mc import MC, MCSchedule, MCSettings, Score, step_boundaries
 
 
 def final_weights(run_dir: str | Path) -> tuple[str, Path] | None:
@@ -121,8 +122,43 @@ class RunArguments:
     error_locator: str | None = field(
         default=None,
         metadata={
-            "help": "custom: where a wrong completion first went wrong, (row, completion) -> "
-            "arca.tasks.base.Located, as an import path; enables the credit-correctness metrics"
+            "help": "where a wrong completion first went wrong, for the credit-correctness "
+            "metrics: an import path of (row, completion) -> arca.tasks.base.Located, or mc: "
+            "Monte-Carlo values of prefixes from k continuations graded by the task's reward "
+            "(any task; see the mc_* fields). Default: the task's own (arithmetic), else none"
+        },
+    )
+    mc_every: int = field(
+        default=10,
+        metadata={"help": "error_locator mc: locate at step 1 and every N steps"},
+    )
+    mc_completions: int = field(
+        default=8,
+        metadata={
+            "help": "error_locator mc: completions located per process at those steps "
+            "(negative advantages first)"
+        },
+    )
+    mc_k: int = field(default=4, metadata={"help": "error_locator mc: continuations per value"})
+    mc_cut: str = field(
+        default="step",
+        metadata={"help": "error_locator mc: cut points after each step (step) or every token"},
+    )
+    mc_search: str = field(
+        default="binary",
+        metadata={"help": "error_locator mc: binary search (OmegaPRM) or all cut points"},
+    )
+    mc_model: str = field(
+        default="base",
+        metadata={
+            "help": "error_locator mc: the estimating model, base (fixed ground truth) or policy"
+        },
+    )
+    step_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "custom: where a completion's steps end, text -> character offsets, as an "
+            "import path (the mc locator's cut points); default: after sentence ends, newlines, '='"
         },
     )
     heldout_size: int = field(default=200, metadata={"help": "problems held out for evaluation"})
@@ -193,6 +229,9 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     # a template file replaced by the text it held.
     run.reward_funcs = [file_spec(f, here) for f in run.reward_funcs] if run.reward_funcs else None
     run.error_locator = file_spec(run.error_locator, here) if run.error_locator else None
+    run.step_rule = file_spec(run.step_rule, here) if run.step_rule else None
+    if run.error_locator == MC:
+        mc_schedule(run, cfg, score=lambda *_: [])  # checks the mc_* fields before any model loads
     if run.prompt_template and run.prompt_template.endswith(".txt"):
         run.prompt_template = str(near_config(run.prompt_template, here))
     run.prompt_template = read_template(run.prompt_template)
@@ -227,6 +266,30 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
                 raise ValueError(f"output_dir: cannot write in {parent}; choose another output_dir")
             break
     return run, cfg, model
+
+
+def mc_schedule(run: RunArguments, cfg: Any, score: Score, rule: Any = None) -> MCSchedule:
+    """The Monte-Carlo ground truth of a run with ``error_locator: mc``: its
+    ``mc_*`` fields, the task's reward (``score``) and the rollouts' sampling
+    (temperature, top-p, completion length, seed)."""
+    settings = MCSettings(
+        k=run.mc_k,
+        cut=run.mc_cut,
+        search=run.mc_search,
+        temperature=float(cfg.temperature),
+        top_p=float(cfg.top_p),
+        max_new_tokens=int(cfg.max_completion_length or 0),
+        seed=int(cfg.seed),
+    )
+    return MCSchedule(
+        settings,
+        score,
+        correct_reward=run.correct_reward,
+        every=run.mc_every,
+        count=run.mc_completions,
+        model=run.mc_model,
+        rule=rule or step_boundaries,
+    )
 
 
 def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
@@ -508,7 +571,9 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         processing_class=tok,
         peft_config=get_peft_config(model_args),
         callbacks=[MetricsFile(out / "metrics.jsonl")],
-        error_locator=task.locate_error,
+        error_locator=mc_schedule(run, cfg, task.score, task.step_rule)
+        if run.error_locator == MC
+        else task.locate_error,
     )
     from transformers import ProgressCallback
 

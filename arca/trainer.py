@@ -125,8 +125,10 @@ from arca.scoring import (
     uses_lora_variant,
     writes_residual,
 )
-from arca.tasks.base import ErrorLocator
-from arca.tasks.locate import ground_truth
+from arca.tasks.base import ErrorLocator, Located
+from arca.tasks.locate import ground_truth, token_spans
+from arca.tasks.mc import MCSchedule, MonteCarloLocator
+from arca.tasks.mc import located as mc_located
 
 BUILTIN = BUILTIN_SCHEMES
 logger = logging.getLogger(__name__)
@@ -304,7 +306,11 @@ class CreditGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(
-        self, model: Any, *args: Any, error_locator: ErrorLocator | None = None, **kwargs: Any
+        self,
+        model: Any,
+        *args: Any,
+        error_locator: ErrorLocator | MCSchedule | None = None,
+        **kwargs: Any,
     ) -> None:
         _reject_frozen_peft(model)
         if len(args) < 2 and kwargs.get("args") is None:
@@ -581,8 +587,9 @@ class CreditGRPOTrainer(GRPOTrainer):
             policy, self._old_pass = self._old_pass, None
         finally:
             self._old_pass = None
-        if self.error_locator is not None:
-            # Tensors, so TRL's shuffle and split keep them with their rows.
+        if isinstance(self.error_locator, MCSchedule):
+            gt = self._monte_carlo_truth(inputs, out)
+        elif self.error_locator is not None:
             gt = ground_truth(
                 self.error_locator,
                 inputs,
@@ -590,6 +597,10 @@ class CreditGRPOTrainer(GRPOTrainer):
                 out["completion_mask"],
                 self.processing_class,
             )
+        else:
+            gt = None
+        if gt is not None:
+            # Tensors, so TRL's shuffle and split keep them with their rows.
             out |= {f"arca_{k}": v for k, v in gt.items()}
         if policy and out.get("old_per_token_logps") is not None:
             # Read in TRL's old-log-prob pass: the model's mode, so its dropout.
@@ -603,6 +614,63 @@ class CreditGRPOTrainer(GRPOTrainer):
             for k, v in self._base_inputs(out, reference).items():
                 out[f"arca_{k}"] = v
         return out
+
+    def _monte_carlo_truth(
+        self, inputs: list[dict[str, Any]], out: dict[str, Any]
+    ) -> dict[str, Tensor] | None:
+        """Monte-Carlo ground truth (``error_locator: mc``) for up to
+        ``count`` of this process's rows, negative advantages first, when the
+        schedule says so; ``None`` otherwise. Values come from the base model
+        (adapter disabled, or the initial model under full fine-tuning) or the
+        current policy, in eval mode, without touching the training RNG."""
+        sched = self.error_locator
+        assert isinstance(sched, MCSchedule)
+        ga = self.args.gradient_accumulation_steps
+        span = -(-self.args.steps_per_generation * self.num_iterations // ga)
+        if not sched.due(self.state.global_step + 1, span):
+            return None
+        adv = out["advantages"].detach().cpu()
+        mask = out["completion_mask"].bool()
+        pmask = out["prompt_mask"].bool()
+        order = sorted(range(adv.numel()), key=lambda i: (float(adv[i]) >= 0, i))[: sched.count]
+        policy = self.accelerator.unwrap_model(self.model)
+        if sched.model == "policy":
+            estimator, off = policy, nullcontext()
+        elif self._peft:
+            estimator, off = policy, policy.disable_adapter()
+        else:
+            if self._frozen_ref is None:
+                self._frozen_ref = self._make_reference(policy)
+            estimator, off = self.accelerator.unwrap_model(self._frozen_ref), nullcontext()
+        finder = MonteCarloLocator(
+            estimator,
+            self.processing_class,
+            sched.score,
+            correct_reward=sched.correct_reward,
+            settings=sched.settings,
+            rule=sched.rule,
+        )
+        ids = [out["completion_ids"][i][mask[i]].tolist() for i in order]
+        with torch.no_grad(), eval_mode(estimator), off:
+            results = finder.locate(
+                [out["prompt_ids"][i][pmask[i]].tolist() for i in order],
+                ids,
+                [inputs[i] for i in order],
+            )
+        located: list[Located | None] = [None] * adv.numel()
+        for i, c, r in zip(order, ids, results, strict=True):
+            located[i] = mc_located(r, *token_spans(self.processing_class, c))
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["credit/mc_seconds"].append(finder.seconds)
+        self._metrics[mode]["credit/mc_continuations"].append(finder.continuations)
+        return ground_truth(
+            None,
+            inputs,
+            out["completion_ids"],
+            out["completion_mask"],
+            self.processing_class,
+            located=located,
+        )
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
         """TRL's loss; for a deferred batch, weighted inside TRL's own forward.
@@ -856,8 +924,14 @@ class CreditGRPOTrainer(GRPOTrainer):
         for name, v in per.items():
             rows[f"{prefix}/{name}"] = v
         if prefix == "credit":
-            rows["credit/blamed_fraction"] = (~torch.isnan(per["prefix_blame"])).float()
-            rows["credit/correct_fraction"] = out["arca_correct"].float()
+            # Over the rows the ground truth covered (all of them, but for
+            # Monte-Carlo's capped sample): NaN elsewhere, which the mean skips.
+            checked = out["arca_checked"]
+            blamed = (~torch.isnan(per["prefix_blame"])).float()
+            rows["credit/blamed_fraction"] = torch.where(checked, blamed, math.nan)
+            rows["credit/correct_fraction"] = torch.where(
+                checked, out["arca_correct"].float(), math.nan
+            )
 
     # ------------------------------------------------------ checkpoints
 
@@ -1005,6 +1079,7 @@ class CompactProgress(ProgressCallback):
         ("loss", "loss", ".4f"),
         ("credit/gini", "Gini", ".3f"),
         ("credit/effective_n", "EffN", ".1f"),
+        ("credit/mc_seconds", "MC s", ".1f"),
     )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:

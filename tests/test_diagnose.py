@@ -449,3 +449,94 @@ def test_violated_bounds_are_findings_naming_the_completion():
     assert out[1].endswith("the corrected bound holds.")
     clean = {**res, "prop2": {"violations": 0}, "prop1": {**res["prop1"], "stated_violations": []}}
     assert findings(clean) == []
+
+
+def test_cli_monte_carlo_locator_records_itself_and_reuses_its_locations(tmp_path, capsys):
+    out = tmp_path / "mc"
+    argv = ["diagnose", "--model", "tiny-l1", "--task", "arithmetic", "--level", "1"]
+    mc = ["--locator", "mc", "--mc-k", "4", "--max-new-tokens", "32"]
+    assert main([*argv, "--samples", "24", *mc, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = json.loads((out / "diagnose.json").read_text())
+    loc = res["locator"]
+    assert loc["kind"] == "mc" and loc["k"] == 4 and loc["cut"] == "step"
+    assert loc["search"] == "binary" and "tiny-qwen3-" in loc["model"]  # the build, by content
+    assert loc["continuations"] > 0 and loc["cached"] == 0 and loc["seconds"] >= 0
+    assert loc["wrong"] == res["ground_truth"]["wrong"]
+    assert loc["located"] == res["ground_truth"]["located"] > 0
+    assert loc["per_wrong"]["queried"] <= loc["per_wrong"]["binary_bound"]
+    assert "Ground truth: Monte-Carlo (k = 4, step cuts, binary search" in text
+    # The task has an exact locator too: the agreement is recorded.
+    agree = res["agreement_with_exact"]
+    assert agree["both"] == loc["located"] and 0 <= agree["same_step"] <= 1 and "soft" in agree
+    recs = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    assert all(r["mc"]["key"] == loc["key"] for r in recs)
+    page = (out / "tokens.html").read_text()
+    assert "ground truth: Monte-Carlo (k = 4" in page
+    # The same completions again: every location reused, nothing generated,
+    # the same ground truth and correctness.
+    again = tmp_path / "again"
+    comp = ["--completions", str(out / "completions.jsonl")]
+    assert main([*argv, *comp, *mc, "--out", str(again)]) == 0
+    res2 = json.loads((again / "diagnose.json").read_text())
+    assert res2["locator"]["cached"] == 24 and res2["locator"]["continuations"] == 0
+    assert res2["ground_truth"] == res["ground_truth"]
+    surp = "surprisal"
+    assert res2["models"][0]["schemes"][surp] == res["models"][0]["schemes"][surp]
+    # Other settings: a new key, located afresh.
+    other = tmp_path / "other"
+    assert main([*argv, *comp, *mc[:-2], "--mc-k", "2", "--out", str(other)]) == 0
+    res3 = json.loads((other / "diagnose.json").read_text())
+    assert res3["locator"]["cached"] == 0 and res3["locator"]["key"] != loc["key"]
+
+
+def test_cli_locator_choice_and_refusals(tmp_path, capsys):
+    f = tmp_path / "c.jsonl"
+    f.write_text(
+        json.dumps({"prompt": "Problem: What is 1 + 2?\nSolution:", "completion": " 3"}) + "\n"
+    )
+    # exact where there is none: refused before any model loads, naming the fix.
+    assert main(["diagnose", "--completions", str(f), "--task", "gsm8k", "--locator", "exact"]) == 2
+    assert "has no exact locator" in capsys.readouterr().err
+    # mc needs something to grade with.
+    assert main(["diagnose", "--completions", str(f), "--locator", "mc"]) == 2
+    assert "needs the task's reward" in capsys.readouterr().err
+    assert main(["diagnose", "--task", "arithmetic", "--mc-k", "0"]) == 2
+    assert "mc_k (--mc-k): must be" in capsys.readouterr().err
+
+
+def test_cli_monte_carlo_on_a_custom_task_without_a_locator(tmp_path, capsys):
+    # A task arca knows nothing about: its own columns, template and reward.
+    from arca.tasks.arithmetic import problems
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"q": p["problem"], "final": p["answer"]}) + "\n"
+            for p, _ in zip(problems(seed=3, level=1), range(40), strict=False)
+        )
+    )
+    (tmp_path / "rewards.py").write_text(
+        "from arca.tasks.boxed import extract_boxed\n"
+        "def boxed(completions, final, **kw):\n"
+        "    return [float(extract_boxed(c) == f) for c, f in zip(completions, final)]\n"
+    )
+    cfg = tmp_path / "task.yaml"
+    cfg.write_text(
+        "model_name_or_path: tiny-l1\ntask: custom\n"
+        f"data: {data}\nheldout_size: 16\n"
+        'prompt_template: "Solve the problem step by step. Put the final answer in \\\\boxed{{}}.\\n'
+        'Problem: {q}\\nSolution:"\n'
+        f"reward_funcs: [{tmp_path / 'rewards.py'}:boxed]\n"
+    )
+    out = tmp_path / "out"
+    argv = ["diagnose", "--config", str(cfg), "--samples", "16", "--mc-k", "4"]
+    assert main([*argv, "--max-new-tokens", "32", "--out", str(out)]) == 0
+    res = json.loads((out / "diagnose.json").read_text())
+    assert res["locator"]["kind"] == "mc"  # auto: no exact locator, so Monte-Carlo
+    assert "agreement_with_exact" not in res
+    gt = res["ground_truth"]
+    assert gt["correct"] + gt["wrong"] == 16 and gt["located"] > 0
+    surp = res["models"][0]["schemes"]["surprisal"]["correctness"]
+    assert surp["error_rows"] == gt["located"] and 0 <= surp["prefix_blame"] <= 1
+    assert "Ground truth: Monte-Carlo" in capsys.readouterr().out

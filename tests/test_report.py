@@ -8,6 +8,7 @@ import html.parser
 import math
 
 import pytest
+import yaml
 from report_fixtures import make_run
 
 from arca.cli import main
@@ -756,3 +757,25 @@ def test_concentration_thresholds_are_labelled(twelve):
         assert any(ln.get_ydata()[0] == value for ln in ax.get_lines())
         legend = ratio_ax.get_legend().get_window_extent()
         assert not text.get_window_extent().overlaps(legend)
+
+
+def test_report_names_the_ground_truth_of_each_run(tmp_path):
+    from arca.report import ground_truth_of
+
+    corr = {"uniform": {"prefix_blame": 0.4, "error_lift": 1.0}}
+    kw = dict(rewards=[0.1, 0.2], gini=[0.0, 0.0], eff=[1.0, 1.0], correctness=corr)
+    a = make_run(tmp_path, "uniform_r64", 1, scheme="uniform", **kw)
+    make_run(tmp_path, "surprisal_r64", 1, scheme="surprisal", **kw)
+    cfg = yaml.safe_load((a / "config.yaml").read_text())
+    cfg |= {"error_locator": "mc", "mc_k": 8, "mc_every": 5, "mc_completions": 4}
+    (a / "config.yaml").write_text(yaml.safe_dump(cfg))
+    build_report([tmp_path], tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "- Ground truth of uniform_r64: Monte-Carlo (k = 8, step cuts, binary search, " in md
+    assert "every 5 steps on up to 4 completions per process" in md
+    assert "- Ground truth of surprisal_r64: exact: the arithmetic task's worked solutions" in md
+    from arca.report.tokens import render
+
+    rec = {"tokens": ["a", "b"], "weights": {"uniform": [0.5, 0.5]}, "first_error": 1}
+    assert "(ground truth: Monte-Carlo (k = 8" in render("run", [rec], truth=ground_truth_of(cfg))
+    assert ground_truth_of({"task": "custom", "error_locator": "f.py:loc"}).endswith("f.py:loc")

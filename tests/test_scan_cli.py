@@ -107,3 +107,24 @@ def test_same_seed_same_scan(demo, tmp_path):
     _, result = demo
     again = run_scan(out_dir=tmp_path, log=lambda _: None, **SMALL)
     assert json_safe(again["rows"]) == json_safe(result["rows"])
+
+
+def test_scan_with_the_monte_carlo_locator_says_so(tmp_path, capsys):
+    from arca.tasks.mc import MCSettings
+
+    res = run_scan(
+        out_dir=tmp_path,
+        log=lambda _: None,
+        locator="mc",
+        mc=MCSettings(k=2, max_new_tokens=48),
+        **{**SMALL, "prompts": 4, "scales": (1e-3,)},
+    )
+    loc = res["locator"]
+    assert loc["kind"] == "mc" and loc["k"] == 2 and loc["continuations"] > 0
+    assert loc["description"].startswith("Monte-Carlo (k = 2, step cuts")
+    u = res["rows"][0]["by_eps"]["1e-08"]["uniform"]["correctness"]
+    assert u.get("error_rows", 0) == res["located_errors"]
+    exact = run_scan(out_dir=tmp_path / "x", log=lambda _: None, **{**SMALL, "scales": (1e-3,)})
+    assert exact["locator"]["kind"] == "exact"
+    assert main(["scan", "--out", str(tmp_path), "--mc-model", "policy"]) == 2
+    assert "base model only" in capsys.readouterr().err

@@ -280,6 +280,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
         ({"lora_r": 6.5}, "lora_r: must be a whole number, got 6.5"),
         ({"learning_rate": None}, "learning_rate: must be a number, got null"),
         ({"learning_rate": -1e-3}, "learning_rate: must be > 0"),
+        ({"error_locator": "mc", "mc_k": 0}, "mc_k (--mc-k): must be a whole number >= 1"),
+        ({"error_locator": "mc", "mc_every": 0}, "mc_every and mc_completions: must be >= 1"),
+        ({"error_locator": "mc", "mc_model": "other"}, "mc_model: must be base or policy"),
+        ({"error_locator": "mc", "mc_cut": "word"}, "mc_cut (--mc-cut): must be step or token"),
     ],
 )
 def test_invalid_configs_fail_before_any_model_is_loaded(tmp_path, over, message, capsys):
@@ -402,3 +406,31 @@ def test_without_a_config_the_defaults_suit_this_machine_and_are_said(tmp_path, 
     # TRL's model card names the base model (it wrote "[None]" for a local folder).
     card = (tmp_path / "runs" / "train" / "README.md").read_text()
     assert "[None]" not in card and f"fine-tuned version of `{random_model}`" in card
+
+
+def test_monte_carlo_ground_truth_on_schedule_in_a_run(tmp_path):
+    # The tiny model, whose completions are often right: Monte-Carlo values
+    # locate some wrong ones at steps 1 and 2 (mc_every 2), none at step 3.
+    cfg = config(
+        tmp_path,
+        "tiny-l1",
+        level=1,
+        max_completion_length=32,
+        max_steps=3,
+        save_strategy="no",
+        error_locator="mc",
+        mc_every=2,
+        mc_completions=8,
+        mc_k=4,
+        token_weighting="surprisal",
+    )
+    res = arca_train("--config", str(cfg), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+    assert lines[0]["credit/mc_seconds"] > 0 and lines[0]["credit/mc_continuations"] > 0
+    assert "credit/mc_seconds" not in lines[2] and "credit/blamed_fraction" not in lines[2]
+    assert 0 <= lines[0]["credit/correct_fraction"] <= 1
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["error_locator"] == "mc" and saved["mc_k"] == 4 and saved["mc_model"] == "base"
+    assert "MC s" in res.stderr + res.stdout  # the step line shows its time

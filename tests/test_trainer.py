@@ -475,9 +475,10 @@ def test_sample_writer_is_due_at_step_1_every_n_steps_and_the_last():
     w.last_step = 10  # this step's rows were already taken (gradient accumulation)
     assert not w.due(10) and not SampleWriter("x", every=0, count=4).due(1)
     # Records of files written before step_base counted from 0.
-    assert SampleWriter.step_of({"step": 0}) == 1 and SampleWriter.step_of(
-        {"step": 10, "step_base": 1}
-    ) == 10
+    assert (
+        SampleWriter.step_of({"step": 0}) == 1
+        and SampleWriter.step_of({"step": 10, "step_base": 1}) == 10
+    )
 
 
 @pytest.mark.parametrize("per_generation, steps", [(None, [1, 2, 4, 5]), (2, [1, 3, 5])])
@@ -731,3 +732,44 @@ def test_a_changed_trl_call_order_stops_training_loudly(broken, tmp_path, monkey
     monkeypatch.setattr(GRPOTrainer, "_compute_loss", stock)
     tr._compute_loss(tr.model, out)  # TRL 1.16's order: weighted, (B, T) advantages
     assert out["advantages"].dim() == 2
+
+
+def test_monte_carlo_ground_truth_in_training_leaves_the_run_unchanged(tmp_path):
+    """error_locator: mc locates a capped sample on schedule, logs its cost,
+    and draws nothing from the training RNG: the run is the same with or without it."""
+    from arca.tasks.mc import MCSchedule, MCSettings
+
+    sched = MCSchedule(
+        MCSettings(k=2, max_new_tokens=12),
+        score=lambda texts, rows: reward(texts),
+        correct_reward=1.0,
+        every=2,
+        count=3,
+    )
+    plain = make(tmp=str(tmp_path / "a"), token_weighting="surprisal", shadow_diagnostics=True)
+    plain.train()
+    mc = make(
+        tmp=str(tmp_path / "b"),
+        token_weighting="surprisal",
+        shadow_diagnostics=True,
+        trainer_kw={"error_locator": sched},
+    )
+    seen = []
+    real = mc._monte_carlo_truth
+
+    def spy(inputs, out):
+        gt = real(inputs, out)
+        seen.append(None if gt is None else int(gt["checked"].sum()))
+        return gt
+
+    mc._monte_carlo_truth = spy
+    mc.train()
+    logs_a = [h for h in plain.state.log_history if "loss" in h]
+    logs_b = [h for h in mc.state.log_history if "loss" in h]
+    assert [h["loss"] for h in logs_a] == [h["loss"] for h in logs_b]
+    assert [h["reward"] for h in logs_a] == [h["reward"] for h in logs_b]
+    assert seen == [3, 3, None]  # steps 1 and 2 (every 2), 3 rows each; not step 3
+    assert "credit/mc_seconds" in logs_b[0] and "credit/mc_seconds" not in logs_b[2]
+    assert logs_b[0]["credit/mc_continuations"] > 0
+    assert "credit/correct_fraction" in logs_b[0] and "credit/correct_fraction" not in logs_b[2]
+    assert not any(k.startswith("credit/mc") for k in logs_a[0])

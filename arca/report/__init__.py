@@ -104,7 +104,11 @@ def build_report(
             (dest / name).unlink(missing_ok=True)
     files = [p for p in drawn.values() if p is not None]
     label, samples = tokens.pick_samples(methods)
-    files.append(atomic_write_text(dest / "tokens.html", tokens.render(label, samples)))
+    truths = {ground_truth_of(r.config) for r in runs}
+    truth = next(iter(truths)) if len(truths) == 1 else "differs between runs; report.md says which"
+    files.append(
+        atomic_write_text(dest / "tokens.html", tokens.render(label, samples, truth=truth))
+    )
     buf = io.StringIO()
     writer = csv.DictWriter(
         buf, ["table", "row", "column", "value", "ci_low", "ci_high", "seeds"], lineterminator="\n"
@@ -235,6 +239,7 @@ def _markdown(
             "(whitespace, punctuation, `\\boxed{`, end of sequence). **blamed rows**: the "
             "fraction of each batch the error metrics average over.",
             "",
+            *ground_truth_lines(runs),
             tables.markdown(tbl["credit_correctness"]),
         ]
     else:
@@ -280,6 +285,38 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def ground_truth_of(config: dict[str, Any]) -> str:
+    """Which ground truth a run's correctness metrics were measured against,
+    from its config: the exact locator, a custom one, or Monte-Carlo values."""
+    loc = config.get("error_locator")
+    if loc == "mc":
+        who = "the current policy" if config.get("mc_model") == "policy" else "the base model"
+        return (
+            f"Monte-Carlo (k = {config.get('mc_k', 4)}, {config.get('mc_cut', 'step')} cuts, "
+            f"{config.get('mc_search', 'binary')} search, estimated by {who}), every "
+            f"{config.get('mc_every', 10)} steps on up to {config.get('mc_completions', 8)} "
+            "completions per process"
+        )
+    if loc:
+        return f"the task's error_locator {loc}"
+    return f"exact: the {config.get('task', 'arithmetic')} task's worked solutions"
+
+
+def ground_truth_lines(runs: Sequence[Run]) -> list[str]:
+    """One line per distinct ground truth among ``runs``, naming the methods."""
+    by: dict[str, list[str]] = {}
+    for r in runs:
+        names = by.setdefault(ground_truth_of(r.config), [])
+        if r.name not in names:
+            names.append(r.name)
+    if len(by) == 1:
+        return [f"Ground truth: {tables._md(next(iter(by)))}.", ""]
+    return [
+        *(f"- Ground truth of {tables._md(', '.join(n))}: {tables._md(g)}." for g, n in by.items()),
+        "",
+    ]
 
 
 def _zero_adapter_note(table3: tables.Table) -> list[str]:

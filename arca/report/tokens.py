@@ -265,16 +265,22 @@ def _completion(rec: dict[str, Any], anchor: str, prompt: bool) -> str:
     return "".join(parts)
 
 
+OWN_LOCATOR = "the task's own locator"
+
+
 def render(
     label: str,
     samples: Sequence[dict[str, Any]],
     title: str = "arca: token weights",
     source: str = "sampled during training by",
+    truth: str | None = None,
 ) -> str:
     """The page as a string. Each record has ``tokens``, ``weights`` (scheme ->
     per-token list) and optionally ``prompt``, ``step`` (counted from 1),
     ``index``, ``advantage`` and ``where`` (e.g. a file and line). Records
-    with a ``step`` are grouped by step, in the order given."""
+    with a ``step`` are grouped by step, in the order given. ``truth`` names
+    the ground truth that placed the outlined first errors (exact, or
+    Monte-Carlo with its settings)."""
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -322,7 +328,8 @@ def render(
         "below, white at uniform. Hover a token for its weight. Columns are the schemes "
         "evaluated on the same completion (shadow diagnostics). "
         '<span class="t err">Outlined</span>: the first wrong token of a wrong completion '
-        "(the task's ground truth). Long completions show their first lines; "
+        f"(ground truth: {html.escape(truth or OWN_LOCATOR)}). Long completions show their "
+        "first lines; "
         "“show all” unfolds every column.</p>",
         f'<p class="legend">{legend}</p>',
         f'<nav aria-label="steps and completions">{"".join(nav)}</nav>',

@@ -39,16 +39,23 @@ class Located:
     problem, ``t`` template (whitespace, punctuation, ``\\boxed{``, words).
     ``step``: optional, which step of the worked solution holds the first
     error (1-based; one past the last step means the final answer), for
-    reporting where completions go wrong.
+    reporting where completions go wrong. ``unlocated``: a wrong completion
+    whose first error could not be placed, and why (e.g. a Monte-Carlo
+    estimate whose value is 0 from the prompt on, :mod:`arca.tasks.mc`);
+    ``first_error`` is then ``None``, and the completion counts as wrong but
+    not located.
     """
 
     first_error: int | None
     char_classes: str | None = None
     step: int | None = None
+    unlocated: str | None = None
 
     def __post_init__(self) -> None:
         if self.first_error is not None and self.first_error < 0:
             raise ValueError(f"first_error must be >= 0 or None, got {self.first_error}")
+        if self.unlocated is not None and self.first_error is not None:
+            raise ValueError("a Located with a first_error is located: unlocated must be None")
         if self.char_classes is not None and set(self.char_classes) - set("rot"):
             raise ValueError("char_classes may only hold 'r', 'o' and 't'")
 
@@ -84,6 +91,10 @@ class Task:
     #: Reward functions with TRL's signature; ``None``: ``reward_fn`` on ``answer``.
     reward_funcs: list[Callable[..., Any]] | None = None
     reward_weights: list[float] | None = None
+    #: Where the task's steps end, ``text -> character offsets`` (the
+    #: Monte-Carlo locator's cut points, :mod:`arca.tasks.mc`); ``None``: the
+    #: default rule, :func:`arca.tasks.mc.step_boundaries`.
+    step_rule: Callable[[str], list[int]] | None = None
 
     def reward(self, completion: str, answer: str) -> float:
         """1.0 if ``completion``'s final boxed answer matches ``answer``, else 0.0."""

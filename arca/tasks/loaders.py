@@ -25,6 +25,7 @@ from typing import Any
 from arca.tasks.arithmetic import DEFAULT_LEVEL, load_arithmetic, locate_error
 from arca.tasks.base import ErrorLocator, Task, TaskDataError, rows_to_dataset, split_heldout
 from arca.tasks.boxed import extract_boxed
+from arca.tasks.mc import MC
 
 #: Hendrycks MATH (all subjects, one config) as used by TRL/open-r1 recipes.
 MATH_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
@@ -323,8 +324,10 @@ def check_task_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(
             f"reward_weights: {len(weights)} weights for {max(1, len(funcs))} reward functions"
         )
-    if cfg.get("error_locator"):
+    if cfg.get("error_locator") and cfg["error_locator"] != MC:
         load_callable(cfg["error_locator"], "error_locator")
+    if cfg.get("step_rule"):
+        load_callable(cfg["step_rule"], "step_rule")
 
 
 def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -> Task:
@@ -372,8 +375,10 @@ def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -
         )
     if cfg.get("reward_weights") is not None:
         task.reward_weights = [float(w) for w in cfg["reward_weights"]]
-    if cfg.get("error_locator"):
+    if cfg.get("error_locator") and cfg["error_locator"] != MC:
         task.locate_error = load_callable(cfg["error_locator"], "error_locator")
+    if cfg.get("step_rule"):
+        task.step_rule = load_callable(cfg["step_rule"], "step_rule")
     if cfg.get("use_chat_template"):
         system = cfg.get("system_prompt")
         if any(not isinstance(p, str) for p in task.heldout["prompt"][:1]):

@@ -98,32 +98,43 @@ def locate_tokens(
             seg = cc[a:b]
             out.append("r" if "r" in seg else "o" if "o" in seg else "t")
         classes = "".join(out)
-    return TokenTruth(err, off is None, classes, located.step if err is not None else None)
+    correct = off is None and located.unlocated is None
+    return TokenTruth(err, correct, classes, located.step if err is not None else None)
 
 
 def ground_truth(
-    locate: ErrorLocator,
+    locate: ErrorLocator | None,
     rows: Sequence[Mapping[str, Any]],
     completion_ids: Tensor,
     mask: Tensor,
     tokenizer: Any,
+    *,
+    located: Sequence[Located | None] | None = None,
 ) -> dict[str, Tensor]:
     """Batch ground truth for ``completion_ids`` ``(B, T)`` (its real tokens
     are where ``mask`` is 1; padding on either side), one dataset row per
-    completion. Returns ``error_index`` ``(B,)`` long (-1: none located),
-    ``correct`` ``(B,)`` bool, ``located`` ``(B,)`` bool (a wrong completion
-    whose error was placed on a token), ``error_step`` ``(B,)`` long (the
+    completion, from ``locate`` or, when given, the locations already made
+    (``located``, e.g. Monte-Carlo ones, :mod:`arca.tasks.mc`; ``None`` for a
+    row that was not checked). Returns ``error_index`` ``(B,)`` long (-1: none
+    located), ``correct`` ``(B,)`` bool, ``located`` ``(B,)`` bool (a wrong
+    completion whose error was placed on a token), ``checked`` ``(B,)`` bool
+    (the row has a ground truth at all), ``error_step`` ``(B,)`` long (the
     locator's step of the first error, -1 where there is none or the locator
     gives no steps), ``result_mask`` and ``template_mask`` ``(B, T)`` bool, on
     the device of ``completion_ids``."""
     if len(rows) != completion_ids.size(0):
         raise ValueError(f"{len(rows)} rows for {completion_ids.size(0)} completions")
+    if located is None and locate is None:
+        raise ValueError("ground_truth needs a locator or the locations")
+    if located is not None and len(located) != completion_ids.size(0):
+        raise ValueError(f"{len(located)} locations for {completion_ids.size(0)} completions")
     B, T = completion_ids.shape
     bmask = mask.bool().cpu()
     ids_cpu = completion_ids.cpu()
     error = torch.full((B,), -1, dtype=torch.long)
     step = torch.full((B,), -1, dtype=torch.long)
     correct = torch.zeros(B, dtype=torch.bool)
+    checked = torch.zeros(B, dtype=torch.bool)
     result = torch.zeros(B, T, dtype=torch.bool)
     template = torch.zeros(B, T, dtype=torch.bool)
     eos = tokenizer.eos_token_id
@@ -131,7 +142,11 @@ def ground_truth(
         pos = bmask[i].nonzero().flatten()
         ids = ids_cpu[i, pos].tolist()
         text, spans = token_spans(tokenizer, ids)
-        truth = locate_tokens(locate(rows[i], text), text, spans, ids, eos)
+        where = located[i] if located is not None else locate(rows[i], text)  # type: ignore[misc]
+        if where is None:
+            continue
+        checked[i] = True
+        truth = locate_tokens(where, text, spans, ids, eos)
         correct[i] = truth.correct
         if truth.error_token is not None:
             error[i] = pos[truth.error_token]
@@ -145,6 +160,7 @@ def ground_truth(
         "error_index": error.to(dev),
         "correct": correct.to(dev),
         "located": (error >= 0).to(dev),
+        "checked": checked.to(dev),
         "error_step": step.to(dev),
         "result_mask": result.to(dev),
         "template_mask": template.to(dev),

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_parser(sub)
     tiny.add_parser(sub)
     smollm2.add_parser(sub)
+    # Options are spelt out: an abbreviation (`--temp`) is refused, never read
+    # as whichever option it happens to begin.
+    for p in (parser, *sub.choices.values()):
+        p.allow_abbrev = False
     return parser
 
 

@@ -26,6 +26,7 @@ import enum
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,18 +167,22 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
 
     from arca.trainer import CreditGRPOConfig
 
+    argv = list(argv)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise FileNotFoundError("--config: missing file name")
-        argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
-        given = read_config(Path(argv[i + 1]))
-        here = Path(argv[i + 1]).parent
+        path = config_path(argv[i + 1])
+        given = read_config(path)
+        here = path.parent
+        argv = [*argv[:i], *argv[i + 2 :]]
     else:
         given, here = {}, Path(".")
     argv = _cpu_defaults(argv, given)
-    parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
-    run, cfg, model = parser.parse_args_and_config(argv)
+    # No abbreviations: `--max_st 3` would train max_steps 3 while a sweep
+    # stores the abbreviation as its override and later refuses the full name.
+    parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig), allow_abbrev=False)
+    run, cfg, model = _parse_fields(parser, argv, given)
     for obj in (run, cfg, model):
         check_types(obj)
     if cfg.max_steps == 0 or cfg.max_steps < -1:
@@ -229,6 +234,123 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     return run, cfg, model
 
 
+#: Range checks on values that TRL and transformers accept at parse time and
+#: fail on only after the model loads (or never): field -> (test, requirement).
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "per_device_train_batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "must be >= 1"),
+    "max_completion_length": (lambda v: v >= 1, "must be >= 1"),
+    "temperature": (lambda v: v > 0, "must be > 0 (TRL samples; there is no greedy training)"),
+    "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "beta": (lambda v: v >= 0, "must be >= 0 (the KL penalty's weight; 0 turns it off)"),
+}
+
+
+def _parse_fields(parser: Any, argv: list[str], given: dict[str, Any]) -> tuple[Any, ...]:
+    """TRL's ``parse_args_and_config`` with arca's checks: the config file's
+    ``given`` fields become defaults that ``argv`` overrides, unknown fields
+    and flags are named (with the closest field), values out of range are
+    refused before TRL's dataclasses derive anything from them, and a saved
+    ``config.yaml`` (which records ``generation_batch_size`` and
+    ``steps_per_generation`` both) reads back."""
+    given = dict(given)
+    env = given.pop("env", None)  # TRL's config files may set environment variables
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ValueError("env: must map environment variable names to values")
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    for key in given:
+        if key not in dests:
+            raise ValueError(f"{key}: not a field of arca train{_closest(key, dests)}")
+    gbs = None
+    if "generation_batch_size" in _named(argv, given) and "steps_per_generation" in _named(
+        argv, given
+    ):
+        # Both describe the same global batch; TRL refuses the pair, so derive
+        # one and check it against the other.
+        gbs = given.pop("generation_batch_size", None)
+        argv, flag_value = _drop_flag(argv, "generation_batch_size")
+        gbs = flag_value if flag_value is not None else gbs
+    parser.set_defaults_with_config(**given)
+    namespace, rest = parser.parse_known_args(argv)
+    if rest:
+        bad = next((a for a in rest if a.startswith("-")), rest[0])
+        if not bad.startswith("-"):
+            raise ValueError(
+                f"{bad}: unexpected argument (give a config as --config FILE, fields as --field value)"
+            )
+        name = bad.split("=")[0]
+        raise ValueError(
+            f"{name}: not an option of arca train{_closest(name.lstrip('-'), dests)}; "
+            "options are spelt out in full (arca train --help lists them)"
+        )
+    for name, (ok, need) in _RANGES.items():
+        v = getattr(namespace, name, None)
+        if isinstance(v, int | float) and not isinstance(v, bool) and not ok(v):
+            raise ValueError(f"{name}: {need}, got {v}")
+    if namespace.task == "arithmetic" and isinstance(namespace.train_size, int):
+        if namespace.train_size < 1:
+            raise ValueError(
+                f"train_size: must be >= 1 arithmetic problems, got {namespace.train_size}"
+            )
+    if namespace.advantage_estimator == "rloo" and "scale_rewards" in _named(argv, given):
+        if namespace.scale_rewards not in ("none", False, "false"):
+            # CreditGRPOConfig replaces TRL's default ("group") for RLOO; a value
+            # asked for explicitly would be replaced silently.
+            raise ValueError(
+                f"scale_rewards: advantage_estimator 'rloo' uses unscaled rewards, got "
+                f"{namespace.scale_rewards!r}; set scale_rewards: none (or leave it out)"
+            )
+    outputs = []
+    for dtype in parser.dataclass_types:
+        keys = {f.name for f in dataclasses.fields(dtype) if f.init}
+        outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in keys}))
+        for k in keys:
+            if hasattr(namespace, k):
+                delattr(namespace, k)
+    cfg = outputs[1]
+    if gbs is not None and cfg.generation_batch_size != int(gbs):
+        raise ValueError(
+            f"generation_batch_size: {gbs} given, but steps_per_generation {cfg.steps_per_generation} "
+            f"x per_device_train_batch_size {cfg.per_device_train_batch_size} x {cfg.world_size} "
+            f"process(es) makes {cfg.generation_batch_size}; give one of the two (a run's "
+            "config.yaml records both: it ran with another number of processes?)"
+        )
+    return tuple(outputs)
+
+
+def _named(argv: list[str], given: dict[str, Any]) -> set[str]:
+    """The fields a config file or the command line sets."""
+    flags = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return flags | set(given)
+
+
+def _drop_flag(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """``argv`` without ``--name value`` (any spelling), and the last value it had."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in spellings and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+            continue
+        if a.split("=")[0] in spellings and "=" in a:
+            value, i = a.split("=", 1)[1], i + 1
+            continue
+        out.append(a)
+        i += 1
+    return out, value
+
+
+def _closest(name: str, known: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {match[0]}?)" if match else ""
+    return f"{hint}; arca train --help lists the fields"
+
+
 def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
     """Settings neither the ``config`` file nor the command line gives, chosen
     for this machine and said: LoRA (arca's setting; TRL's default trains every
@@ -253,15 +375,23 @@ def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
 
 
 def config_path(name: str) -> Path:
-    """``name`` as a file, else one of arca's shipped presets (``tiny/arca_r64``,
-    with or without ``.yaml``), so an installed arca needs no checkout."""
+    """``name`` as a file, else a preset (``tiny/arca_r64``, with or without
+    ``.yaml``): your own ``configs/<preset>/`` in the current folder first, as
+    ``arca sweep --preset`` reads it, then arca's shipped one, so an installed
+    arca needs no checkout."""
     from arca.sweep import PRESET_ROOT
 
     if Path(name).is_file():
         return Path(name)
-    for candidate in (PRESET_ROOT / name, PRESET_ROOT / f"{name}.yaml"):
-        if candidate.is_file() and candidate.suffix == ".yaml":
-            return candidate
+    if Path(name).is_dir():
+        raise IsADirectoryError(
+            f"--config: {name} is a folder; give one YAML file from it, or run every config "
+            f"in it with arca sweep --configs {name}"
+        )
+    for root in (Path.cwd() / "configs", PRESET_ROOT):
+        for candidate in (root / name, root / f"{name}.yaml"):
+            if candidate.is_file() and candidate.suffix == ".yaml":
+                return candidate
     shipped = sorted(str(f.relative_to(PRESET_ROOT))[:-5] for f in PRESET_ROOT.glob("*/*.yaml"))
     raise FileNotFoundError(
         f"--config: no such file: {name} (a YAML file, or a shipped preset: {', '.join(shipped)})"
@@ -392,7 +522,7 @@ def check_resume(saved: Path, new: dict[str, Any]) -> None:
             f"{saved}: not a readable config ({e}); cannot check what the run was"
         ) from e
     changed = [
-        f"{k}: {old[k]!r} -> {v!r}"
+        _change(k, old[k], v)
         for k, v in new.items()
         if k in old and k not in RESUMABLE and old[k] != v
     ]
@@ -402,6 +532,49 @@ def check_resume(saved: Path, new: dict[str, Any]) -> None:
             "resume with the same ones, or train into a new output_dir "
             f"(may change: {', '.join(sorted(RESUMABLE - {'resume', 'local_rank'}))})"
         )
+
+    if "max_steps" in old and old["max_steps"] != new.get("max_steps"):
+        fitted = schedule_fitted_to_max_steps(new)
+        if fitted:
+            raise ValueError(
+                f"--resume: max_steps {old['max_steps']} -> {new.get('max_steps')}: {fitted}, and a "
+                f"resumed run keeps the schedule its checkpoint holds (fitted to {old['max_steps']} "
+                "steps), so config.yaml would describe a run that did not happen; train a new run "
+                "with the new max_steps, or, to extend runs, train with lr_scheduler_type constant "
+                "(or constant_with_warmup and whole warmup_steps)"
+            )
+
+
+#: Schedules whose learning rate at a step does not depend on the run's length.
+LENGTH_FREE_SCHEDULES = frozenset(
+    {"constant", "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "greedy"}
+)
+
+
+def schedule_fitted_to_max_steps(cfg: dict[str, Any]) -> str:
+    """Why the learning-rate schedule of ``cfg`` depends on ``max_steps`` (a
+    decay to the last step, or a warm-up given as a fraction of the run), or
+    "" when it does not."""
+    kind = str(cfg.get("lr_scheduler_type", "linear"))
+    warmup = cfg.get("warmup_steps", 0) or 0
+    if kind not in LENGTH_FREE_SCHEDULES:
+        return f"lr_scheduler_type {kind!r} fits the learning rate to max_steps"
+    if kind != "constant" and 0 < float(warmup) < 1:
+        return f"warmup_steps {warmup} is a fraction of max_steps"
+    return ""
+
+
+def _change(field: str, old: Any, new: Any) -> str:
+    """``field: old -> new`` as ``check_resume`` names it; for the file hashes,
+    only the files that differ."""
+    if field == "files_sha256" and isinstance(old, dict) and isinstance(new, dict):
+        diff = [
+            f"{p} {str(old.get(p, 'not read'))[:12]} -> {str(new.get(p, 'not read'))[:12]}"
+            for p in sorted({*old, *new})
+            if old.get(p) != new.get(p)
+        ]
+        return f"files_sha256: {', '.join(diff)}"
+    return f"{field}: {old!r} -> {new!r}"
 
 
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:

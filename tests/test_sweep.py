@@ -217,7 +217,12 @@ def test_ray_backend_on_a_local_instance(tmp_path):
         (["sweep", "--configs", "/no/such/dir"], "no .yaml files"),
         (
             ["sweep", "--preset", "tiny", "--", "--no_such_field", "1"],
-            "uniform_r64.yaml: Some specified arguments are not used",
+            "uniform_r64.yaml: --no_such_field: not an option of arca train",
+        ),
+        # Stored as the sweep's override, then refused in its full spelling.
+        (
+            ["sweep", "--preset", "tiny", "--", "--max_st", "3"],
+            "uniform_r64.yaml: --max_st: not an option of arca train (did you mean max_steps?)",
         ),
     ],
 )

@@ -426,6 +426,8 @@ BASE_EVAL_FIELDS: dict[str, Any] = {
     "top_p": 0.95,
     "max_completion_length": 512,
     "bf16": False,
+    # The contents of the data and reward files (arca train records them).
+    "files_sha256": None,
 }
 
 
@@ -530,13 +532,21 @@ def _evaluate_run(
 ) -> dict[str, Any]:
     import yaml
 
-    from arca.tasks.loaders import task_from_config
+    from arca.tasks.loaders import _looks_local, task_from_config
     from arca.train import final_weights
 
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
     if missing:
         raise ValueError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
+    data = cfg.get("data")
+    relative = isinstance(data, str) and not Path(data).expanduser().is_absolute()
+    if relative and (_looks_local(data) or Path(data).exists()):
+        raise ValueError(
+            f"{cfg_path}: data: {data} is a relative path (an older arca recorded it so), so "
+            "which file the run trained on depends on the folder you run from; write that "
+            "file's absolute path into config.yaml"
+        )
     task = task_from_config(cfg, train_size=1)
     if limit is not None and limit < 1:
         raise ValueError(f"--limit: must be >= 1, got {limit}")

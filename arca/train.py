@@ -159,6 +159,15 @@ class RunArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
     )
+    # A mapping in YAML (as ``columns``); HfArgumentParser needs a plain type.
+    files_sha256: str | None = field(
+        default=None,
+        metadata={
+            "help": "recorded by arca in config.yaml: the SHA-256 of each local file the run "
+            "reads (data, reward and locator .py files); resuming or evaluating the run with "
+            "one of them changed is refused"
+        },
+    )
 
 
 def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
@@ -191,8 +200,8 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if not cfg.learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    from arca.tasks.custom import file_spec, near_config, read_template
-    from arca.tasks.loaders import check_task_config
+    from arca.tasks.custom import file_spec, local_source, near_config, read_template
+    from arca.tasks.loaders import check_files, check_task_config
 
     # What ran, whichever folder reads config.yaml later: files made absolute,
     # a template file replaced by the text it held.
@@ -201,9 +210,9 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     if run.prompt_template and run.prompt_template.endswith(".txt"):
         run.prompt_template = str(near_config(run.prompt_template, here))
     run.prompt_template = read_template(run.prompt_template)
-    if run.data and not Path(run.data).expanduser().exists() and (here / run.data).exists():
-        run.data = str((here / run.data).resolve())
+    run.data = local_source(run.data, here) if run.data else None
     check_task_config(dataclasses.asdict(run) | {"reward_weights": cfg.reward_weights})
+    run.files_sha256 = check_files(dataclasses.asdict(run)) or None  # type: ignore[assignment]
     if model.use_peft:
         if model.lora_r < 1:
             raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
@@ -604,12 +613,25 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
 
     out = Path(cfg.output_dir)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if (out / "metrics.jsonl").exists() and not run.resume:
+    # A run that stopped before its first step (a reward that raised, a wrong
+    # setting) recorded nothing worth protecting: it is replaced, not resumed.
+    began = (
+        last is not None
+        or final_weights(out) is not None
+        or any(_has_lines(out / f) for f in ("metrics.jsonl", "samples.jsonl"))
+    )
+    if not began and ((out / "config.yaml").is_file() or (out / "metrics.jsonl").exists()):
+        if main:
+            print(
+                f"output_dir: {out} holds a run that never completed a step (no metrics line, "
+                "sample, checkpoint or weights); starting it afresh with these settings"
+            )
+    elif (out / "metrics.jsonl").exists() and not run.resume:
         raise FileExistsError(
             f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
         )
     resolved = resolved_config(run, cfg, model_args)
-    if run.resume and (out / "config.yaml").is_file():
+    if began and run.resume and (out / "config.yaml").is_file():
         check_resume(out / "config.yaml", resolved)
     final = "adapter" if model_args.use_peft else "model"
     # Training a finished run again would take one more step (transformers checks
@@ -639,7 +661,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     path = resolve(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     tok = AutoTokenizer.from_pretrained(path)
-    check_chat_template(tok, task, model_args.model_name_or_path)
+    check_chat_template(tok, task, model_args.model_name_or_path, run.use_chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -710,6 +732,14 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     if main:
         print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
+
+
+def _has_lines(path: Path) -> bool:
+    """Does ``path`` exist and hold a line that is not blank?"""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return any(line.strip() for line in f)
 
 
 #: Files of a checkpoint that hold training state rather than the model.

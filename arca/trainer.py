@@ -604,6 +604,20 @@ class CreditGRPOTrainer(GRPOTrainer):
                 out[f"arca_{k}"] = v
         return out
 
+    def _calculate_rewards(self, inputs: Any, prompts: Any, *args: Any, **kwargs: Any) -> Tensor:
+        rewards = super()._calculate_rewards(inputs, prompts, *args, **kwargs)
+        # Gathered from every process, so every process stops together. TRL
+        # would zero every advantage, log no reward and train on, exit 0.
+        if rewards.numel() and bool(torch.isnan(rewards).all()):
+            names = ", ".join(getattr(self, "reward_func_names", []) or ["?"])
+            raise ValueError(
+                f"reward_funcs: every reward function ({names}) returned None or NaN for all "
+                f"{rewards.shape[0]} completions of step {self.state.global_step + 1}, so there "
+                "is nothing to learn from; check the rewards on a few completions (arca eval "
+                "scores with them too)"
+            )
+        return rewards
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
         """TRL's loss; for a deferred batch, weighted inside TRL's own forward.
 

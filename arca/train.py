@@ -606,6 +606,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
+    from arca.credit._checks import NonFiniteError
     from arca.io import atomic_write_text, filter_jsonl
     from arca.tasks.custom import check_chat_template, prompt_text
     from arca.tasks.loaders import task_from_config
@@ -722,7 +723,17 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         # MetricsFile drops the metrics lines past it.
         drawn_before = int(Path(resume_from).name.rsplit("-", 1)[-1])
         filter_jsonl(out / "samples.jsonl", lambda rec: SampleWriter.step_of(rec) <= drawn_before)
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except NonFiniteError as e:
+        step = trainer.state.global_step
+        if not step:  # before any update: not the learning rate's doing
+            raise
+        raise ValueError(
+            f"training diverged at step {step + 1}: after {step} update(s) at learning_rate "
+            f"{cfg.learning_rate:g} the policy's outputs are non-finite ({e.name}); lower "
+            "learning_rate (metrics.jsonl holds the steps before)"
+        ) from e
     trainer.save_final(out / final)
     if main and final_weights(out) is None:
         raise ValueError(

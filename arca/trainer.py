@@ -979,6 +979,12 @@ class MetricsFile(TrainerCallback):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        # The last step is logged whatever logging_steps says, so the record
+        # ends where training ended (transformers logs every logging_steps only).
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            control.should_log = True
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if not state.is_world_process_zero:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -537,3 +538,29 @@ def test_without_a_config_the_defaults_suit_this_machine_and_are_said(tmp_path, 
     # TRL's model card names the base model (it wrote "[None]" for a local folder).
     card = (tmp_path / "runs" / "train" / "README.md").read_text()
     assert "[None]" not in card and f"fine-tuned version of `{random_model}`" in card
+
+
+def test_the_last_step_is_logged_whatever_logging_steps_says(tmp_path, random_model):
+    """logging_steps 3 with max_steps 4 never logged step 4: the record ended
+    a step before training did."""
+    from arca import train
+
+    cfg = config(tmp_path, random_model, max_steps=4, logging_steps=3, save_strategy="no")
+    train.main(["--config", str(cfg), "--shadow_diagnostics", "false", "--sample_every", "0"])
+    assert [r["step"] for r in metrics(tmp_path / "run")] == [3, 4]
+
+
+def test_a_diverging_learning_rate_is_named(tmp_path, capsys):
+    """--learning_rate 1e10 said `h_shift` has non-finite values, "fix the
+    upstream pass": a bug report, for a learning rate that blew the policy up."""
+    from arca.cli import main
+
+    argv = ["train", "--config", "tiny/arca_r64", "--output_dir", str(tmp_path / "run")]
+    argv += ["--learning_rate", "1e10", "--warmup_steps", "0", "--max_steps", "4"]
+    argv += ["--per_device_train_batch_size", "8", "--save_strategy", "no", "--sample_every", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.split("arca train: error: ")[-1]  # after the progress bar
+    assert re.search(
+        r"training diverged at step (\d+): after \d+ update\(s\) at learning_rate 1e\+10", err
+    ), err
+    assert "lower learning_rate" in err and "upstream" not in err

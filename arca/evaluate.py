@@ -394,7 +394,12 @@ def load_policy(
     cfg = check_adapter(adapter) if adapter is not None else None
     path = resolve(model)
     trained = (cfg or {}).get("base_model_name_or_path")
-    if adapter is not None and isinstance(trained, str) and not same_model(trained, model, path):
+    if (
+        adapter is not None
+        and trained
+        and isinstance(trained, str)
+        and not same_model(trained, model, path)
+    ):
         # Same shapes load without complaint, so compare the names before loading.
         raise ValueError(
             f"{adapter}: adapter was trained for {trained}, not {model} ({path}); give the "

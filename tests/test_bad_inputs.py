@@ -219,10 +219,16 @@ def test_diagnose_checks_every_adapter(folders, tmp_path, capsys):
     )
 
 
-def test_adapter_happy_path_still_loads(folders):
+def test_adapter_happy_path_still_loads(folders, tmp_path):
     from arca.evaluate import load_policy
 
     model, _ = load_policy(str(folders / "base"), str(folders / "adapter"), device="cpu")
+    assert hasattr(model, "disable_adapter")
+    # An adapter of a model built in memory names no base (""): told by its shapes only.
+    a = _copy(folders, "adapter", tmp_path)
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": ""}))
+    model, _ = load_policy(str(folders / "twin"), str(a), device="cpu")
     assert hasattr(model, "disable_adapter")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_parser(sub)
     tiny.add_parser(sub)
     smollm2.add_parser(sub)
+    # Options are spelt out: an abbreviation (`--temp`) is refused, never read
+    # as whichever option it happens to begin.
+    for p in (parser, *sub.choices.values()):
+        p.allow_abbrev = False
     return parser
 
 
@@ -52,9 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _guarded(command: str, fn: Callable[[], int | None]) -> int:
+    # Loaded here, not at the top: `arca --version` and `--help` stay light.
+    from arca.tasks.custom import UserCodeError
+
     try:
         return int(fn() or 0)
+    except UserCodeError as e:
+        # The user's own function raised: its traceback is theirs to read
+        # (from the call into it down), then what arca knows in one line.
+        _close_progress_bars()
+        cause = e.__cause__ or e
+        traceback.print_exception(type(cause), cause, cause.__traceback__)
+        print(f"arca {command}: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
+        _close_progress_bars()
         # Input errors (files missing, unreadable, in use, not writable): one
         # clear line, no traceback. OSError's message names its file.
         print(f"arca {command}: error: {e}", file=sys.stderr)
@@ -62,6 +79,14 @@ def _guarded(command: str, fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"arca {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars a failure left open (training's), so that the
+    error is the last line and not printed into a bar that redraws after it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        bar.close()
 
 
 if __name__ == "__main__":

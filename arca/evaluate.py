@@ -10,6 +10,7 @@ JSON file.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -362,6 +363,21 @@ def adapter_errors(adapter: str, cfg: dict[str, Any], base: str) -> Iterator[Non
         ) from None
 
 
+def same_model(trained: str, model: str, path: str) -> bool:
+    """Is the model an adapter records as its base (``trained``, its
+    ``base_model_name_or_path``) the one named ``model``, found at ``path``?
+    A folder here must be the same folder; a folder of another machine, one
+    of the same name (arca's cache keys its models by their build); a Hub id,
+    the same id, unless ``model`` is a local folder (which may hold it)."""
+    rec = Path(os.path.expanduser(trained))
+    here = Path(os.path.expanduser(path))
+    if rec.is_dir():
+        return here.is_dir() and os.path.samefile(rec, here)
+    if rec.is_absolute():
+        return rec.name == here.name
+    return trained in (model, path) or here.is_dir()
+
+
 def load_policy(
     model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None
 ) -> tuple[Any, Any]:
@@ -377,6 +393,18 @@ def load_policy(
 
     cfg = check_adapter(adapter) if adapter is not None else None
     path = resolve(model)
+    trained = (cfg or {}).get("base_model_name_or_path")
+    if (
+        adapter is not None
+        and trained
+        and isinstance(trained, str)
+        and not same_model(trained, model, path)
+    ):
+        # Same shapes load without complaint, so compare the names before loading.
+        raise ValueError(
+            f"{adapter}: adapter was trained for {trained}, not {model} ({path}); give the "
+            "adapter's base model with --model"
+        )
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     try:
         m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
@@ -426,6 +454,8 @@ BASE_EVAL_FIELDS: dict[str, Any] = {
     "top_p": 0.95,
     "max_completion_length": 512,
     "bf16": False,
+    # The contents of the data and reward files (arca train records them).
+    "files_sha256": None,
 }
 
 
@@ -530,13 +560,21 @@ def _evaluate_run(
 ) -> dict[str, Any]:
     import yaml
 
-    from arca.tasks.loaders import task_from_config
+    from arca.tasks.loaders import _looks_local, task_from_config
     from arca.train import final_weights
 
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
     if missing:
         raise ValueError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
+    data = cfg.get("data")
+    relative = isinstance(data, str) and not Path(data).expanduser().is_absolute()
+    if relative and (_looks_local(data) or Path(data).exists()):
+        raise ValueError(
+            f"{cfg_path}: data: {data} is a relative path (an older arca recorded it so), so "
+            "which file the run trained on depends on the folder you run from; write that "
+            "file's absolute path into config.yaml"
+        )
     task = task_from_config(cfg, train_size=1)
     if limit is not None and limit < 1:
         raise ValueError(f"--limit: must be >= 1, got {limit}")
@@ -554,14 +592,18 @@ def _evaluate_run(
         )
     kind, weights = found
     device = "cpu" if cfg.get("use_cpu") else None
+    on: Path | None = None
     if kind == "base":
         weights = _trained_on(run)
         model, tok = load_policy(
             str(weights or cfg["model_name_or_path"]), dtype=dtype, device=device
         )
     elif kind == "adapter":
+        # The folder it was trained on, as for --base: a name such as tiny
+        # may since have come to mean another model.
+        on = _trained_on(run)
         model, tok = load_policy(
-            cfg["model_name_or_path"], str(weights), dtype=dtype, device=device
+            str(on or cfg["model_name_or_path"]), str(weights), dtype=dtype, device=device
         )
     else:
         model, tok = load_policy(str(weights), dtype=dtype, device=device)
@@ -570,6 +612,7 @@ def _evaluate_run(
         "model": cfg["model_name_or_path"],
         "weights": kind,
         **({} if weights is None else {kind: str(weights)}),
+        **({"base": str(on)} if on is not None else {}),
         # What a report checks before it sets a base-model evaluation beside this one.
         "settings": eval_settings(cfg),
         "task": cfg["task"],
@@ -609,41 +652,86 @@ def add_parser(sub: Any) -> None:
         help="with --run: evaluate the run's untrained base model instead (no adapter), with the "
         "run's task and decoding, into RUN_DIR/eval-base/: the report's base-model row",
     )
-    p.add_argument(
-        "--model", default="tiny", help="'tiny' (default), 'smollm2', a model folder, or a Hub id"
-    )
+    # Defaults are filled in by _main (STANDALONE), so that with --run a flag
+    # given at all is known and refused rather than silently ignored.
+    p.add_argument("--model", help="'tiny' (default), 'smollm2', a model folder, or a Hub id")
     p.add_argument("--adapter", help="a LoRA adapter folder (from save_pretrained)")
-    p.add_argument("--task", default="arithmetic", choices=["arithmetic", "math", "gsm8k"])
+    p.add_argument("--task", choices=["arithmetic", "math", "gsm8k"], help="default: arithmetic")
     p.add_argument(
         "--data", help="MATH/GSM8K source: a .jsonl/.json/.parquet file, a folder, or a Hub id"
     )
-    p.add_argument("--heldout-size", type=int, default=200, help="held-out problems (paper: 200)")
+    p.add_argument("--heldout-size", type=int, help="held-out problems (default 200, the paper's)")
     p.add_argument(
         "--split-seed", type=int, help="held-out split seed (default: arithmetic 0, MATH 1337)"
     )
-    p.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="arithmetic difficulty level")
-    p.add_argument("--few-shot", type=int, default=0, help="arithmetic: worked examples per prompt")
+    p.add_argument(
+        "--level", type=int, help=f"arithmetic difficulty level (default {DEFAULT_LEVEL})"
+    )
+    p.add_argument(
+        "--few-shot", type=int, help="arithmetic: worked examples per prompt (default 0)"
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N held-out problems")
     p.add_argument("--k", type=int, default=4, help="pass@k (paper: 4)")
     p.add_argument("--samples", type=int, help="samples per problem for pass@k (default: k)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling (default 0.95)")
+    p.add_argument("--max-new-tokens", type=int, help="default 512")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--seed", type=int, help="sampling seed (default 1337)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], help="default: auto")
     p.add_argument(
         "--skip-malformed", action="store_true", help="skip (and count) malformed data rows"
     )
     p.add_argument(
-        "--out", default="runs/eval", help="folder for results.json and completions.jsonl"
+        "--out", help="folder for results.json and completions.jsonl (default runs/eval)"
     )
     p.set_defaults(func=_main)
+
+
+#: ``arca eval`` without ``--run``: what each flag defaults to. With ``--run``
+#: every one of them comes from the run's config.yaml and may not be given.
+STANDALONE: dict[str, Any] = {
+    "model": "tiny",
+    "adapter": None,
+    "task": "arithmetic",
+    "data": None,
+    "heldout_size": 200,
+    "split_seed": None,
+    "level": DEFAULT_LEVEL,
+    "few_shot": 0,
+    "samples": None,
+    "temperature": 1.0,
+    "top_p": 0.95,
+    "max_new_tokens": 512,
+    "seed": 1337,
+    "dtype": "auto",
+    "skip_malformed": False,
+    "out": "runs/eval",
+}
 
 
 def _main(args: Any) -> int:
     from arca.tasks.loaders import load_task
 
+    if args.run:
+        given = [f for f in STANDALONE if getattr(args, f) not in (None, False)]
+        if given:
+            flag = f"--{given[0].replace('_', '-')}"
+            raise ValueError(
+                f"{flag}: arca eval --run evaluates the run as it was trained (model, adapter, "
+                f"data, decoding, seed and folder from {Path(args.run) / 'config.yaml'}), so "
+                f"{flag} would be ignored; for other settings evaluate without --run: arca eval "
+                "--model MODEL --adapter RUN/adapter ... --out DIR"
+            )
+    for f, default in STANDALONE.items():
+        if getattr(args, f) is None:
+            setattr(args, f, default)
+    if not args.temperature > 0:
+        raise ValueError(
+            f"--temperature: must be > 0 (greedy is measured anyway), got {args.temperature}"
+        )
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p: must be in (0, 1], got {args.top_p}")
     for name in ("k", "limit", "samples", "batch_size", "heldout_size", "max_new_tokens"):
         v = getattr(args, name)
         if v is not None and v < 1:

@@ -236,11 +236,11 @@ def check_run_dir(spec: RunSpec) -> None:
         return
     old = json.loads(path.read_text()).get("fingerprint", {})
     new = spec.fingerprint()
-    diff = [k for k in new if old.get(k) != new[k]]
+    diff = [f"{k} {old.get(k)!r} then, {new[k]!r} now" for k in new if old.get(k) != new[k]]
     if diff:
         raise ValueError(
-            f"{spec.run_dir}: this run was made with a different {', '.join(diff)} "
-            f"({spec.config}); choose another --out or delete the folder"
+            f"{spec.run_dir}: this run was made with other settings ({'; '.join(diff)}; config "
+            f"{spec.config}); choose another --out or delete the folder"
         )
 
 

@@ -26,6 +26,7 @@ import enum
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,15 @@ class RunArguments:
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
     )
+    # A mapping in YAML (as ``columns``); HfArgumentParser needs a plain type.
+    files_sha256: str | None = field(
+        default=None,
+        metadata={
+            "help": "recorded by arca in config.yaml: the SHA-256 of each local file the run "
+            "reads (data, reward and locator .py files); resuming or evaluating the run with "
+            "one of them changed is refused"
+        },
+    )
 
 
 def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
@@ -202,18 +212,22 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
 
     from arca.trainer import CreditGRPOConfig
 
+    argv = list(argv)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise FileNotFoundError("--config: missing file name")
-        argv = [*argv[: i + 1], str(config_path(argv[i + 1])), *argv[i + 2 :]]
-        given = read_config(Path(argv[i + 1]))
-        here = Path(argv[i + 1]).parent
+        path = config_path(argv[i + 1])
+        given = read_config(path)
+        here = path.parent
+        argv = [*argv[:i], *argv[i + 2 :]]
     else:
         given, here = {}, Path(".")
     argv = _cpu_defaults(argv, given)
-    parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig))
-    run, cfg, model = parser.parse_args_and_config(argv)
+    # No abbreviations: `--max_st 3` would train max_steps 3 while a sweep
+    # stores the abbreviation as its override and later refuses the full name.
+    parser = TrlParser((RunArguments, CreditGRPOConfig, ModelConfig), allow_abbrev=False)
+    run, cfg, model = _parse_fields(parser, argv, given)
     for obj in (run, cfg, model):
         check_types(obj)
     if cfg.max_steps == 0 or cfg.max_steps < -1:
@@ -222,8 +236,8 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if not cfg.learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    from arca.tasks.custom import file_spec, near_config, read_template
-    from arca.tasks.loaders import check_task_config
+    from arca.tasks.custom import file_spec, local_source, near_config, read_template
+    from arca.tasks.loaders import check_files, check_task_config
 
     # What ran, whichever folder reads config.yaml later: files made absolute,
     # a template file replaced by the text it held.
@@ -235,9 +249,9 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     if run.prompt_template and run.prompt_template.endswith(".txt"):
         run.prompt_template = str(near_config(run.prompt_template, here))
     run.prompt_template = read_template(run.prompt_template)
-    if run.data and not Path(run.data).expanduser().exists() and (here / run.data).exists():
-        run.data = str((here / run.data).resolve())
+    run.data = local_source(run.data, here) if run.data else None
     check_task_config(dataclasses.asdict(run) | {"reward_weights": cfg.reward_weights})
+    run.files_sha256 = check_files(dataclasses.asdict(run)) or None  # type: ignore[assignment]
     if model.use_peft:
         if model.lora_r < 1:
             raise ValueError(f"lora_r: the LoRA rank must be >= 1, got {model.lora_r}")
@@ -292,6 +306,123 @@ def mc_schedule(run: RunArguments, cfg: Any, score: Score, rule: Any = None) -> 
     )
 
 
+#: Range checks on values that TRL and transformers accept at parse time and
+#: fail on only after the model loads (or never): field -> (test, requirement).
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "per_device_train_batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "must be >= 1"),
+    "max_completion_length": (lambda v: v >= 1, "must be >= 1"),
+    "temperature": (lambda v: v > 0, "must be > 0 (TRL samples; there is no greedy training)"),
+    "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "beta": (lambda v: v >= 0, "must be >= 0 (the KL penalty's weight; 0 turns it off)"),
+}
+
+
+def _parse_fields(parser: Any, argv: list[str], given: dict[str, Any]) -> tuple[Any, ...]:
+    """TRL's ``parse_args_and_config`` with arca's checks: the config file's
+    ``given`` fields become defaults that ``argv`` overrides, unknown fields
+    and flags are named (with the closest field), values out of range are
+    refused before TRL's dataclasses derive anything from them, and a saved
+    ``config.yaml`` (which records ``generation_batch_size`` and
+    ``steps_per_generation`` both) reads back."""
+    given = dict(given)
+    env = given.pop("env", None)  # TRL's config files may set environment variables
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ValueError("env: must map environment variable names to values")
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    for key in given:
+        if key not in dests:
+            raise ValueError(f"{key}: not a field of arca train{_closest(key, dests)}")
+    gbs = None
+    if "generation_batch_size" in _named(argv, given) and "steps_per_generation" in _named(
+        argv, given
+    ):
+        # Both describe the same global batch; TRL refuses the pair, so derive
+        # one and check it against the other.
+        gbs = given.pop("generation_batch_size", None)
+        argv, flag_value = _drop_flag(argv, "generation_batch_size")
+        gbs = flag_value if flag_value is not None else gbs
+    parser.set_defaults_with_config(**given)
+    namespace, rest = parser.parse_known_args(argv)
+    if rest:
+        bad = next((a for a in rest if a.startswith("-")), rest[0])
+        if not bad.startswith("-"):
+            raise ValueError(
+                f"{bad}: unexpected argument (give a config as --config FILE, fields as --field value)"
+            )
+        name = bad.split("=")[0]
+        raise ValueError(
+            f"{name}: not an option of arca train{_closest(name.lstrip('-'), dests)}; "
+            "options are spelt out in full (arca train --help lists them)"
+        )
+    for name, (ok, need) in _RANGES.items():
+        v = getattr(namespace, name, None)
+        if isinstance(v, int | float) and not isinstance(v, bool) and not ok(v):
+            raise ValueError(f"{name}: {need}, got {v}")
+    if namespace.task == "arithmetic" and isinstance(namespace.train_size, int):
+        if namespace.train_size < 1:
+            raise ValueError(
+                f"train_size: must be >= 1 arithmetic problems, got {namespace.train_size}"
+            )
+    if namespace.advantage_estimator == "rloo" and "scale_rewards" in _named(argv, given):
+        if namespace.scale_rewards not in ("none", False, "false"):
+            # CreditGRPOConfig replaces TRL's default ("group") for RLOO; a value
+            # asked for explicitly would be replaced silently.
+            raise ValueError(
+                f"scale_rewards: advantage_estimator 'rloo' uses unscaled rewards, got "
+                f"{namespace.scale_rewards!r}; set scale_rewards: none (or leave it out)"
+            )
+    outputs = []
+    for dtype in parser.dataclass_types:
+        keys = {f.name for f in dataclasses.fields(dtype) if f.init}
+        outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in keys}))
+        for k in keys:
+            if hasattr(namespace, k):
+                delattr(namespace, k)
+    cfg = outputs[1]
+    if gbs is not None and cfg.generation_batch_size != int(gbs):
+        raise ValueError(
+            f"generation_batch_size: {gbs} given, but steps_per_generation {cfg.steps_per_generation} "
+            f"x per_device_train_batch_size {cfg.per_device_train_batch_size} x {cfg.world_size} "
+            f"process(es) makes {cfg.generation_batch_size}; give one of the two (a run's "
+            "config.yaml records both: it ran with another number of processes?)"
+        )
+    return tuple(outputs)
+
+
+def _named(argv: list[str], given: dict[str, Any]) -> set[str]:
+    """The fields a config file or the command line sets."""
+    flags = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return flags | set(given)
+
+
+def _drop_flag(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """``argv`` without ``--name value`` (any spelling), and the last value it had."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in spellings and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+            continue
+        if a.split("=")[0] in spellings and "=" in a:
+            value, i = a.split("=", 1)[1], i + 1
+            continue
+        out.append(a)
+        i += 1
+    return out, value
+
+
+def _closest(name: str, known: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {match[0]}?)" if match else ""
+    return f"{hint}; arca train --help lists the fields"
+
+
 def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
     """Settings neither the ``config`` file nor the command line gives, chosen
     for this machine and said: LoRA (arca's setting; TRL's default trains every
@@ -316,15 +447,23 @@ def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
 
 
 def config_path(name: str) -> Path:
-    """``name`` as a file, else one of arca's shipped presets (``tiny/arca_r64``,
-    with or without ``.yaml``), so an installed arca needs no checkout."""
+    """``name`` as a file, else a preset (``tiny/arca_r64``, with or without
+    ``.yaml``): your own ``configs/<preset>/`` in the current folder first, as
+    ``arca sweep --preset`` reads it, then arca's shipped one, so an installed
+    arca needs no checkout."""
     from arca.sweep import PRESET_ROOT
 
     if Path(name).is_file():
         return Path(name)
-    for candidate in (PRESET_ROOT / name, PRESET_ROOT / f"{name}.yaml"):
-        if candidate.is_file() and candidate.suffix == ".yaml":
-            return candidate
+    if Path(name).is_dir():
+        raise IsADirectoryError(
+            f"--config: {name} is a folder; give one YAML file from it, or run every config "
+            f"in it with arca sweep --configs {name}"
+        )
+    for root in (Path.cwd() / "configs", PRESET_ROOT):
+        for candidate in (root / name, root / f"{name}.yaml"):
+            if candidate.is_file() and candidate.suffix == ".yaml":
+                return candidate
     shipped = sorted(str(f.relative_to(PRESET_ROOT))[:-5] for f in PRESET_ROOT.glob("*/*.yaml"))
     raise FileNotFoundError(
         f"--config: no such file: {name} (a YAML file, or a shipped preset: {', '.join(shipped)})"
@@ -455,7 +594,7 @@ def check_resume(saved: Path, new: dict[str, Any]) -> None:
             f"{saved}: not a readable config ({e}); cannot check what the run was"
         ) from e
     changed = [
-        f"{k}: {old[k]!r} -> {v!r}"
+        _change(k, old[k], v)
         for k, v in new.items()
         if k in old and k not in RESUMABLE and old[k] != v
     ]
@@ -465,6 +604,49 @@ def check_resume(saved: Path, new: dict[str, Any]) -> None:
             "resume with the same ones, or train into a new output_dir "
             f"(may change: {', '.join(sorted(RESUMABLE - {'resume', 'local_rank'}))})"
         )
+
+    if "max_steps" in old and old["max_steps"] != new.get("max_steps"):
+        fitted = schedule_fitted_to_max_steps(new)
+        if fitted:
+            raise ValueError(
+                f"--resume: max_steps {old['max_steps']} -> {new.get('max_steps')}: {fitted}, and a "
+                f"resumed run keeps the schedule its checkpoint holds (fitted to {old['max_steps']} "
+                "steps), so config.yaml would describe a run that did not happen; train a new run "
+                "with the new max_steps, or, to extend runs, train with lr_scheduler_type constant "
+                "(or constant_with_warmup and whole warmup_steps)"
+            )
+
+
+#: Schedules whose learning rate at a step does not depend on the run's length.
+LENGTH_FREE_SCHEDULES = frozenset(
+    {"constant", "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "greedy"}
+)
+
+
+def schedule_fitted_to_max_steps(cfg: dict[str, Any]) -> str:
+    """Why the learning-rate schedule of ``cfg`` depends on ``max_steps`` (a
+    decay to the last step, or a warm-up given as a fraction of the run), or
+    "" when it does not."""
+    kind = str(cfg.get("lr_scheduler_type", "linear"))
+    warmup = cfg.get("warmup_steps", 0) or 0
+    if kind not in LENGTH_FREE_SCHEDULES:
+        return f"lr_scheduler_type {kind!r} fits the learning rate to max_steps"
+    if kind != "constant" and 0 < float(warmup) < 1:
+        return f"warmup_steps {warmup} is a fraction of max_steps"
+    return ""
+
+
+def _change(field: str, old: Any, new: Any) -> str:
+    """``field: old -> new`` as ``check_resume`` names it; for the file hashes,
+    only the files that differ."""
+    if field == "files_sha256" and isinstance(old, dict) and isinstance(new, dict):
+        diff = [
+            f"{p} {str(old.get(p, 'not read'))[:12]} -> {str(new.get(p, 'not read'))[:12]}"
+            for p in sorted({*old, *new})
+            if old.get(p) != new.get(p)
+        ]
+        return f"files_sha256: {', '.join(diff)}"
+    return f"{field}: {old!r} -> {new!r}"
 
 
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
@@ -487,6 +669,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
+    from arca.credit._checks import NonFiniteError
     from arca.io import atomic_write_text, filter_jsonl
     from arca.tasks.custom import check_chat_template, prompt_text
     from arca.tasks.loaders import task_from_config
@@ -494,12 +677,25 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
 
     out = Path(cfg.output_dir)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if (out / "metrics.jsonl").exists() and not run.resume:
+    # A run that stopped before its first step (a reward that raised, a wrong
+    # setting) recorded nothing worth protecting: it is replaced, not resumed.
+    began = (
+        last is not None
+        or final_weights(out) is not None
+        or any(_has_lines(out / f) for f in ("metrics.jsonl", "samples.jsonl"))
+    )
+    if not began and ((out / "config.yaml").is_file() or (out / "metrics.jsonl").exists()):
+        if main:
+            print(
+                f"output_dir: {out} holds a run that never completed a step (no metrics line, "
+                "sample, checkpoint or weights); starting it afresh with these settings"
+            )
+    elif (out / "metrics.jsonl").exists() and not run.resume:
         raise FileExistsError(
             f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
         )
     resolved = resolved_config(run, cfg, model_args)
-    if run.resume and (out / "config.yaml").is_file():
+    if began and run.resume and (out / "config.yaml").is_file():
         check_resume(out / "config.yaml", resolved)
     final = "adapter" if model_args.use_peft else "model"
     # Training a finished run again would take one more step (transformers checks
@@ -529,7 +725,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     path = resolve(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     tok = AutoTokenizer.from_pretrained(path)
-    check_chat_template(tok, task, model_args.model_name_or_path)
+    check_chat_template(tok, task, model_args.model_name_or_path, run.use_chat_template)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -592,7 +788,17 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         # MetricsFile drops the metrics lines past it.
         drawn_before = int(Path(resume_from).name.rsplit("-", 1)[-1])
         filter_jsonl(out / "samples.jsonl", lambda rec: SampleWriter.step_of(rec) <= drawn_before)
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except NonFiniteError as e:
+        step = trainer.state.global_step
+        if not step:  # before any update: not the learning rate's doing
+            raise
+        raise ValueError(
+            f"training diverged at step {step + 1}: after {step} update(s) at learning_rate "
+            f"{cfg.learning_rate:g} the policy's outputs are non-finite ({e.name}); lower "
+            "learning_rate (metrics.jsonl holds the steps before)"
+        ) from e
     trainer.save_final(out / final)
     if main and final_weights(out) is None:
         raise ValueError(
@@ -602,6 +808,14 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     if main:
         print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
+
+
+def _has_lines(path: Path) -> bool:
+    """Does ``path`` exist and hold a line that is not blank?"""
+    if not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return any(line.strip() for line in f)
 
 
 #: Files of a checkpoint that hold training state rather than the model.

@@ -672,6 +672,20 @@ class CreditGRPOTrainer(GRPOTrainer):
             located=located,
         )
 
+    def _calculate_rewards(self, inputs: Any, prompts: Any, *args: Any, **kwargs: Any) -> Tensor:
+        rewards = super()._calculate_rewards(inputs, prompts, *args, **kwargs)
+        # Gathered from every process, so every process stops together. TRL
+        # would zero every advantage, log no reward and train on, exit 0.
+        if rewards.numel() and bool(torch.isnan(rewards).all()):
+            names = ", ".join(getattr(self, "reward_func_names", []) or ["?"])
+            raise ValueError(
+                f"reward_funcs: every reward function ({names}) returned None or NaN for all "
+                f"{rewards.shape[0]} completions of step {self.state.global_step + 1}, so there "
+                "is nothing to learn from; check the rewards on a few completions (arca eval "
+                "scores with them too)"
+            )
+        return rewards
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
         """TRL's loss; for a deferred batch, weighted inside TRL's own forward.
 
@@ -1038,6 +1052,12 @@ class MetricsFile(TrainerCallback):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        # The last step is logged whatever logging_steps says, so the record
+        # ends where training ended (transformers logs every logging_steps only).
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            control.should_log = True
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
         if not state.is_world_process_zero:

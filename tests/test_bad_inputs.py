@@ -49,7 +49,11 @@ def folders(tmp_path_factory):
     base, tok = _model(16)
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
+    base.name_or_path = str(root / "base")  # the adapter's base_model_name_or_path
     add_lora(base, rank=2).save_pretrained(root / "adapter")
+    twin, _ = _model(16, seed=1)  # the same shapes, other weights (tiny and tiny-l1 alike)
+    twin.save_pretrained(root / "twin")
+    tok.save_pretrained(root / "twin")
     wide, _ = _model(32)
     wide.save_pretrained(root / "wide")
     wide.name_or_path = str(root / "wide")  # the adapter's base_model_name_or_path
@@ -172,15 +176,36 @@ def test_corrupt_model_weights(cut, folders, tmp_path, capsys):
     _fails(capsys, _eval(m), str(w), "not a readable safetensors file")
 
 
-def test_adapter_of_another_base_model(folders, capsys):
-    line = _fails(
+def test_adapter_of_another_base_model(folders, tmp_path, capsys):
+    _fails(
         capsys,
         _eval(folders / "base", folders / "wide_adapter"),
         str(folders / "wide_adapter"),
         f"adapter was trained for {folders / 'wide'}, not {folders / 'base'}",
+    )
+    # An adapter that does not name its base: told by the shapes.
+    a = _copy(folders, "wide_adapter", tmp_path)
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": None}))
+    line = _fails(
+        capsys,
+        _eval(folders / "base", a),
+        str(a),
+        f"adapter was trained for another base model, not {folders / 'base'}",
         "shapes differ: ",
     )
     assert "in the adapter" in line and line.count("size mismatch") == 0
+
+
+def test_adapter_of_a_model_of_the_same_shapes(folders, capsys):
+    """An adapter of `tiny` loaded onto `tiny-l1` without a word: same shapes."""
+    _fails(
+        capsys,
+        _eval(folders / "twin", folders / "adapter"),
+        str(folders / "adapter"),
+        f"adapter was trained for {folders / 'base'}, not {folders / 'twin'}",
+        "give the adapter's base model with --model",
+    )
 
 
 def test_diagnose_checks_every_adapter(folders, tmp_path, capsys):
@@ -194,10 +219,16 @@ def test_diagnose_checks_every_adapter(folders, tmp_path, capsys):
     )
 
 
-def test_adapter_happy_path_still_loads(folders):
+def test_adapter_happy_path_still_loads(folders, tmp_path):
     from arca.evaluate import load_policy
 
     model, _ = load_policy(str(folders / "base"), str(folders / "adapter"), device="cpu")
+    assert hasattr(model, "disable_adapter")
+    # An adapter of a model built in memory names no base (""): told by its shapes only.
+    a = _copy(folders, "adapter", tmp_path)
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": ""}))
+    model, _ = load_policy(str(folders / "twin"), str(a), device="cpu")
     assert hasattr(model, "disable_adapter")
 
 
@@ -280,3 +311,45 @@ def test_train_report_to_a_backend_that_is_not_installed(tmp_path, capsys, monke
 )
 def test_eval_counts_below_one_are_refused_before_loading(flag, value, capsys):
     _fails(capsys, ["eval", flag, value], f"{flag}: must be >= 1, got 0")
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--top-p", "0", "--top-p: must be in (0, 1], got 0.0"),
+        ("--top-p", "1.5", "--top-p: must be in (0, 1], got 1.5"),
+        ("--temperature", "0", "--temperature: must be > 0"),
+    ],
+)
+def test_eval_decoding_out_of_range_is_refused_before_loading(flag, value, says, capsys):
+    _fails(capsys, ["eval", flag, value], says)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--adapter", "some/adapter"],
+        ["--temperature", "0.5"],
+        ["--max-new-tokens", "8"],
+        ["--seed", "3"],
+        ["--base", "--adapter", "some/adapter"],
+        ["--model", "tiny"],
+        ["--out", "elsewhere"],
+    ],
+)
+def test_eval_run_refuses_flags_it_would_ignore(flags, tmp_path, capsys):
+    """They were ignored, and the result written as the run's own evaluation."""
+    flag = next(f for f in flags if f != "--base")
+    _fails(
+        capsys,
+        ["eval", "--run", str(tmp_path), *flags],
+        f"{flag}: arca eval --run evaluates the run as it was trained",
+        "evaluate without --run",
+    )
+
+
+def test_abbreviated_options_are_refused(capsys):
+    """argparse read `--temp 0.5` as --temperature."""
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--temp", "0.5"])
+    assert e.value.code == 2 and "unrecognized arguments: --temp" in capsys.readouterr().err

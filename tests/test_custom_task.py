@@ -4,9 +4,11 @@ conventions; and the shipped examples in examples/, run end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -360,3 +362,285 @@ def test_library_route_example_runs(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "step 1: reward" in res.stdout and "arca Gini" in res.stdout
+
+
+# ------------------------------------- a user's own code, checked (issue 25.4)
+
+BAD = """
+def returns_none(completions, **kwargs):
+    return None
+
+def wrong_length(completions, **kwargs):
+    return [1.0]
+
+def text(completions, **kwargs):
+    return ["1"] * len(completions)
+
+def infinite(completions, **kwargs):
+    return [float("inf")] * len(completions)
+
+def all_none(completions, **kwargs):
+    return [None] * len(completions)
+
+def boom(prompts, completions, **kwargs):
+    return [1 / (0 if "7" in p else 1) for p in prompts]
+
+def fine(completions, **kwargs):
+    return [float(len(c) % 2) for c in completions]
+
+def needs_solution(completions, solution, **kwargs):
+    return [0.0] * len(completions)
+
+def locate_none(row, completion):
+    return None
+
+def locate_int(row, completion):
+    return 3
+
+def locate_boom(row, completion):
+    raise KeyError("step")
+"""
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    f = tmp_path / "bad.py"
+    f.write_text(BAD)
+    return f
+
+
+def custom_cfg(tmp_path: Path, bad: Path, reward: str, **over) -> dict:
+    data = write_jsonl(tmp_path / "d.jsonl", rows(12))
+    cfg = {
+        "task": "custom",
+        "data": str(data),
+        "prompt_template": "Q {question} =",
+        "reward_funcs": [f"{bad}:{reward}"],
+        "heldout_size": 4,
+    }
+    return cfg | over
+
+
+def test_a_reward_argument_that_no_column_fills_is_refused(tmp_path: Path, bad: Path) -> None:
+    """TRL failed at the first step: final_number() missing 'solution'."""
+    cfg = custom_cfg(tmp_path, bad, "needs_solution", columns={"final": "answer"})
+    with pytest.raises(ValueError, match=r"^reward_funcs: .*needs_solution needs the argument "):
+        task_from_config(cfg)
+    with pytest.raises(ValueError, match=r"\(columns: answer, id, question\); rename one"):
+        task_from_config(cfg)
+    task_from_config(cfg | {"columns": {"final": "solution"}})  # renamed so: fine
+
+
+@pytest.mark.parametrize(
+    ("reward", "says"),
+    [
+        ("returns_none", "returned NoneType, not a list of 2 rewards"),
+        ("wrong_length", "returned 1 rewards for 2 completions"),
+        ("text", "returned '1' (str) for completion 0; a reward is a number, or None"),
+        ("infinite", "returned inf for completion 0; rewards must be finite"),
+    ],
+)
+def test_a_reward_that_returns_the_wrong_thing_is_named(
+    reward: str, says: str, tmp_path: Path, bad: Path
+) -> None:
+    """What TRL calls (task.trl_rewards) and what arca eval scores with
+    (task.score) check the return; TRL failed with 'NoneType' object is not
+    iterable, or trained on a string."""
+    task = task_from_config(custom_cfg(tmp_path, bad, reward))
+    rs = task.heldout.to_list()[:2]
+    trl_call = task.trl_rewards()[0]
+    assert trl_call.__name__ == reward  # TRL logs rewards/<name>/mean
+    with pytest.raises(ValueError, match=f"^reward_funcs: {bad}:{reward} {re.escape(says)}"):
+        trl_call(
+            prompts=[r["prompt"] for r in rs], completions=["1", "2"], completion_ids=[[1], [2]]
+        )
+    with pytest.raises(ValueError, match=re.escape(says)):
+        task.score(["1", "2"], rs)
+
+
+def test_a_reward_that_raises_keeps_its_traceback_under_one_line(
+    tmp_path: Path, bad: Path, random_model: Path, capsys
+) -> None:
+    """The user's own exception is shown with its traceback, then one line
+    naming the reward and the prompt it failed on. The run it stopped had no
+    step, so it is not protected: the next run into that folder replaces it."""
+    from arca.cli import main
+    from arca.tasks.custom import UserCodeError
+
+    task = task_from_config(custom_cfg(tmp_path, bad, "boom"))
+    prompts = ["Q What is 1 + 1? =", "Q What is 7 + 1? ="]
+    with pytest.raises(UserCodeError, match=r"boom raised ZeroDivisionError: division by ze") as e:
+        task.trl_rewards()[0](prompts=prompts, completions=["a", "b"], completion_ids=[[], []])
+    assert "(prompt 'Q What is 7 + 1? =')" in str(e.value)  # the one it failed on
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+
+    cfg = custom_cfg(tmp_path, bad, "boom")
+    rows_ = [{"question": f"What is {i} + 7?", "final": str(i + 7)} for i in range(12)]
+    write_jsonl(tmp_path / "d.jsonl", rows_)  # every prompt makes boom raise
+    argv = ["train", "--model_name_or_path", str(random_model), "--task", "custom"]
+    argv += ["--data", cfg["data"], "--prompt_template", cfg["prompt_template"]]
+    argv += ["--heldout_size", "4", "--num_generations", "4", "--per_device_train_batch_size", "4"]
+    argv += ["--max_steps", "1", "--max_completion_length", "4", "--report_to", "none"]
+    argv += ["--save_strategy", "no", "--logging_steps", "1", "--output_dir", str(tmp_path / "run")]
+    assert main([*argv, "--reward_funcs", f"{bad}:boom"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f'File "{bad}", line ' in err and "ZeroDivisionError" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"arca train: error: reward_funcs: {bad}:boom raised ZeroDivisionError")
+    assert "(prompt 'Q What is " in last
+    # Nothing ran: rerunning (with or without --resume, other settings) replaces it.
+    assert main([*argv, "--reward_funcs", f"{bad}:fine"]) == 0
+    assert "never completed a step" in capsys.readouterr().out
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["reward_funcs"] == [f"{bad}:fine"]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_rewards_that_are_all_none_stop_the_run(
+    tmp_path: Path, bad: Path, random_model: Path, capsys
+) -> None:
+    """Exit 0 before, every advantage 0 and the reward key gone from metrics.jsonl."""
+    from arca.cli import main
+
+    cfg = custom_cfg(tmp_path, bad, "all_none")
+    argv = ["train", "--model_name_or_path", str(random_model), "--task", "custom"]
+    argv += ["--data", cfg["data"], "--prompt_template", cfg["prompt_template"]]
+    argv += ["--reward_funcs", f"{bad}:all_none", "--heldout_size", "4", "--num_generations", "4"]
+    argv += ["--per_device_train_batch_size", "4", "--max_steps", "2", "--report_to", "none"]
+    argv += ["--max_completion_length", "4", "--output_dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "reward_funcs: every reward function (all_none) returned None or NaN for all 4 " in last
+    assert "completions of step 1" in last
+
+
+@pytest.mark.parametrize(("locator", "says"), [("locate_none", "None"), ("locate_int", "3")])
+def test_an_error_locator_that_returns_the_wrong_thing_is_named(
+    locator: str, says: str, tmp_path: Path, bad: Path
+) -> None:
+    """The trainer failed with 'NoneType' object has no attribute 'first_error'."""
+    task = task_from_config(custom_cfg(tmp_path, bad, "fine", error_locator=f"{bad}:{locator}"))
+    row = task.heldout[0]
+    with pytest.raises(ValueError, match=rf"^error_locator: {bad}:{locator} returned {says} \("):
+        task.locate_error(row, "x")
+
+
+def test_an_error_locator_that_raises_names_itself_and_the_prompt(
+    tmp_path: Path, bad: Path
+) -> None:
+    from arca.tasks.custom import UserCodeError
+
+    task = task_from_config(custom_cfg(tmp_path, bad, "fine", error_locator=f"{bad}:locate_boom"))
+    row = task.heldout[0]
+    with pytest.raises(UserCodeError, match=r"^error_locator: .*locate_boom raised KeyError") as e:
+        task.locate_error(row, "x")
+    assert repr(row["prompt"]) in str(e.value) and isinstance(e.value.__cause__, KeyError)
+
+
+def test_trl_accuracy_reward_on_text_prompts_is_refused(tmp_path: Path, bad: Path) -> None:
+    """TRL's own rewards read completion[0]['content']: on text prompts TRL
+    failed with 'string indices must be integers'."""
+    cfg = custom_cfg(tmp_path, bad, "fine", columns={"final": "solution"})
+    cfg["reward_funcs"] = ["accuracy_reward"]
+    with pytest.raises(ValueError, match=r"^reward_funcs: TRL's accuracy_reward expects conversa"):
+        task_from_config(cfg)
+    task_from_config(cfg | {"use_chat_template": True})  # conversations: what it reads
+
+
+def test_columns_must_rename_a_column_the_data_has(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    with pytest.raises(ValueError, match=r"line 1: columns renames 'finale', which the row lacks"):
+        load_custom(str(data), prompt_column="question", columns={"finale": "answer"})
+
+
+def test_heldout_prompts_that_are_also_training_prompts_are_refused(tmp_path: Path) -> None:
+    """Data whose rows repeat: the held-out split was the training rows."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows(6) * 3)
+    with pytest.raises(ValueError, match=r"d.jsonl: 4 of the 4 held-out prompts are also training"):
+        load_custom(str(data), prompt_column="question", heldout_size=4)
+    load_custom(
+        str(write_jsonl(tmp_path / "e.jsonl", rows(6))), prompt_column="question", heldout_size=4
+    )
+
+
+def test_conversational_data_without_a_chat_template_names_the_data(
+    tmp_path: Path, random_model: Path, monkeypatch
+) -> None:
+    """It blamed use_chat_template, which was never set."""
+    import transformers
+
+    from arca import train
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the config error")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_load)
+    conv = [{"prompt": [{"role": "user", "content": f"q{i}"}], "answer": str(i)} for i in range(6)]
+    data = write_jsonl(tmp_path / "c.jsonl", conv)
+    argv = ["--model_name_or_path", str(random_model), "--task", "custom", "--data", str(data)]
+    argv += ["--heldout_size", "2", "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match=r"^data: the prompts of .*c.jsonl are conversations"):
+        train.main(argv)
+
+
+# --------------------------------- a run remembers what it trained on (issue 25.1)
+
+
+def test_a_run_records_its_data_and_refuses_other_data(
+    tmp_path: Path, bad: Path, random_model: Path, monkeypatch, capsys
+) -> None:
+    """data: problems.jsonl was recorded as given, so `arca eval --run` or a
+    resume from another folder with its own problems.jsonl used that one."""
+    from arca.cli import main
+
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    mine = write_jsonl(home / "problems.jsonl", rows(12))
+    write_jsonl(elsewhere / "problems.jsonl", rows(14)[2:])  # other problems, same name
+    cfg = {
+        "model_name_or_path": str(random_model),
+        "task": "custom",
+        "data": "problems.jsonl",
+        "prompt_template": "Q {question} =",
+        "reward_funcs": [f"{bad}:fine"],
+        "heldout_size": 4,
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "max_steps": 1,
+        "max_completion_length": 4,
+        "report_to": "none",
+        "save_strategy": "no",
+        "output_dir": str(tmp_path / "run"),
+    }
+    (home / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    monkeypatch.chdir(home)
+    assert main(["train", "--config", "cfg.yaml"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"] == str(mine.resolve())
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    assert saved["files_sha256"][str(mine.resolve())] == digest
+    assert saved["files_sha256"][str(bad.resolve())] == hashlib.sha256(bad.read_bytes()).hexdigest()
+
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--limit", "1", "--k", "1"]) == 0
+    res = json.loads((run / "eval-first1" / "results.json").read_text())
+    assert res["source"] == str(mine.resolve())  # the file it trained on, not this folder's
+    # Resuming from here with the config: its problems.jsonl is this folder's.
+    assert main(["train", "--config", str(home / "cfg.yaml"), "--resume", "true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"data: '{mine.resolve()}' -> '{(elsewhere / 'problems.jsonl').resolve()}'" in err
+    assert "files_sha256: " in err
+
+    mine.write_text(mine.read_text().replace("What is 3 + 1?", "What is 3 + 2?"))
+    for argv in (
+        ["eval", "--run", str(run), "--limit", "1", "--k", "1"],
+        ["train", "--config", str(run / "config.yaml"), "--resume", "true"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert (
+            f"files_sha256: {mine.resolve()} has changed since the run recorded it (sha256 {digest[:12]}... then, "
+            in err
+        ), err

@@ -779,3 +779,38 @@ def test_report_names_the_ground_truth_of_each_run(tmp_path):
     rec = {"tokens": ["a", "b"], "weights": {"uniform": [0.5, 0.5]}, "first_error": 1}
     assert "(ground truth: Monte-Carlo (k = 8" in render("run", [rec], truth=ground_truth_of(cfg))
     assert ground_truth_of({"task": "custom", "error_locator": "f.py:loc"}).endswith("f.py:loc")
+
+
+def test_a_one_run_sweep_is_reported_in_the_sweep_folder(tmp_path, capsys):
+    """`arca report SWEEP` on a sweep of one run wrote into the run's folder,
+    leaving the sweep's report/ stale."""
+    sweep = tmp_path / "sweep"
+    run = make_run(sweep, "uni", 1, scheme="uniform", rewards=[0.1, 0.2], gini=[0, 0], eff=[1, 1])
+    assert main(["report", str(sweep)]) == 0
+    assert (sweep / "report" / "report.md").is_file() and not (run / "report").exists()
+    assert main(["report", str(run)]) == 0  # one run given: its own folder, as before
+    assert (run / "report" / "report.md").is_file()
+
+
+def test_the_console_summary_heads_the_pass_at_k_it_holds(tmp_path, capsys):
+    """Runs evaluated with --k 2 kept a console column headed pass@4 (and n/a)."""
+    import json
+
+    run = make_run(
+        tmp_path,
+        "uni",
+        1,
+        scheme="uniform",
+        rewards=[0.1, 0.2],
+        gini=[0, 0],
+        eff=[1, 1],
+        greedy=[1, 0],
+        samples=[[1, 0, 0, 0], [0, 0, 0, 0]],
+    )
+    res = json.loads((run / "eval" / "results.json").read_text())
+    res = {k: v for k, v in res.items() if k != "pass@4"} | {"pass@2": 0.5, "k": 2}
+    (run / "eval" / "results.json").write_text(json.dumps(res))
+    assert main(["report", str(run)]) == 0
+    head, row = capsys.readouterr().out.splitlines()[:2]
+    assert "pass@2" in head and "pass@4" not in head
+    assert "50.0%" in row

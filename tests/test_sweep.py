@@ -155,8 +155,32 @@ def test_half_finished_run_resumes_from_its_checkpoint(finished, tmp_path):
 def test_changed_config_is_refused(finished):
     configs, out, _, _ = finished
     spec = plan_sweep(configs, out, only=["arca_r4"], overrides=["--learning_rate", "0.1"])[0]
-    with pytest.raises(ValueError, match="different overrides"):
+    with pytest.raises(ValueError, match=r"overrides \[\] then, \['--learning_rate', '0.1'\] now"):
         check_run_dir(spec)
+
+
+def test_a_run_made_otherwise_names_what_differs(tmp_path):
+    """It said "made with a different overrides (CONFIG)", naming no field."""
+    configs = write_configs(tmp_path / "configs", names=("uniform_r64",))
+    old = plan_sweep(configs, tmp_path / "out", overrides=["--max_steps", "3"])[0]
+    run = Path(old.run_dir)
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text(json.dumps({"fingerprint": old.fingerprint()}))
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    new = plan_sweep(configs, tmp_path / "out", overrides=["--max_steps", "4"])[0]
+    with pytest.raises(ValueError, match="other settings") as e:
+        check_run_dir(new)
+    assert "overrides ['--max_steps', '3'] then, ['--max_steps', '4'] now" in str(e.value)
+
+
+def test_the_readme_calls_only_sweep_presets_presets():
+    """It called configs/smollm2/ a preset; `arca sweep --preset smollm2` does not exist."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"preset `configs/([\w-]+)/`", readme))
+    named |= set(re.findall(r"--preset ([\w-]+)", readme))
+    assert named and named <= set(arca.sweep.PRESETS), named - set(arca.sweep.PRESETS)
 
 
 def test_failed_run_is_reported_and_others_go_on(tmp_path, capsys):
@@ -217,7 +241,12 @@ def test_ray_backend_on_a_local_instance(tmp_path):
         (["sweep", "--configs", "/no/such/dir"], "no .yaml files"),
         (
             ["sweep", "--preset", "tiny", "--", "--no_such_field", "1"],
-            "uniform_r64.yaml: Some specified arguments are not used",
+            "uniform_r64.yaml: --no_such_field: not an option of arca train",
+        ),
+        # Stored as the sweep's override, then refused in its full spelling.
+        (
+            ["sweep", "--preset", "tiny", "--", "--max_st", "3"],
+            "uniform_r64.yaml: --max_st: not an option of arca train (did you mean max_steps?)",
         ),
     ],
 )

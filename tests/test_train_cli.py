@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,10 +131,17 @@ def test_run_directory_and_cli_overrides(tmp_path, random_model):
 
 
 def test_resume_refuses_changed_settings_before_anything_loads(tmp_path, random_model):
-    cfg = config(tmp_path, random_model, max_steps=2, shadow_diagnostics=False)
+    # A constant schedule: the learning rate does not depend on max_steps, so
+    # the run may be made longer (see the test below for one that does).
+    cfg = config(
+        tmp_path, random_model, max_steps=2, shadow_diagnostics=False, lr_scheduler_type="constant"
+    )
     run = tmp_path / "run"
     assert arca_train("--config", str(cfg), "--output_dir", str(run)).returncode == 0
     saved = (run / "config.yaml").read_text()
+    # The saved config is a valid --config: what `arca eval` suggests for a killed run.
+    again = arca_train("--config", str(run / "config.yaml"), "--resume", "true")
+    assert again.returncode == 0 and "run already finished" in again.stdout, again.stderr[-2000:]
     res = arca_train(
         "--config", str(cfg), "--output_dir", str(run), "--resume", "true",
         "--token_weighting", "surprisal", "--learning_rate", "0.05", "--lora_r", "8",
@@ -284,6 +292,20 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, random_model):
         ({"error_locator": "mc", "mc_every": 0}, "mc_every and mc_completions: must be >= 1"),
         ({"error_locator": "mc", "mc_model": "other"}, "mc_model: must be base or policy"),
         ({"error_locator": "mc", "mc_cut": "word"}, "mc_cut (--mc-cut): must be step or token"),
+        # Accepted silently before (issue 25.5), or failing only after the model
+        # loaded, in transformers' words, or naming another field.
+        ({"beta": -0.1}, "beta: must be >= 0"),
+        ({"top_p": 0.0}, "top_p: must be in (0, 1], got 0.0"),
+        ({"top_p": 1.5}, "top_p: must be in (0, 1], got 1.5"),
+        ({"temperature": 0}, "temperature: must be > 0"),
+        ({"max_completion_length": 0}, "max_completion_length: must be >= 1"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps: must be >= 1, got 0"),
+        ({"train_size": 0}, "train_size: must be >= 1"),
+        ({"max_step": 3}, "max_step: not a field of arca train (did you mean max_steps?)"),
+        (
+            {"advantage_estimator": "rloo", "scale_rewards": "group"},
+            "scale_rewards: advantage_estimator 'rloo' uses unscaled rewards, got 'group'",
+        ),
     ],
 )
 def test_invalid_configs_fail_before_any_model_is_loaded(tmp_path, over, message, capsys):
@@ -294,7 +316,121 @@ def test_invalid_configs_fail_before_any_model_is_loaded(tmp_path, over, message
     assert main(["train", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert "dataclass" not in err  # not HfArgumentParser's advice to edit it
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_st", "3"], "--max_st: not an option of arca train (did you mean max_steps?)"),
+        (["--no_such_flag", "1"], "--no_such_flag: not an option of arca train"),
+        (["stray.yaml"], "stray.yaml: unexpected argument"),
+    ],
+)
+def test_unknown_and_abbreviated_flags_are_named(tmp_path, flags, message, capsys):
+    """argparse took `--max_st` for max_steps (a sweep then stored the
+    abbreviation as its override); unknown flags got HfArgumentParser's advice
+    to edit the dataclass."""
+    from arca.cli import main
+
+    cfg = config(tmp_path, tmp_path / "no-such-model")
+    assert main(["train", "--config", str(cfg), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in err and "dataclass" not in err and "HfArgumentParser" not in err, err
+
+
+def test_hyphenated_flags_and_config_env_still_work(tmp_path, monkeypatch):
+    from arca.train import parse
+
+    monkeypatch.delenv("ARCA_TEST_ENV", raising=False)
+    cfg = config(tmp_path, tmp_path / "m", env={"ARCA_TEST_ENV": "yes"})
+    _, args, _ = parse(["--config", str(cfg), "--max-steps", "5", "--learning_rate=0.5"])
+    assert args.max_steps == 5 and args.learning_rate == 0.5
+    assert os.environ["ARCA_TEST_ENV"] == "yes"  # TRL's config files may set env
+
+
+def test_config_folder_is_named_as_a_folder(tmp_path, capsys):
+    from arca.cli import main
+
+    assert main(["train", "--config", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--config: {tmp_path} is a folder" in err and "arca sweep --configs" in err
+
+
+def test_local_configs_folder_takes_precedence_over_the_shipped_preset(tmp_path, monkeypatch):
+    """README: a configs/<preset>/ folder in the working directory takes
+    precedence; it did for `arca sweep --preset` only."""
+    from arca.train import parse
+
+    mine = tmp_path / "configs" / "tiny"
+    mine.mkdir(parents=True)
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs/tiny/arca_r64.yaml").read_text())
+    (mine / "arca_r64.yaml").write_text(yaml.safe_dump({**cfg, "lora_r": 5}))
+    monkeypatch.chdir(tmp_path)
+    for name in ("tiny/arca_r64", "tiny/arca_r64.yaml"):
+        _, _, model = parse(["--config", name])
+        assert model.lora_r == 5, name
+    _, _, model = parse(["--config", "tiny/arca_r16"])  # not overridden here: the shipped one
+    assert model.lora_r == 16
+
+
+def test_a_saved_config_reads_back(tmp_path):
+    """config.yaml records generation_batch_size and steps_per_generation both,
+    which TRL refuses as a pair; `arca eval` suggests feeding it back."""
+    from arca.train import parse
+
+    cfg = config(tmp_path, tmp_path / "m", generation_batch_size=16, steps_per_generation=2)
+    _, args, _ = parse(["--config", str(cfg)])
+    assert args.generation_batch_size == 16 and args.steps_per_generation == 2
+    cfg = config(tmp_path, tmp_path / "m", generation_batch_size=16, steps_per_generation=1)
+    with pytest.raises(ValueError, match=r"^generation_batch_size: 16 given, but steps_per_gen"):
+        parse(["--config", str(cfg)])
+    # A command-line value replaces the file's, as for any field.
+    _, args, _ = parse(["--config", str(cfg), "--generation_batch_size", "8"])
+    assert args.generation_batch_size == 8
+
+
+def test_rloo_without_scale_rewards_keeps_working(tmp_path):
+    from arca.train import parse
+
+    cfg = config(tmp_path, tmp_path / "m", advantage_estimator="rloo")
+    _, args, _ = parse(["--config", str(cfg)])  # TRL's default "group" is replaced, said
+    assert args.scale_rewards == "none"
+    _, args, _ = parse(["--config", str(cfg), "--scale_rewards", "none"])
+    assert args.scale_rewards == "none"
+
+
+def test_resume_refuses_a_longer_run_whose_schedule_fits_max_steps(tmp_path):
+    """A 2-step run resumed to 3 steps continued its 2-step schedule (lr 0 at
+    step 3 with linear decay and no warm-up) while config.yaml said max_steps 3."""
+    from arca.train import check_resume
+
+    saved = tmp_path / "config.yaml"
+    base = {"max_steps": 2, "lr_scheduler_type": "linear", "warmup_steps": 0, "learning_rate": 0.1}
+    saved.write_text(yaml.safe_dump(base))
+    with pytest.raises(ValueError, match=r"max_steps 2 -> 3: lr_scheduler_type 'linear' fits"):
+        check_resume(saved, {**base, "max_steps": 3})
+    for kind, warmup in (("constant", 0), ("constant_with_warmup", 2)):
+        saved.write_text(
+            yaml.safe_dump({**base, "lr_scheduler_type": kind, "warmup_steps": warmup})
+        )
+        check_resume(
+            saved, {**base, "lr_scheduler_type": kind, "warmup_steps": warmup, "max_steps": 3}
+        )
+    saved.write_text(
+        yaml.safe_dump({**base, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.5})
+    )
+    with pytest.raises(ValueError, match="warmup_steps 0.5 is a fraction of max_steps"):
+        check_resume(
+            saved,
+            {
+                **base,
+                "lr_scheduler_type": "constant_with_warmup",
+                "warmup_steps": 0.5,
+                "max_steps": 3,
+            },
+        )
 
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*/*.yaml"))
@@ -434,3 +570,29 @@ def test_monte_carlo_ground_truth_on_schedule_in_a_run(tmp_path):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["error_locator"] == "mc" and saved["mc_k"] == 4 and saved["mc_model"] == "base"
     assert "MC s" in res.stderr + res.stdout  # the step line shows its time
+
+
+def test_the_last_step_is_logged_whatever_logging_steps_says(tmp_path, random_model):
+    """logging_steps 3 with max_steps 4 never logged step 4: the record ended
+    a step before training did."""
+    from arca import train
+
+    cfg = config(tmp_path, random_model, max_steps=4, logging_steps=3, save_strategy="no")
+    train.main(["--config", str(cfg), "--shadow_diagnostics", "false", "--sample_every", "0"])
+    assert [r["step"] for r in metrics(tmp_path / "run")] == [3, 4]
+
+
+def test_a_diverging_learning_rate_is_named(tmp_path, capsys):
+    """--learning_rate 1e10 said `h_shift` has non-finite values, "fix the
+    upstream pass": a bug report, for a learning rate that blew the policy up."""
+    from arca.cli import main
+
+    argv = ["train", "--config", "tiny/arca_r64", "--output_dir", str(tmp_path / "run")]
+    argv += ["--learning_rate", "1e10", "--warmup_steps", "0", "--max_steps", "4"]
+    argv += ["--per_device_train_batch_size", "8", "--save_strategy", "no", "--sample_every", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.split("arca train: error: ")[-1]  # after the progress bar
+    assert re.search(
+        r"training diverged at step (\d+): after \d+ update\(s\) at learning_rate 1e\+10", err
+    ), err
+    assert "lower learning_rate" in err and "upstream" not in err

@@ -45,6 +45,16 @@ def check_like_mask(x: Tensor, mask: Tensor, name: str, *, trailing: int = 0) ->
         raise ValueError(f"`{name}` is on {x.device} but mask is on {mask.device}")
 
 
+class NonFiniteError(ValueError):
+    """A credit input holds NaN/Inf at a real completion position; ``name``
+    says which input. In training, after an update, it means the policy
+    diverged (``arca train`` says so)."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def check_finite(x: Tensor, mask: Tensor, name: str) -> None:
     """Raise if ``x`` holds NaN/Inf at a real (mask=1) position.
 
@@ -66,9 +76,10 @@ def check_finite(x: Tensor, mask: Tensor, name: str) -> None:
     if bool(bad.any()):
         b, t = (int(i) for i in bad.nonzero()[0])
         n = int(bad.sum())
-        raise ValueError(
+        raise NonFiniteError(
             f"`{name}` has {n} non-finite value(s) at real completion positions "
-            f"(first at row {b}, position {t}); mask them out or fix the upstream pass"
+            f"(first at row {b}, position {t}); mask them out or fix the upstream pass",
+            name,
         )
 
 

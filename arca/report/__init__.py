@@ -353,9 +353,13 @@ def _dropout_note(methods: Sequence[Method]) -> list[str]:
     ]
 
 
-def summary_text(tbl: dict[str, tables.Table], k: int = 4) -> str:
+def summary_text(tbl: dict[str, tables.Table], k: int | None = None) -> str:
     """A compact terminal table: accuracy, concentration and (with ground
-    truth) credit correctness of the trained scheme, per method."""
+    truth) credit correctness of the trained scheme, per method. ``k``: the
+    pass@k the tables hold (default: read from them)."""
+    if k is None:
+        keys = [c for r in tbl["table2_accuracy"] for c in r if str(c).startswith("pass@")]
+        k = int(keys[0].removeprefix("pass@")) if keys else 4
     acc = {r["method"]: r for r in tbl["table2_accuracy"]}
     corr = {r["method"]: r for r in tbl.get("credit_correctness", [])}
     rows = []
@@ -417,8 +421,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument(
         "--out",
-        help="output folder (default: RUN_DIR/report for one run, <common parent of the runs>/report "
-        "for several)",
+        help="output folder (default: RUN_DIR/report for one RUN_DIR, a run or a sweep; "
+        "<common parent of the runs>/report for several)",
     )
     p.add_argument("--title", default="arca report")
     p.add_argument(
@@ -441,8 +445,9 @@ def _main(args: argparse.Namespace) -> int:
     dirs = find_run_dirs(args.runs)
     out = Path(args.out) if args.out else Path(os.path.commonpath([d.resolve() for d in dirs]))
     if not args.out:
-        # One run: its own report/ folder, so that two runs' reports never collide.
-        out = out / "report"
+        # One folder given (a run, or a sweep of any size): its own report/;
+        # several: their common parent's. Two runs' reports never collide.
+        out = (Path(args.runs[0]) if len(args.runs) == 1 else out) / "report"
     base = args.base
     if base is None:
         found = [Path(r) / "base-model" / "diagnose.json" for r in args.runs]

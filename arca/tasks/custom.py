@@ -25,9 +25,13 @@ prompts ``[{"role": "assistant", "content": text}]``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
+import json
+import math
+import numbers
 import os
 import string
 import sys
@@ -35,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from arca.tasks.base import Task, TaskDataError, split_heldout
+from arca.tasks.base import Located, Task, TaskDataError, split_heldout
 
 #: TRL's reward names (``trl/scripts/grpo.py``'s registry, less the one that
 #: needs construction arguments), resolved in ``trl.rewards``.
@@ -110,6 +114,157 @@ def check_reward_func(func: Callable[..., Any], spec: str) -> None:
         )
 
 
+#: The keywords TRL passes every reward function besides the dataset's columns
+#: (which it passes all but ``prompt``, ``completion`` and ``completion_ids``).
+TRL_REWARD_KEYWORDS = (
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+)
+
+
+def check_reward_columns(func: Callable[..., Any], spec: str, columns: Sequence[str]) -> None:
+    """Refuse a reward function with a required argument that neither TRL's
+    keywords nor a dataset column (after ``columns`` renaming) would fill:
+    TRL would fail at the first step, inside its own code."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return
+    passed = [c for c in columns if c not in ("prompt", "completion", "completion_ids")]
+    for p in params:
+        if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.kind is p.POSITIONAL_ONLY or p.name not in (*TRL_REWARD_KEYWORDS, *passed):
+            raise ValueError(
+                f"reward_funcs: {spec} needs the argument {p.name!r}, which TRL fills from a "
+                f"data column of that name, but the data has none (columns: "
+                f"{', '.join(sorted(passed)) or 'none'}); rename one with columns "
+                f"(your_column: {p.name}), or give {p.name} a default"
+            )
+
+
+def check_reward_format(spec: str, conversational: bool) -> None:
+    """TRL's own rewards read conversational completions
+    (``completion[0]["content"]``); refuse them on text prompts, where TRL
+    hands them strings and they fail at the first step."""
+    if spec in TRL_REWARDS and not conversational:
+        raise ValueError(
+            f"reward_funcs: TRL's {spec} expects conversational completions "
+            "([{role, content}] messages), but the prompts are plain text; set "
+            "use_chat_template: true (a chat model) or give conversational prompts, or use a "
+            "reward written for text completions"
+        )
+
+
+class UserCodeError(Exception):
+    """A user's own function (a reward, an error locator) raised. The message
+    names the function and the prompt; ``__cause__`` is the function's own
+    exception, whose traceback ``arca`` prints above that line."""
+
+
+def _show(prompt: Any) -> str:
+    """A prompt, short, for an error line: a conversation's last message."""
+    text = prompt[-1].get("content", "") if is_conversation(prompt) else str(prompt)
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def checked_reward(func: Callable[..., Any], spec: str) -> Callable[..., Any]:
+    """``func`` (a reward with TRL's signature) whose every call is checked:
+    a list of one number or None per completion, else one line naming it; an
+    exception raised inside it becomes :class:`UserCodeError` naming it and
+    the prompt it failed on. Async rewards and reward models go to TRL as they are."""
+    if inspect.iscoroutinefunction(func) or hasattr(func, "forward"):
+        return func
+
+    @functools.wraps(func)
+    def reward(*args: Any, **kwargs: Any) -> list[Any]:
+        completions = kwargs.get("completions", [])
+        try:
+            out = func(*args, **kwargs)
+        except Exception as e:
+            raise UserCodeError(
+                f"reward_funcs: {spec} raised {type(e).__name__}: {e} (prompt "
+                f"{_failing_prompt(func, kwargs, len(completions))})"
+            ) from e
+        return reward_values(out, len(completions), spec)
+
+    return reward
+
+
+def reward_values(out: Any, n: int, spec: str) -> list[Any]:
+    """``out``, a reward function's return for ``n`` completions, as a list,
+    after checking it is one number (or None: does not apply) per completion."""
+    if hasattr(out, "tolist") and not isinstance(out, list | tuple):  # numpy, torch
+        out = out.tolist()
+    if not isinstance(out, list | tuple):
+        raise ValueError(
+            f"reward_funcs: {spec} returned {type(out).__name__}, not a list of {n} rewards "
+            "(one number, or None where it does not apply, per completion)"
+        )
+    if len(out) != n:
+        raise ValueError(
+            f"reward_funcs: {spec} returned {len(out)} rewards for {n} completions; return one "
+            "per completion (None where it does not apply)"
+        )
+    for i, r in enumerate(out):
+        if r is None:
+            continue
+        if not isinstance(r, numbers.Real):
+            raise ValueError(
+                f"reward_funcs: {spec} returned {r!r} ({type(r).__name__}) for completion {i}; "
+                "a reward is a number, or None where it does not apply"
+            )
+        if math.isinf(float(r)):
+            raise ValueError(
+                f"reward_funcs: {spec} returned {r} for completion {i}; rewards must be finite "
+                "(None or NaN: does not apply)"
+            )
+    return list(out)
+
+
+def _failing_prompt(func: Callable[..., Any], kwargs: dict[str, Any], n: int) -> str:
+    """The prompt of the first completion ``func`` raises on alone (TRL calls
+    rewards with keywords, one list entry per completion), else the batch's first."""
+    prompts = kwargs.get("prompts") or []
+    for i in range(n if n > 1 else 0):
+        one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+        try:
+            func(**one)
+        except Exception:
+            return _show(prompts[i]) if i < len(prompts) else "?"
+    return f"{_show(prompts[0])}, of a batch of {n}" if prompts else "?"
+
+
+def checked_locator(func: Callable[..., Any], spec: str) -> Callable[..., Any]:
+    """``func`` (an error locator) whose every call is checked: it returns an
+    :class:`arca.tasks.base.Located`, else one line naming it; an exception
+    raised inside it becomes :class:`UserCodeError` naming it and the prompt."""
+
+    @functools.wraps(func)
+    def locate(row: Mapping[str, Any], completion: str, *args: Any, **kwargs: Any) -> Located:
+        try:
+            out = func(row, completion, *args, **kwargs)
+        except Exception as e:
+            raise UserCodeError(
+                f"error_locator: {spec} raised {type(e).__name__}: {e} (prompt "
+                f"{_show(row.get('prompt', '?'))})"
+            ) from e
+        if not isinstance(out, Located):
+            raise ValueError(
+                f"error_locator: {spec} returned {out!r} ({type(out).__name__}), not "
+                "arca.tasks.base.Located (Located(first_error=None) for a correct completion, "
+                "else the character offset of its first error)"
+            )
+        return out
+
+    return locate
+
+
 def near_config(path: str, config_dir: Path) -> Path:
     """``path`` as given if it exists from the current folder, else beside
     the config file (so a config's own files are found from any folder)."""
@@ -128,6 +283,15 @@ def file_spec(spec: str, config_dir: Path = Path(".")) -> str:
         if where.endswith(".py"):
             return f"{near_config(where, config_dir)}:{name}"
     return spec
+
+
+def local_source(source: str, config_dir: Path = Path(".")) -> str:
+    """A data ``source`` as the file or folder it names, made absolute (looked
+    for from the current folder, then beside the config), so that a run
+    started elsewhere can never read another folder's file of the same name;
+    a Hub id, or a path that does not exist, as given."""
+    p = near_config(source, config_dir)
+    return str(p) if p.exists() else source
 
 
 def read_template(value: str | None) -> str | None:
@@ -230,6 +394,12 @@ def custom_row(
     """One data row, renamed, with its ``prompt`` built and checked."""
     if not isinstance(raw, dict):
         raise TaskDataError(f"{where}: expected an object with fields, got {type(raw).__name__}")
+    absent = [c for c in columns if c not in raw]
+    if absent:
+        raise TaskDataError(
+            f"{where}: columns renames {absent[0]!r}, which the row lacks (has: "
+            f"{', '.join(sorted(raw)) or 'none'}); fix the name in columns"
+        )
     row = {columns.get(k, k): v for k, v in raw.items()}
     if template is not None:
         row["prompt"] = format_prompt(row, template, where)
@@ -282,6 +452,15 @@ def load_custom(
                 "every row needs the same columns"
             )
     train, held = split_heldout(rows, heldout_size, seed)
+    # A held-out problem the policy also trains on measures memory, not skill.
+    seen = {json.dumps(r["prompt"], sort_keys=True) for r in train}
+    leaked = [r for r in held if json.dumps(r["prompt"], sort_keys=True) in seen]
+    if leaked:
+        raise TaskDataError(
+            f"{source}: {len(leaked)} of the {len(held)} held-out prompts are also training "
+            f"prompts (e.g. {_show(leaked[0]['prompt'])}), so the evaluation would score "
+            "problems the run trained on; remove the duplicate rows"
+        )
     return Task(
         name="custom",
         train=Dataset.from_list(train),
@@ -305,8 +484,6 @@ def call_rewards(
     none did).
     ``rows[i]`` is completion ``i``'s dataset row; ``trainer_state`` is ``None``
     outside training."""
-    import math
-
     prompts = [r["prompt"] for r in rows]
     comps: list[Any] = [
         [{"role": "assistant", "content": c}] if is_conversation(p) else c
@@ -325,12 +502,10 @@ def call_rewards(
     w = list(weights) if weights is not None else [1.0] * len(funcs)
     totals = [0.0] * len(completions)
     for f, wf in zip(funcs, w, strict=True):
-        out = f(prompts=prompts, completions=comps, completion_ids=ids, **kwargs)
         name = getattr(f, "__name__", repr(f))
-        if len(out) != len(completions):
-            raise ValueError(
-                f"reward_funcs: {name} returned {len(out)} rewards for {len(completions)} completions"
-            )
+        out = reward_values(
+            f(prompts=prompts, completions=comps, completion_ids=ids, **kwargs), len(comps), name
+        )
         for i, r in enumerate(out):
             if r is None or (isinstance(r, float) and math.isnan(r)):
                 continue
@@ -346,12 +521,22 @@ def prompt_text(prompt: str | list[Message], tokenizer: Any) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
-def check_chat_template(tokenizer: Any, task: Task, model: str) -> None:
+def check_chat_template(
+    tokenizer: Any, task: Task, model: str, use_chat_template: bool = True
+) -> None:
     """Conversational prompts need a tokenizer with a chat template; say so
-    before the model loads rather than fail inside TRL."""
+    before the model loads rather than fail inside TRL, naming what made the
+    prompts conversations: ``use_chat_template``, or the data itself."""
     first = task.heldout[0]["prompt"] if len(task.heldout) else task.train[0]["prompt"]
     if is_conversation(first) and not getattr(tokenizer, "chat_template", None):
+        if use_chat_template:
+            raise ValueError(
+                f"use_chat_template: {model}'s tokenizer has no chat template; use an "
+                "instruct/chat model (e.g. smollm2), or give text prompts with "
+                "use_chat_template: false"
+            )
         raise ValueError(
-            f"use_chat_template: {model}'s tokenizer has no chat template; use an instruct/chat "
-            "model (e.g. smollm2), or give text prompts with use_chat_template: false"
+            f"data: the prompts of {task.source or 'the data'} are conversations ({{role, "
+            f"content}} messages), which need a chat template, and {model}'s tokenizer has "
+            "none; use an instruct/chat model (e.g. smollm2), or give text prompts"
         )

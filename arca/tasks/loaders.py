@@ -94,13 +94,18 @@ def _read_file(path: Path) -> Iterator[tuple[Where, Any]]:
         raise TaskDataError(f"{path}: unsupported file type (use {', '.join(_SUFFIXES)})")
 
 
+def data_files(folder: Path) -> list[Path]:
+    """The data files of a folder source, in the order their rows are read."""
+    return sorted(p for p in folder.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+
+
 def read_rows(
     source: str, *, hub_config: str | None = None, split: str = "train"
 ) -> Iterator[tuple[Where, Any]]:
     """``(where, row)`` pairs from a local file/folder or a Hub dataset."""
     path = Path(os.path.expanduser(source))
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+        files = data_files(path)
         if not files:
             raise TaskDataError(f"{path}: folder holds no {', '.join(_SUFFIXES)} files")
         for f in files:
@@ -128,6 +133,64 @@ def read_rows(
             ) from None
         for n, row in enumerate(ds, 1):
             yield f"{source}[{split}]: row {n}", row
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, or of a folder's data files (their
+    relative names and contents, in the order :func:`read_rows` reads them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in data_files(path):
+            h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_of(f).encode())
+        return h.hexdigest()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def task_files(cfg: Mapping[str, Any]) -> list[Path]:
+    """The local files a run config reads: its data (file or folder), and the
+    ``.py`` files of its reward functions and error locator."""
+    out = []
+    data = cfg.get("data")
+    if data and Path(os.path.expanduser(data)).exists():
+        out.append(Path(os.path.expanduser(data)))
+    for spec in [*(cfg.get("reward_funcs") or []), cfg.get("error_locator")]:
+        if isinstance(spec, str) and ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+            out.append(Path(os.path.expanduser(spec.rsplit(":", 1)[0])))
+    return list(dict.fromkeys(out))
+
+
+def check_files(cfg: Mapping[str, Any], where: str = "files_sha256") -> dict[str, str]:
+    """The SHA-256 of every file :func:`task_files` names, after checking each
+    against the hash ``cfg["files_sha256"]`` recorded for the same path (a
+    run's ``config.yaml``): a file changed since is refused, naming it and both
+    hashes, so that a run is never resumed or evaluated on other data or
+    rewards than it trained on. A recorded file that is gone is refused too."""
+    recorded = cfg.get("files_sha256") or {}
+    if not isinstance(recorded, Mapping):
+        raise ValueError(f"{where}: must map file paths to SHA-256 hashes, got {recorded!r}")
+    now = {str(p): sha256_of(p) for p in task_files(cfg)}
+    for path, then in recorded.items():
+        if path in now and now[path] != then:
+            raise ValueError(
+                f"{where}: {path} has changed since the run recorded it (sha256 {then[:12]}... "
+                f"then, {now[path][:12]}... now); restore that file, or train a new run on this one"
+            )
+        if path not in now and not Path(path).exists() and _still_named(path, cfg):
+            raise ValueError(
+                f"{where}: {path} (sha256 {then[:12]}...) no longer exists; the run read it, "
+                "so restore it there"
+            )
+    return now
+
+
+def _still_named(path: str, cfg: Mapping[str, Any]) -> bool:
+    specs = [cfg.get("data"), *(cfg.get("reward_funcs") or []), cfg.get("error_locator")]
+    return any(isinstance(s, str) and (s == path or s.startswith(f"{path}:")) for s in specs)
 
 
 def _text(row: Any, col: str, where: Where) -> str:
@@ -336,9 +399,21 @@ def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -
     ``reward_funcs``, ...), as training and evaluation both see it.
     ``train_size`` overrides the arithmetic task's (evaluation needs only the
     held-out rows)."""
-    from arca.tasks.custom import as_chat, load_callable, load_custom, parse_columns, read_template
+    from arca.tasks.custom import (
+        as_chat,
+        check_reward_columns,
+        check_reward_format,
+        checked_locator,
+        checked_reward,
+        is_conversation,
+        load_callable,
+        load_custom,
+        parse_columns,
+        read_template,
+    )
 
     check_task_config(cfg)
+    check_files(cfg)
     name = cfg.get("task", "arithmetic")
     template = read_template(cfg.get("prompt_template"))
     if name == CUSTOM:
@@ -376,7 +451,8 @@ def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -
     if cfg.get("reward_weights") is not None:
         task.reward_weights = [float(w) for w in cfg["reward_weights"]]
     if cfg.get("error_locator") and cfg["error_locator"] != MC:
-        task.locate_error = load_callable(cfg["error_locator"], "error_locator")
+        spec = cfg["error_locator"]
+        task.locate_error = checked_locator(load_callable(spec, "error_locator"), spec)
     if cfg.get("step_rule"):
         task.step_rule = load_callable(cfg["step_rule"], "step_rule")
     if cfg.get("use_chat_template"):
@@ -394,6 +470,15 @@ def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -
             Dataset.from_list([{**r, "prompt": as_chat(r["prompt"], system)} for r in ds])
             for ds in (task.train, task.heldout)
         )
+    if task.reward_funcs:
+        # Before any model loads: what TRL would otherwise fail on at the first step.
+        chat = is_conversation((task.train[0] if len(task.train) else task.heldout[0])["prompt"])
+        for spec, f in zip(funcs, task.reward_funcs, strict=True):
+            check_reward_format(spec, chat)
+            check_reward_columns(f, spec, task.train.column_names)
+        task.reward_funcs = [
+            checked_reward(f, s) for f, s in zip(task.reward_funcs, funcs, strict=True)
+        ]
     return task
 
 

@@ -936,3 +936,31 @@ def test_method_fields_default_to_what_arca_train_runs_with():
             continue
         assert name in defaults, f"{name} is not a setting of arca train"
         assert value == chosen.get(name, defaults[name]), name
+
+
+def test_initial_model_rows_keep_runs_of_other_setups_apart(tmp_path):
+    """Step-1 batches of one seed are one batch only for runs of one setup:
+    level 1 and level 3 (or another K) give a row each, never the first run's."""
+    for name, level, k, g in (
+        ("a", 1, 4, 0.5),
+        ("b", 3, 4, 0.9),
+        ("c", 3, 8, 0.7),
+        ("d", 3, 4, 0.9),
+    ):
+        make_run(
+            tmp_path / "r", name, 1, scheme="surprisal" if name != "d" else "entropy",
+            rewards=[0.1, 0.1], gini=[g, g], eff=[0.1, 0.1], shadow={"surprisal": (g, 0.1)},
+            config={"level": level, "num_generations": k,
+                    "learning_rate": 1e-4 if name == "d" else 3e-4},
+        )  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report")
+    lead = [r for r in res["tables"]["shadow_gini"] if r["trains"] == "-"]
+    got = {r["run"]: (r["surprisal"].value, r["surprisal"].seeds) for r in lead}
+    # b and d differ in scheme and learning rate alone: one step-1 batch.
+    assert got == {
+        "initial model (step-1 batches), beside a": (0.5, 1),
+        "initial model (step-1 batches), beside b, d": (0.9, 1),
+        "initial model (step-1 batches), beside c": (0.7, 1),
+    }
+    eff = res["tables"]["shadow_effective_ratio"]
+    assert [r["run"] for r in eff[3:]] == ["a", "b", "c", "d"] and "mean T" in eff[3]

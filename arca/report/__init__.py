@@ -263,7 +263,11 @@ def _markdown(
             "the runs' rows over those with a negative advantage."
             if diagnosis
             else "The first row is the initial model: each run's step-1 batch was sampled and "
-            "scored before any update (one batch per seed and kind of run)."
+            "scored before any update (one batch per seed). Runs whose step-1 batches differ "
+            "in more than the seed (another model, task, level, data, batch, K, decoding or "
+            "scheme setting; not the trained scheme, learning rate or LoRA rank, which do not "
+            "act before the first update) get an initial-model row each, labelled with their "
+            "methods."
         )
         lines += [
             "## Shadow diagnostics: every scheme on each run's batches",

@@ -134,8 +134,7 @@ SCHEME_FIELDS = (
 )
 #: The adapter's size, which ``arca report --any-rank`` lets a comparison cross.
 RANK_FIELDS = ("lora_r", "lora_alpha")
-#: What only optimisation decides: runs that differ in these alone sampled and
-#: scored the same step-1 batch (same seed), before any update.
+#: What only optimisation decides (step 1 is sampled and scored before any update).
 OPTIMISER_FIELDS = (
     "learning_rate",
     "lr_scheduler_type",
@@ -150,6 +149,23 @@ OPTIMISER_FIELDS = (
     "adam_beta2",
     "adam_epsilon",
 )
+
+
+#: The adapter's shape: a LoRA adapter starts at zero (B = 0), so at step 1 the
+#: policy is the initial model whatever its rank, targets or dropout.
+ADAPTER_SHAPE_FIELDS = tuple(
+    f for f in METHOD_FIELDS if f.startswith("lora_") or f in ("use_dora", "use_rslora")
+)
+
+
+def step1_setup(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides a run's step-1 batch and how its schemes score it, seed
+    aside: its :func:`method_identity` without the trained scheme, the
+    optimiser's settings and the adapter's shape (step 1 is sampled and scored
+    by the initial model, before any update). Runs that share it and a seed
+    sampled and scored the same batch."""
+    free = {"token_weighting", *OPTIMISER_FIELDS, *ADAPTER_SHAPE_FIELDS}
+    return tuple(v for f, v in method_identity(config).items() if f not in free)
 
 
 def _frozen(v: Any) -> Any:

@@ -27,6 +27,7 @@ from arca.report.runs import (
     aligned,
     differing_fields,
     identity_differences,
+    step1_setup,
 )
 from arca.stats import bootstrap_ci, paired_bootstrap
 
@@ -440,13 +441,15 @@ def shadow_tables(
     for key, _ in SHADOW_METRICS:
         if not any(_has(m, f"credit/{s}/{key}") for m in methods for s in schemes):
             continue
-        rows: Table = []
         if base is not None:
-            b, label = base["per_key"][key], base["label"]
+            cells = base["per_key"][key] | {"mean T": Cell(base["mean_length"])}
+            leads = [(base["label"], cells)]
         else:
-            b = _base_from_first_steps(methods, schemes, key)
-            label = "initial model (step-1 batches)"
-        rows.append({"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}})
+            leads = _base_from_first_steps(methods, schemes, key)
+        rows: Table = [
+            {"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}}
+            for label, b in leads
+        ]
         for m in methods:
             row: dict[str, Any] = {"run": m.name, "trains": kind(m)}
             for s in schemes:
@@ -457,8 +460,9 @@ def shadow_tables(
                 )
             rows.append(row)
         if key in ("effective_ratio", "effective_n"):  # EffN/T means little without T
-            rows[0]["mean T"] = Cell(base["mean_length"]) if base is not None else b["mean T"]
-            for row, m in zip(rows[1:], methods, strict=True):
+            for row, (_, b) in zip(rows, leads, strict=False):
+                row["mean T"] = b["mean T"]
+            for row, m in zip(rows[len(leads) :], methods, strict=True):
                 row["mean T"] = Cell.of(m.per_seed("credit/length"))
         out[f"shadow_{key}"] = rows
     return out
@@ -466,23 +470,32 @@ def shadow_tables(
 
 def _base_from_first_steps(
     methods: Sequence[Method], schemes: Sequence[str], key: str
-) -> dict[str, Any]:
-    """Each scheme's value at step 1, one value per distinct step-1 batch:
-    runs of one kind (LoRA or full) that share a seed sampled the same batch."""
-    out: dict[str, Any] = {}
-    for s in (*schemes, "mean T"):
-        if s != "mean T" and _needs_policy(s):
-            out[s] = UNDEFINED
-            continue
-        metric = "credit/length" if s == "mean T" else f"credit/{s}/{key}"
-        seen: dict[tuple[int, bool], float] = {}
-        for m in methods:
-            for r in m.runs:
+) -> list[tuple[str, dict[str, Any]]]:
+    """The initial model's rows: per :func:`arca.report.runs.step1_setup`, each scheme's value
+    at step 1, one value per distinct step-1 batch (one per seed). One row when
+    every run shares one setup, else one per setup, labelled with its methods."""
+    setups: dict[tuple[Any, ...], list[Run]] = {}
+    for m in methods:
+        for r in m.runs:
+            setups.setdefault(step1_setup(r.config), []).append(r)
+    label = "initial model (step-1 batches)"
+    leads = []
+    for runs in setups.values():
+        out: dict[str, Any] = {}
+        for s in (*schemes, "mean T"):
+            if s != "mean T" and _needs_policy(s):
+                out[s] = UNDEFINED
+                continue
+            metric = "credit/length" if s == "mean T" else f"credit/{s}/{key}"
+            seen: dict[int, float] = {}
+            for r in runs:
                 v = r.at_step_1(metric)
                 if not math.isnan(v):
-                    seen.setdefault((r.seed, r.full), v)
-        out[s] = Cell.of(list(seen.values()))
-    return out
+                    seen.setdefault(r.seed, v)
+            out[s] = Cell.of(list(seen.values()))
+        beside = ", ".join(dict.fromkeys(r.label or r.name for r in runs))
+        leads.append((label if len(setups) == 1 else f"{label}, beside {beside}", out))
+    return leads
 
 
 def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any]:

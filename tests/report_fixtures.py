@@ -53,6 +53,8 @@ def make_run(
         "weight_eps": 1e-8,
         "model_name_or_path": "tiny",
         "task": "arithmetic",
+        "temperature": 1.0,  # the presets' decoding
+        "top_p": 0.95,
     }
     if full:
         cfg["use_peft"] = False

@@ -964,3 +964,25 @@ def test_initial_model_rows_keep_runs_of_other_setups_apart(tmp_path):
     }
     eff = res["tables"]["shadow_effective_ratio"]
     assert [r["run"] for r in eff[3:]] == ["a", "b", "c", "d"] and "mean T" in eff[3]
+
+
+def test_a_diagnosis_scored_otherwise_than_the_runs_is_marked(truth_dir, tmp_path):
+    """The base-model row of the shadow tables says when the diagnosis used
+    another eps, quantile, eps mode or decoding than the runs beside it."""
+    import json
+    import shutil
+
+    root, _ = truth_dir
+    base = tmp_path / "base"
+    shutil.copytree(root / "base-model", base)
+    res = build_report([root], tmp_path / "same", base=base)
+    label = res["tables"]["shadow_gini"][0]["run"]
+    assert label == "base model (256 completions, sampled from the base model; arca diagnose)"
+    diag = json.loads((base / "diagnose.json").read_text())
+    (base / "diagnose.json").write_text(json.dumps({**diag, "eps": 1e-3, "temperature": 0.7}))
+    res = build_report([root], tmp_path / "other", base=base)
+    label = res["tables"]["shadow_gini"][0]["run"]
+    assert label.endswith(
+        "; scored otherwise than the runs: weight_eps 0.001 (runs: 1e-08), "
+        "temperature 0.7 (runs: 1.0))"
+    ), label

@@ -151,6 +151,27 @@ OPTIMISER_FIELDS = (
 )
 
 
+#: The settings ``arca diagnose`` scores with that its ``diagnose.json`` does
+#: not record and its command line does not take (arca/diagnose.py:
+#: ``sample_completions`` samples at temperature 1.0 and top-p 0.95, the
+#: weights use the absolute eps floor). A diagnosis that records one of them
+#: overrides this.
+DIAGNOSE_FIXED: dict[str, Any] = {"weight_eps_mode": "absolute", "temperature": 1.0, "top_p": 0.95}
+
+
+def diagnosis_settings(diagnosis: dict[str, Any]) -> dict[str, Any]:
+    """What an ``arca diagnose`` result was computed with, as
+    :data:`METHOD_FIELDS` names it (unrecorded fields left out)."""
+    recorded = {
+        "model_name_or_path": diagnosis.get("base"),
+        "task": diagnosis.get("task"),
+        "weight_eps": diagnosis.get("eps"),
+        "high_entropy_quantile": diagnosis.get("high_entropy_quantile"),
+    }
+    fixed = {f: diagnosis.get(f, v) for f, v in DIAGNOSE_FIXED.items()}
+    return {f: v for f, v in (recorded | fixed).items() if v is not None}
+
+
 #: The adapter's shape: a LoRA adapter starts at zero (B = 0), so at step 1 the
 #: policy is the initial model whatever its rank, targets or dropout.
 ADAPTER_SHAPE_FIELDS = tuple(

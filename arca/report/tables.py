@@ -25,6 +25,7 @@ from arca.report.runs import (
     Method,
     Run,
     aligned,
+    diagnosis_settings,
     differing_fields,
     identity_differences,
     step1_setup,
@@ -443,7 +444,7 @@ def shadow_tables(
             continue
         if base is not None:
             cells = base["per_key"][key] | {"mean T": Cell(base["mean_length"])}
-            leads = [(base["label"], cells)]
+            leads = [(_marked(base, methods), cells)]
         else:
             leads = _base_from_first_steps(methods, schemes, key)
         rows: Table = [
@@ -466,6 +467,19 @@ def shadow_tables(
                 row["mean T"] = Cell.of(m.per_seed("credit/length"))
         out[f"shadow_{key}"] = rows
     return out
+
+
+def _marked(base: dict[str, Any], methods: Sequence[Method]) -> str:
+    """The diagnosis row's label, saying where it was scored otherwise than
+    the runs beside it (another eps, quantile, eps mode, decoding, model or task)."""
+    diffs = []
+    for f, v in base.get("settings", {}).items():
+        theirs = list(dict.fromkeys(str(m.identity[f]) for m in methods if m.identity[f] != v))
+        if theirs:
+            diffs.append(f"{f} {v} (runs: {', '.join(theirs)})")
+    if not diffs:
+        return base["label"]
+    return f"{base['label'][:-1]}; scored otherwise than the runs: {', '.join(diffs)})"
 
 
 def _base_from_first_steps(
@@ -524,6 +538,7 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
         "label": f"base model ({n} completions, {src}; arca diagnose)",
         "per_key": per_key,
         "mean_length": float(diagnosis.get("mean_length", math.nan)),
+        "settings": diagnosis_settings(diagnosis),
     }
 
 

@@ -229,6 +229,19 @@ class CreditGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"num_generations: a group needs at least 2 completions, got {self.num_generations}"
             )
+        if (
+            self.advantage_estimator == "rloo"
+            and self.multi_objective_aggregation == "normalize_then_sum"
+        ):
+            # TRL z-scores each reward in its group, sums them and z-scores the
+            # sum over the batch: arca's K/(K-1) on that would be labelled RLOO
+            # and be neither RLOO nor GRPO.
+            raise ValueError(
+                "multi_objective_aggregation: 'normalize_then_sum' standardises each reward "
+                "and their sum, so advantage_estimator 'rloo' (unscaled rewards minus the "
+                "leave-one-out mean) cannot hold; use multi_objective_aggregation: "
+                "sum_then_normalize with rloo, or advantage_estimator: grpo"
+            )
         if self.advantage_estimator == "rloo" and self.scale_rewards not in ("none", False):
             # RLOO's baseline: K/(K-1) * (R - mean), from TRL's unscaled advantage.
             if self.scale_rewards not in ("group", True):  # TRL's default, said below

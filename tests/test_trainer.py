@@ -191,6 +191,21 @@ def test_configs_where_token_weights_would_be_a_no_op_are_refused(kwargs, messag
         CreditGRPOConfig(output_dir="/tmp/x", report_to=[], use_cpu=True, **kwargs)
 
 
+def test_rloo_with_normalize_then_sum_is_refused():
+    """TRL's normalize_then_sum z-scores each reward in its group and the sum
+    over the batch: that is no leave-one-out baseline, whatever the label."""
+    with pytest.raises(ValueError, match="multi_objective_aggregation: 'normalize_then_sum'.*rloo"):
+        CreditGRPOConfig(
+            output_dir="/tmp/x", report_to=[], use_cpu=True, advantage_estimator="rloo",
+            multi_objective_aggregation="normalize_then_sum",
+        )  # fmt: skip
+    cfg = CreditGRPOConfig(
+        output_dir="/tmp/x", report_to=[], use_cpu=True,
+        multi_objective_aggregation="normalize_then_sum",
+    )  # fmt: skip
+    assert cfg.advantage_estimator == "grpo"  # GRPO's z-score is what it computes
+
+
 def test_rloo_says_it_unscales_the_rewards(caplog):
     with caplog.at_level("WARNING", logger="arca.trainer"):
         cfg = CreditGRPOConfig(

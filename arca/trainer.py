@@ -29,7 +29,10 @@ arca reads the same inputs from that pass (with its dropout, as TRL's old
 log-probs). Only ``credit_from_training_forward=False`` adds a pass: one
 no-grad, dropout-free pass at generation time.
 Adapter-off inputs (reference log-probs, base hidden states) come from TRL's
-own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass.
+own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass. They
+are the initial policy's: for a PeftModel given with a non-zero adapter, a frozen
+copy of that adapter (:data:`REF_ADAPTER`, TRL's KL reference), never the bare
+base model.
 
 Extra forward passes per generated batch, on top of stock TRL:
 
@@ -102,6 +105,7 @@ from torch import Tensor, nn
 from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import use_adapter
 
 from arca.credit import (
     BUILTIN_SCHEMES,
@@ -270,6 +274,46 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
+#: TRL's name for the frozen copy of a given PeftModel's adapter, its KL
+#: reference with ``beta > 0``; arca makes the same copy with ``beta = 0``
+#: (:func:`_keep_initial_adapter`), so the initial policy is one thing.
+REF_ADAPTER = "ref"
+
+
+def _keep_initial_adapter(model: Any, args: CreditGRPOConfig) -> None:
+    """Divergence, ARCA and drift compare the policy with the initial policy.
+    For a PeftModel given with an adapter that is already non-zero, that is the
+    adapter as given, not the base model without it: keep a frozen copy of it
+    as :data:`REF_ADAPTER`, as TRL does for its KL reference when ``beta > 0``
+    (then TRL makes it). Nothing is done when no scheme needs the initial
+    policy or the adapter starts at zero (then disabling it is the same)."""
+    from peft import PeftModel
+
+    scheme = get_scheme(args.token_weighting)
+    needs = set(scheme.requires) | (_BASE_INPUTS if args.shadow_diagnostics else set())
+    if not isinstance(model, PeftModel) or not needs & _BASE_INPUTS:
+        return
+    if REF_ADAPTER in model.peft_config or "default" not in model.peft_config:
+        return
+    if all(
+        p.count_nonzero() == 0
+        for n, p in model.named_parameters()
+        if ".default." in n and "lora_B" in n
+    ):
+        return
+    model.add_adapter(REF_ADAPTER, model.peft_config["default"])
+    for name, param in model.named_parameters():
+        if ".default." in name:
+            ref = model.get_parameter(name.replace(".default.", f".{REF_ADAPTER}."))
+            ref.data.copy_(param.data)
+            ref.requires_grad_(False)
+    logger.info(
+        "the model's adapter is not zero: divergence, ARCA and credit/drift_kl compare with a "
+        "frozen copy of it (adapter %r), the initial policy",
+        REF_ADAPTER,
+    )
+
+
 #: What a changed TRL call order means (see ``CreditGRPOTrainer._compute_loss``).
 CALL_ORDER_BROKEN = (
     "TRL's call order changed: arca's deferred weighting (credit_from_training_forward: "
@@ -324,6 +368,9 @@ class CreditGRPOTrainer(GRPOTrainer):
             # As GRPOTrainer builds a GRPOConfig when given none.
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             kwargs["args"] = CreditGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
+        config = args[1] if len(args) >= 2 else kwargs["args"]
+        if isinstance(config, CreditGRPOConfig) and config.beta == 0.0:
+            _keep_initial_adapter(model, config)
         super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
@@ -473,11 +520,7 @@ class CreditGRPOTrainer(GRPOTrainer):
             hooks = self._reference_hooks(C)
         else:
             model, hooks = self.model, self._policy_hooks(C, hidden=True)
-            off = (
-                self.accelerator.unwrap_model(model).disable_adapter()
-                if not adapter
-                else nullcontext()
-            )
+            off = self._initial_adapter() if not adapter else nullcontext()
         unwrapped = self.accelerator.unwrap_model(model)
         # eval_mode: dropout off, so weights never depend on a dropout draw.
         with torch.no_grad(), eval_mode(unwrapped), off, hooks as cap:
@@ -552,9 +595,21 @@ class CreditGRPOTrainer(GRPOTrainer):
         )
 
     def _adapter_off(self) -> bool:
-        """Is the policy's adapter disabled (inside ``disable_adapter()``)?"""
+        """Is the policy's adapter off: disabled (``disable_adapter()``), or the
+        initial policy's copy of it (:data:`REF_ADAPTER`) active in its place?"""
         probe = self._tuner_probe()
-        return probe is not None and bool(probe.disable_adapters)
+        return probe is not None and (
+            bool(probe.disable_adapters) or REF_ADAPTER in probe.active_adapters
+        )
+
+    def _initial_adapter(self) -> Any:
+        """A context in which the policy is the initial policy: its
+        :data:`REF_ADAPTER` (the adapter as given, frozen) when it has one, as
+        TRL's KL reference pass uses it, else the adapter disabled."""
+        model = self.accelerator.unwrap_model(self.model)
+        if REF_ADAPTER in getattr(model, "peft_config", {}):
+            return use_adapter(model, adapter_name=REF_ADAPTER)
+        return model.disable_adapter()
 
     def _tuner_probe(self) -> Any:
         """One of the policy's peft tuner layers (they share the adapter state), or None."""
@@ -566,17 +621,17 @@ class CreditGRPOTrainer(GRPOTrainer):
     @contextmanager
     def _capture_reference(self) -> Iterator[list[Tensor]]:
         """Keep the backbone's output of TRL's KL-reference forward: the
-        policy's with the adapter disabled, or TRL's reference model's."""
+        policy's with the adapter disabled or TRL's reference adapter active
+        (a PeftModel given with its adapter), or TRL's reference model's."""
         if self._frozen_ref is not None:
             with capture_final_hidden(self.accelerator.unwrap_model(self._frozen_ref), None) as c:
                 yield c
             return
-        probe = self._tuner_probe()
-        if probe is None:
+        if self._tuner_probe() is None:
             yield []
             return
         model = self.accelerator.unwrap_model(self.model)
-        with capture_final_hidden(model, None, keep=lambda: probe.disable_adapters) as chunks:
+        with capture_final_hidden(model, None, keep=self._adapter_off) as chunks:
             yield chunks
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:

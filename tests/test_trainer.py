@@ -58,13 +58,22 @@ def make(
         **extra,
     )
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=lora_dropout)
+    if peft == "model":  # a PeftModel whose adapter was trained before (non-zero)
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
     return cls(
         model=model,
         reward_funcs=reward,
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        peft_config=lora if peft else None,
+        peft_config=lora if peft is True else None,
         **(trainer_kw or {}),
     )
 
@@ -398,6 +407,50 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     own = tr._scoring_pass(captured["out"], adapter=False)
     torch.testing.assert_close(captured["inputs"]["ref_logps"], own["logps"])
     torch.testing.assert_close(captured["inputs"]["h_base"], own["hidden"])
+
+
+@pytest.mark.parametrize("scheme", ["divergence", "arca"])
+def test_a_peft_model_with_kl_is_compared_with_trls_reference_adapter(scheme, tmp_path):
+    """A PeftModel with beta > 0: TRL's KL reference is a frozen copy of the
+    adapter as given ("ref"), not the bare base model. arca's base side is that
+    same pass: no extra forward, the reference log-probs TRL's own, the base
+    hidden state the reference adapter's, drift equal to TRL's kl."""
+    from trl.trainer.utils import use_adapter
+
+    from arca.scoring import capture_final_hidden
+
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=0.04, peft="model")
+    model = tr.accelerator.unwrap_model(tr.model)
+    assert "ref" in model.peft_config  # TRL's reference adapter
+    _randomise_adapter(tr)  # the policy moves away from it (the "ref" copy stays)
+    n, out = _full_forwards(tr)
+    assert n == 2  # the training forward and TRL's reference pass, nothing more
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    C = out["completion_ids"].shape[1]
+    with torch.no_grad(), use_adapter(model, "ref"), capture_final_hidden(model, C) as h:
+        ref_logps, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, C)
+    torch.testing.assert_close(out["ref_per_token_logps"], ref_logps)
+    if scheme == "divergence":
+        torch.testing.assert_close(out["arca_ref_logps"], ref_logps)
+    else:
+        torch.testing.assert_close(out["arca_h_base"], torch.cat(h, dim=0))
+    with torch.no_grad(), model.disable_adapter():  # the bare base model differs
+        bare, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, C)
+    assert not torch.allclose(bare, ref_logps, atol=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.04, 0.0])
+def test_a_peft_models_drift_is_from_the_adapter_as_given(beta, tmp_path):
+    """Drift, divergence and ARCA compare with the initial policy: the adapter
+    as given, zero at step 1 (TRL's kl too with beta > 0), whatever beta."""
+    tr = make(tmp=str(tmp_path), token_weighting="divergence", beta=beta, steps=2, peft="model")
+    tr.train()
+    logs = [h for h in tr.state.log_history if "credit/drift_kl" in h]
+    assert len(logs) == 2 and logs[0]["credit/drift_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert logs[1]["credit/drift_kl"] > 1e-6  # one update later the policy has moved
+    for h in logs if beta else []:  # from the adapter as given, as TRL's KL is
+        assert h["credit/drift_kl"] == pytest.approx(h["kl"], rel=1e-4, abs=1e-9)
 
 
 # ------------------------------------------------------------ ground truth

@@ -13,7 +13,10 @@ sequence, so the same advantages keep each sequence's share and redistribute it
 over its tokens by ``w`` (:func:`arca.credit.weighted_pg_loss` is the reference
 for each, tested); ``luspo``, ``vespo`` and sequence-level importance sampling
 are refused (:data:`arca.credit.loss.REFUSED_LOSS_TYPES`). Weights are detached
-and computed once per generated batch.
+and computed once per generated batch; when ``high_entropy`` is weighed (trained
+or shadow), once per micro-batch: its threshold is TRL's, the top quantile of
+the real tokens of the rows TRL trains in one forward, gathered from every
+process, whichever path read the entropies.
 
 Where the schemes' inputs come from. Policy-side inputs (log-probs, entropies,
 the adapted hidden state, the LoRA layers' outputs) are read from the training
@@ -274,6 +277,10 @@ def _reject_frozen_peft(model: Any) -> None:
         )
 
 
+#: The prefix of the schemes' inputs held in a generated batch until TRL trains
+#: each of its micro-batches (``CreditGRPOTrainer._weigh_or_hold``).
+HELD = "arca_held_"
+
 #: TRL's name for the frozen copy of a given PeftModel's adapter, its KL
 #: reference with ``beta > 0``; arca makes the same copy with ``beta = 0``
 #: (:func:`_keep_initial_adapter`), so the initial policy is one thing.
@@ -392,6 +399,9 @@ class CreditGRPOTrainer(GRPOTrainer):
                 f"produce: {', '.join(sorted(unknown))}"
             )
         self._needs = needs
+        # high_entropy's threshold is taken over each micro-batch TRL trains
+        # (TRL's rule): weighed at generation time, a batch is held until then.
+        self._per_micro_batch = self.scheme.name == "high_entropy" or self.args.shadow_diagnostics
         self._needs_policy = bool(needs & _POLICY_INPUTS)
         self._needs_base = bool(needs & _BASE_INPUTS)
         if "h_shift" in needs and not self._peft:
@@ -662,14 +672,35 @@ class CreditGRPOTrainer(GRPOTrainer):
         if policy and out.get("old_per_token_logps") is not None:
             # Read in TRL's old-log-prob pass: the model's mode, so its dropout.
             p = self._dropout_p if self.model.training else 0.0
-            return self._apply_credit(out, self._credit_inputs(out, reference, policy), dropout=p)
+            return self._weigh_or_hold(out, self._credit_inputs(out, reference, policy), p)
         if not self._defer(out):
-            return self._apply_credit(out, self._credit_inputs(out, reference), dropout=0.0)
+            return self._weigh_or_hold(out, self._credit_inputs(out, reference), 0.0)
         # Deferred: TRL splits and shuffles `out` into micro-batches, these keys included.
         out["arca_advantage"] = out["advantages"]
         if self._needs_base:
             for k, v in self._base_inputs(out, reference).items():
                 out[f"arca_{k}"] = v
+        return out
+
+    def _weigh_or_hold(
+        self, out: dict[str, Any], credit: dict[str, Tensor], dropout: float
+    ) -> dict[str, Any]:
+        """Weigh a batch whose inputs were read at generation time, or, when
+        ``high_entropy`` is among the weighted schemes, hold the inputs in
+        ``out`` (under :data:`HELD`; TRL shuffles and splits them with their
+        rows) and weigh each micro-batch when TRL trains it
+        (:meth:`_compute_loss`): its threshold is one micro-batch's, as on the
+        in-forward path and in TRL, and TRL splits the batch only after this
+        returns."""
+        if not self._per_micro_batch:
+            return self._apply_credit(out, credit, dropout=dropout)
+        rows = out["advantages"].size(0)
+        out["arca_advantage"] = out["advantages"]
+        out[f"{HELD}dropout"] = torch.full((rows,), dropout)
+        # The step the batch was generated at, as samples.jsonl labels it.
+        out[f"{HELD}step"] = torch.full((rows,), self.state.global_step + 1)
+        for k, v in credit.items():
+            out[f"{HELD}{k}"] = v
         return out
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
@@ -686,6 +717,20 @@ class CreditGRPOTrainer(GRPOTrainer):
         placeholder that raises on any use, and a forward that never came is an
         error once TRL returns. tests/test_trainer.py breaks both on purpose.
         """
+        if f"{HELD}dropout" in inputs:
+            # A micro-batch read at generation time (:meth:`_weigh_or_hold`):
+            # weighed once, at its first training forward; TRL reuses the dict
+            # with num_iterations > 1, by then holding the weighted advantages.
+            held = {k[len(HELD) :]: inputs.pop(k) for k in list(inputs) if k.startswith(HELD)}
+            dropout, step = held.pop("dropout"), held.pop("step")
+            self._apply_credit(
+                inputs,
+                held,
+                dropout=float(dropout[0]) if dropout.numel() else 0.0,
+                step=int(step[0]) if step.numel() else None,
+            )
+            del inputs["arca_advantage"]
+            return super()._compute_loss(model, inputs)
         if "arca_advantage" not in inputs:
             return super()._compute_loss(model, inputs)
         inputs["advantages"] = _NOT_YET_WEIGHTED
@@ -744,11 +789,16 @@ class CreditGRPOTrainer(GRPOTrainer):
         return logps, ent, aux
 
     def _apply_credit(
-        self, out: dict[str, Any], credit: dict[str, Tensor], dropout: float
+        self,
+        out: dict[str, Any],
+        credit: dict[str, Tensor],
+        dropout: float,
+        step: int | None = None,
     ) -> dict[str, Any]:
         """Set ``out["advantages"]`` to ``A_i * T_i * w_it`` from TRL's ``(B,)``
         advantages and the schemes' inputs in ``credit`` (read from a forward
-        whose dropout probability was ``dropout``)."""
+        whose dropout probability was ``dropout``; ``step``: the step the batch
+        was generated at, if not this one)."""
         adv = out.get("arca_advantage", out["advantages"])
         if self.args.advantage_estimator == "rloo":
             k = self.num_generations
@@ -768,7 +818,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
         # Numbered as metrics.jsonl numbers steps: global_step counts the steps done.
-        step = self.state.global_step + 1
+        step = self.state.global_step + 1 if step is None else step
         # A batch generated now is trained on for this many optimizer steps.
         ga = self.args.gradient_accumulation_steps
         span = -(-self.args.steps_per_generation * self.num_iterations // ga)
@@ -793,9 +843,17 @@ class CreditGRPOTrainer(GRPOTrainer):
         return out
 
     def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
-        """``scheme``'s normalised weights from the inputs in ``credit``."""
+        """``scheme``'s normalised weights from the inputs in ``credit``.
+
+        ``high_entropy`` takes its threshold over the real tokens of the rows
+        being weighed (one micro-batch: see :meth:`_weigh_or_hold`) on every
+        process, as TRL's ``get_high_entropy_mask`` does: one rule on every
+        path and for any number of processes. A collective then."""
         req = {k: credit[k] for k in get_scheme(scheme).requires}
-        opts = {"quantile": self.args.high_entropy_quantile} if scheme == "high_entropy" else None
+        opts = None
+        if scheme == "high_entropy":
+            pool = self._entropy_pool(credit["entropies"], mask)
+            opts = {"quantile": self.args.high_entropy_quantile, "pool": pool}
         return token_weights(
             scheme,
             mask=mask,
@@ -804,6 +862,18 @@ class CreditGRPOTrainer(GRPOTrainer):
             options=opts,
             **req,
         )
+
+    def _entropy_pool(self, entropies: Tensor, mask: Tensor) -> Tensor:
+        """The entropies of the real tokens in ``mask`` on every process, in
+        float32: the pool ``high_entropy``'s quantile is taken over, gathered as
+        TRL's ``get_high_entropy_mask`` gathers it. A collective."""
+        local = entropies[mask.bool()].float()
+        if self.accelerator.num_processes == 1:
+            return local
+        pad = -1e9  # entropies are >= 0, so no real one is the padding
+        padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=pad)
+        every = self.accelerator.gather(padded)
+        return every[every != pad]
 
     def _log_credit(
         self,

@@ -43,9 +43,9 @@ def make(
     ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]})
     extra.setdefault("save_strategy", "no")
     extra.setdefault("loss_type", "grpo")
+    extra.setdefault("per_device_train_batch_size", 8)
     args = cfg(
         output_dir=tmp,
-        per_device_train_batch_size=8,
         num_generations=4,
         max_steps=steps,
         max_completion_length=12,
@@ -138,7 +138,10 @@ def _check_A_T_w(tr, scheme, in_forward):
         seen.append(out["arca_advantage"])
     A = seen[0].clone()
     assert A.dim() == 1 and A.abs().sum() > 0
-    assert ("arca_advantage" in out) == (in_forward and scheme != "uniform")
+    # Weighed later: in the training forward, or (high_entropy, whose threshold is
+    # one micro-batch's) when TRL trains each micro-batch.
+    later = in_forward or scheme == "high_entropy"
+    assert ("arca_advantage" in out) == (later and scheme != "uniform")
     mask = out["completion_mask"]
     credit = tr._credit_inputs(out)  # no-grad, dropout-free passes
     req = {k: credit[k] for k in tr.scheme.requires}
@@ -451,6 +454,41 @@ def test_a_peft_models_drift_is_from_the_adapter_as_given(beta, tmp_path):
     assert logs[1]["credit/drift_kl"] > 1e-6  # one update later the policy has moved
     for h in logs if beta else []:  # from the adapter as given, as TRL's KL is
         assert h["credit/drift_kl"] == pytest.approx(h["kl"], rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        {},  # weights read in the training forward
+        {"credit_from_training_forward": False},  # arca's scoring pass at generation time
+        {"num_iterations": 2},  # TRL's old-log-prob pass at generation time
+    ],
+)
+def test_high_entropy_takes_trls_threshold_over_each_training_micro_batch(path, tmp_path):
+    """One rule on every path: the top quantile of the real tokens of the rows
+    TRL trains in one forward (TRL's get_high_entropy_mask), however the
+    entropies were read. A generation batch of 8 trained as two micro-batches
+    of 4 is two pools, not one."""
+    from arca.credit import normalize
+
+    q = 0.3
+    tr = make(tmp=str(tmp_path), token_weighting="high_entropy", steps=1,
+              per_device_train_batch_size=4, gradient_accumulation_steps=2,
+              high_entropy_quantile=q, **path)  # fmt: skip
+    seen = []
+    real = tr._log_credit
+
+    def spy(mode, w, mask, credit, out, adv):
+        seen.append((w.clone(), mask.clone(), credit["entropies"].clone()))
+        return real(mode, w, mask, credit, out, adv)
+
+    tr._log_credit = spy
+    tr.train()
+    assert [m.shape[0] for _, m, _ in seen] == [4, 4]  # weighed once per micro-batch
+    for w, mask, entropies in seen:
+        top = tr.get_high_entropy_mask(entropies, mask, 1 - q)
+        assert 0 < top.sum() < mask.sum()
+        torch.testing.assert_close(w, normalize(top.float(), mask, tr.args.weight_eps))
 
 
 # ------------------------------------------------------------ ground truth

@@ -802,6 +802,8 @@ def test_runs_of_one_name_on_different_levels_are_two_methods(tmp_path):
     assert res["tables"]["seed_spread"] == []  # one seed each: no A/A of the level gap
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Runs named uniform_r64 differ in level (1, 3)" in md
+    # Four problems each, other problems: said, though the counts agree.
+    assert "different held-out sets** (another task, level, data or split)" in md
 
 
 def test_a_run_without_a_field_counts_as_the_default_it_ran_with(tmp_path):

@@ -176,12 +176,14 @@ def _markdown(
             "",
         ]
     counts = {r["problems"] for r in tbl["table2_accuracy"] if r["problems"] != "-"}
-    if len(counts) > 1:
+    sets = {tuple(r.problems) for r in runs if r.eval and r.problems is not None}
+    if len(counts) > 1 or len(sets) > 1:
         lines += [
-            "**The evaluations cover different held-out sets** (see `problems`): their "
-            "accuracies are not comparable, and the paired tests below say n/a for them. "
-            "Evaluate every run on its whole held-out set (`arca eval --run RUN` without "
-            "`--limit`).",
+            "**The evaluations cover different held-out sets** (another "
+            + ("count: see `problems`" if len(counts) > 1 else "task, level, data or split")
+            + "): their accuracies are not comparable, and the paired tests below say n/a "
+            "for them. Evaluate every run on its whole held-out set (`arca eval --run RUN` "
+            "without `--limit`) of the same task and split.",
             "",
         ]
     if tbl["versus_uniform"]:

@@ -938,6 +938,10 @@ def test_method_fields_default_to_what_arca_train_runs_with():
             continue
         assert name in defaults, f"{name} is not a setting of arca train"
         assert value == chosen.get(name, defaults[name]), name
+    # What changes an evaluation changes the method too.
+    from arca.evaluate import BASE_EVAL_FIELDS
+
+    assert set(BASE_EVAL_FIELDS) <= set(METHOD_FIELDS)
 
 
 def test_initial_model_rows_keep_runs_of_other_setups_apart(tmp_path):

@@ -711,8 +711,8 @@ def sweep(
 def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[str] | None:
     """``arca diagnose`` arguments for the sweep's base-model control: the runs'
     initial model on their held-out problems, K, completion length, weight
-    floor and ``high_entropy`` quantile (the defaults a run has where a config
-    leaves them out). None when the runs do not share one initial model and
+    floor, ``high_entropy`` quantile and pool (a micro-batch of rows; the
+    defaults a run has where a config leaves them out). None when the runs do not share one initial model and
     held-out set (or ``samples`` is 0). What diagnose cannot take is said by
     :func:`base_model_caveats` and marked on the report's row."""
     if samples <= 0 or not specs:
@@ -745,6 +745,9 @@ def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[s
     argv += ["--eps", str(float(s.setting("weight_eps", METHOD_FIELDS["weight_eps"])))]
     q = s.setting("high_entropy_quantile", METHOD_FIELDS["high_entropy_quantile"])
     argv += ["--high-entropy-quantile", str(float(q))]
+    # Diagnose's pass is high_entropy's pool: one micro-batch, as in training.
+    rows = s.setting("per_device_train_batch_size", METHOD_FIELDS["per_device_train_batch_size"])
+    argv += ["--batch-size", str(int(rows))]
     return argv + ["--seed", str(s.seed), "--out", str(out)]
 
 

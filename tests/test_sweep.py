@@ -256,15 +256,13 @@ def test_the_base_model_diagnosis_scores_with_the_runs_settings(tmp_path):
     take are said (and the report marks its row: test_report)."""
     from arca.sweep import base_model_argv, base_model_caveats
 
-    configs = write_configs(
-        tmp_path / "c",
-        uniform_r64={"weight_eps": 1e-3, "high_entropy_quantile": 0.1},
-        arca_r4={"weight_eps": 1e-3, "high_entropy_quantile": 0.1},
-    )
+    same = {"weight_eps": 1e-3, "high_entropy_quantile": 0.1, "per_device_train_batch_size": 16}
+    configs = write_configs(tmp_path / "c", uniform_r64=same, arca_r4=same)
     specs = plan_sweep(configs, tmp_path / "out")
     argv = base_model_argv(specs, 16, tmp_path / "base")
     assert argv[argv.index("--eps") + 1] == "0.001"
     assert argv[argv.index("--high-entropy-quantile") + 1] == "0.1"
+    assert argv[argv.index("--batch-size") + 1] == "16"  # high_entropy's pool: a micro-batch
     assert base_model_caveats(specs) == []
     configs = write_configs(
         tmp_path / "d", uniform_r64={"weight_eps_mode": "relative", "temperature": 0.7}

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from arca.io import atomic_write_json
+from arca.report.runs import DIAGNOSE_FIXED, METHOD_FIELDS
 from arca.tasks.arithmetic import DEFAULT_LEVEL
 from arca.train import final_weights, read_config
 
@@ -709,9 +710,11 @@ def sweep(
 
 def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[str] | None:
     """``arca diagnose`` arguments for the sweep's base-model control: the runs'
-    initial model on their held-out problems, K and completion length (TRL's
-    defaults where a config leaves them out). None when the runs do not share
-    one initial model and held-out set (or ``samples`` is 0)."""
+    initial model on their held-out problems, K, completion length, weight
+    floor, ``high_entropy`` quantile and pool (a micro-batch of rows; the
+    defaults a run has where a config leaves them out). None when the runs do not share one initial model and
+    held-out set (or ``samples`` is 0). What diagnose cannot take is said by
+    :func:`base_model_caveats` and marked on the report's row."""
     if samples <= 0 or not specs:
         return None
     fields = (
@@ -737,7 +740,26 @@ def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[s
     for field, flag in (("data", "--data"), ("split_seed", "--split-seed")):
         if s.setting(field) is not None:
             argv += [flag, str(s.setting(field))]
+    # The weights as the runs compute them (the runs' first where they differ;
+    # the report marks the row beside the others).
+    argv += ["--eps", str(float(s.setting("weight_eps", METHOD_FIELDS["weight_eps"])))]
+    q = s.setting("high_entropy_quantile", METHOD_FIELDS["high_entropy_quantile"])
+    argv += ["--high-entropy-quantile", str(float(q))]
+    # Diagnose's pass is high_entropy's pool: one micro-batch, as in training.
+    rows = s.setting("per_device_train_batch_size", METHOD_FIELDS["per_device_train_batch_size"])
+    argv += ["--batch-size", str(int(rows))]
     return argv + ["--seed", str(s.seed), "--out", str(out)]
+
+
+def base_model_caveats(specs: Sequence[RunSpec]) -> list[str]:
+    """The runs' settings ``arca diagnose`` cannot take
+    (:data:`arca.report.runs.DIAGNOSE_FIXED`): ``field value (diagnose: its)``
+    for each value a run has that diagnose does not use."""
+    out = []
+    for field, theirs in DIAGNOSE_FIXED.items():
+        values = {s.setting(field, METHOD_FIELDS[field]) for s in specs}
+        out += [f"{field} {v!r} (diagnose: {theirs!r})" for v in values if v != theirs]
+    return out
 
 
 def run_base_model(
@@ -763,6 +785,12 @@ def run_base_model(
     for stale in ("spec.json", "diagnose.json"):
         (out / stale).unlink(missing_ok=True)
     echo(f"base model: arca diagnose on {samples} completions it samples -> {out}")
+    caveats = base_model_caveats(specs)
+    if caveats:
+        echo(
+            f"base model: diagnose cannot use the runs' {', '.join(caveats)}; the report marks "
+            "its row"
+        )
     t0 = time.time()
     with (out / "run.log").open("a", encoding="utf-8") as f:
         rc = subprocess.run(

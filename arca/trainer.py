@@ -13,7 +13,10 @@ sequence, so the same advantages keep each sequence's share and redistribute it
 over its tokens by ``w`` (:func:`arca.credit.weighted_pg_loss` is the reference
 for each, tested); ``luspo``, ``vespo`` and sequence-level importance sampling
 are refused (:data:`arca.credit.loss.REFUSED_LOSS_TYPES`). Weights are detached
-and computed once per generated batch.
+and computed once per generated batch; when ``high_entropy`` is weighed (trained
+or shadow), once per micro-batch: its threshold is TRL's, the top quantile of
+the real tokens of the rows TRL trains in one forward, gathered from every
+process, whichever path read the entropies.
 
 Where the schemes' inputs come from. Policy-side inputs (log-probs, entropies,
 the adapted hidden state, the LoRA layers' outputs) are read from the training
@@ -29,7 +32,10 @@ arca reads the same inputs from that pass (with its dropout, as TRL's old
 log-probs). Only ``credit_from_training_forward=False`` adds a pass: one
 no-grad, dropout-free pass at generation time.
 Adapter-off inputs (reference log-probs, base hidden states) come from TRL's
-own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass.
+own KL-reference pass when ``beta > 0``, or from one adapter-disabled pass. They
+are the initial policy's: for a PeftModel given with a non-zero adapter, a frozen
+copy of that adapter (:data:`REF_ADAPTER`, TRL's KL reference), never the bare
+base model.
 
 Extra forward passes per generated batch, on top of stock TRL:
 
@@ -102,6 +108,7 @@ from torch import Tensor, nn
 from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import use_adapter
 
 from arca.credit import (
     BUILTIN_SCHEMES,
@@ -231,6 +238,19 @@ class CreditGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"num_generations: a group needs at least 2 completions, got {self.num_generations}"
             )
+        if (
+            self.advantage_estimator == "rloo"
+            and self.multi_objective_aggregation == "normalize_then_sum"
+        ):
+            # TRL z-scores each reward in its group, sums them and z-scores the
+            # sum over the batch: arca's K/(K-1) on that would be labelled RLOO
+            # and be neither RLOO nor GRPO.
+            raise ValueError(
+                "multi_objective_aggregation: 'normalize_then_sum' standardises each reward "
+                "and their sum, so advantage_estimator 'rloo' (unscaled rewards minus the "
+                "leave-one-out mean) cannot hold; use multi_objective_aggregation: "
+                "sum_then_normalize with rloo, or advantage_estimator: grpo"
+            )
         if self.advantage_estimator == "rloo" and self.scale_rewards not in ("none", False):
             # RLOO's baseline: K/(K-1) * (R - mean), from TRL's unscaled advantage.
             if self.scale_rewards not in ("group", True):  # TRL's default, said below
@@ -257,6 +277,50 @@ def _reject_frozen_peft(model: Any) -> None:
             "TRL would train nothing. Pass the base model with peft_config, or load the adapter "
             "with PeftModel.from_pretrained(..., is_trainable=True)."
         )
+
+
+#: The prefix of the schemes' inputs held in a generated batch until TRL trains
+#: each of its micro-batches (``CreditGRPOTrainer._weigh_or_hold``).
+HELD = "arca_held_"
+
+#: TRL's name for the frozen copy of a given PeftModel's adapter, its KL
+#: reference with ``beta > 0``; arca makes the same copy with ``beta = 0``
+#: (:func:`_keep_initial_adapter`), so the initial policy is one thing.
+REF_ADAPTER = "ref"
+
+
+def _keep_initial_adapter(model: Any, args: CreditGRPOConfig) -> None:
+    """Divergence, ARCA and drift compare the policy with the initial policy.
+    For a PeftModel given with an adapter that is already non-zero, that is the
+    adapter as given, not the base model without it: keep a frozen copy of it
+    as :data:`REF_ADAPTER`, as TRL does for its KL reference when ``beta > 0``
+    (then TRL makes it). Nothing is done when no scheme needs the initial
+    policy or the adapter starts at zero (then disabling it is the same)."""
+    from peft import PeftModel
+
+    scheme = get_scheme(args.token_weighting)
+    needs = set(scheme.requires) | (_BASE_INPUTS if args.shadow_diagnostics else set())
+    if not isinstance(model, PeftModel) or not needs & _BASE_INPUTS:
+        return
+    if REF_ADAPTER in model.peft_config or "default" not in model.peft_config:
+        return
+    if all(
+        p.count_nonzero() == 0
+        for n, p in model.named_parameters()
+        if ".default." in n and "lora_B" in n
+    ):
+        return
+    model.add_adapter(REF_ADAPTER, model.peft_config["default"])
+    for name, param in model.named_parameters():
+        if ".default." in name:
+            ref = model.get_parameter(name.replace(".default.", f".{REF_ADAPTER}."))
+            ref.data.copy_(param.data)
+            ref.requires_grad_(False)
+    logger.info(
+        "the model's adapter is not zero: divergence, ARCA and credit/drift_kl compare with a "
+        "frozen copy of it (adapter %r), the initial policy",
+        REF_ADAPTER,
+    )
 
 
 #: What a changed TRL call order means (see ``CreditGRPOTrainer._compute_loss``).
@@ -317,6 +381,9 @@ class CreditGRPOTrainer(GRPOTrainer):
             # As GRPOTrainer builds a GRPOConfig when given none.
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             kwargs["args"] = CreditGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
+        config = args[1] if len(args) >= 2 else kwargs["args"]
+        if isinstance(config, CreditGRPOConfig) and config.beta == 0.0:
+            _keep_initial_adapter(model, config)
         super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
@@ -338,6 +405,9 @@ class CreditGRPOTrainer(GRPOTrainer):
                 f"produce: {', '.join(sorted(unknown))}"
             )
         self._needs = needs
+        # high_entropy's threshold is taken over each micro-batch TRL trains
+        # (TRL's rule): weighed at generation time, a batch is held until then.
+        self._per_micro_batch = self.scheme.name == "high_entropy" or self.args.shadow_diagnostics
         self._needs_policy = bool(needs & _POLICY_INPUTS)
         self._needs_base = bool(needs & _BASE_INPUTS)
         if "h_shift" in needs and not self._peft:
@@ -466,11 +536,7 @@ class CreditGRPOTrainer(GRPOTrainer):
             hooks = self._reference_hooks(C)
         else:
             model, hooks = self.model, self._policy_hooks(C, hidden=True)
-            off = (
-                self.accelerator.unwrap_model(model).disable_adapter()
-                if not adapter
-                else nullcontext()
-            )
+            off = self._initial_adapter() if not adapter else nullcontext()
         unwrapped = self.accelerator.unwrap_model(model)
         # eval_mode: dropout off, so weights never depend on a dropout draw.
         with torch.no_grad(), eval_mode(unwrapped), off, hooks as cap:
@@ -545,9 +611,21 @@ class CreditGRPOTrainer(GRPOTrainer):
         )
 
     def _adapter_off(self) -> bool:
-        """Is the policy's adapter disabled (inside ``disable_adapter()``)?"""
+        """Is the policy's adapter off: disabled (``disable_adapter()``), or the
+        initial policy's copy of it (:data:`REF_ADAPTER`) active in its place?"""
         probe = self._tuner_probe()
-        return probe is not None and bool(probe.disable_adapters)
+        return probe is not None and (
+            bool(probe.disable_adapters) or REF_ADAPTER in probe.active_adapters
+        )
+
+    def _initial_adapter(self) -> Any:
+        """A context in which the policy is the initial policy: its
+        :data:`REF_ADAPTER` (the adapter as given, frozen) when it has one, as
+        TRL's KL reference pass uses it, else the adapter disabled."""
+        model = self.accelerator.unwrap_model(self.model)
+        if REF_ADAPTER in getattr(model, "peft_config", {}):
+            return use_adapter(model, adapter_name=REF_ADAPTER)
+        return model.disable_adapter()
 
     def _tuner_probe(self) -> Any:
         """One of the policy's peft tuner layers (they share the adapter state), or None."""
@@ -559,17 +637,17 @@ class CreditGRPOTrainer(GRPOTrainer):
     @contextmanager
     def _capture_reference(self) -> Iterator[list[Tensor]]:
         """Keep the backbone's output of TRL's KL-reference forward: the
-        policy's with the adapter disabled, or TRL's reference model's."""
+        policy's with the adapter disabled or TRL's reference adapter active
+        (a PeftModel given with its adapter), or TRL's reference model's."""
         if self._frozen_ref is not None:
             with capture_final_hidden(self.accelerator.unwrap_model(self._frozen_ref), None) as c:
                 yield c
             return
-        probe = self._tuner_probe()
-        if probe is None:
+        if self._tuner_probe() is None:
             yield []
             return
         model = self.accelerator.unwrap_model(self.model)
-        with capture_final_hidden(model, None, keep=lambda: probe.disable_adapters) as chunks:
+        with capture_final_hidden(model, None, keep=self._adapter_off) as chunks:
             yield chunks
 
     def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
@@ -605,9 +683,9 @@ class CreditGRPOTrainer(GRPOTrainer):
         if policy and out.get("old_per_token_logps") is not None:
             # Read in TRL's old-log-prob pass: the model's mode, so its dropout.
             p = self._dropout_p if self.model.training else 0.0
-            return self._apply_credit(out, self._credit_inputs(out, reference, policy), dropout=p)
+            return self._weigh_or_hold(out, self._credit_inputs(out, reference, policy), p)
         if not self._defer(out):
-            return self._apply_credit(out, self._credit_inputs(out, reference), dropout=0.0)
+            return self._weigh_or_hold(out, self._credit_inputs(out, reference), 0.0)
         # Deferred: TRL splits and shuffles `out` into micro-batches, these keys included.
         out["arca_advantage"] = out["advantages"]
         if self._needs_base:
@@ -686,6 +764,27 @@ class CreditGRPOTrainer(GRPOTrainer):
             )
         return rewards
 
+    def _weigh_or_hold(
+        self, out: dict[str, Any], credit: dict[str, Tensor], dropout: float
+    ) -> dict[str, Any]:
+        """Weigh a batch whose inputs were read at generation time, or, when
+        ``high_entropy`` is among the weighted schemes, hold the inputs in
+        ``out`` (under :data:`HELD`; TRL shuffles and splits them with their
+        rows) and weigh each micro-batch when TRL trains it
+        (:meth:`_compute_loss`): its threshold is one micro-batch's, as on the
+        in-forward path and in TRL, and TRL splits the batch only after this
+        returns."""
+        if not self._per_micro_batch:
+            return self._apply_credit(out, credit, dropout=dropout)
+        rows = out["advantages"].size(0)
+        out["arca_advantage"] = out["advantages"]
+        out[f"{HELD}dropout"] = torch.full((rows,), dropout)
+        # The step the batch was generated at, as samples.jsonl labels it.
+        out[f"{HELD}step"] = torch.full((rows,), self.state.global_step + 1)
+        for k, v in credit.items():
+            out[f"{HELD}{k}"] = v
+        return out
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
         """TRL's loss; for a deferred batch, weighted inside TRL's own forward.
 
@@ -700,6 +799,20 @@ class CreditGRPOTrainer(GRPOTrainer):
         placeholder that raises on any use, and a forward that never came is an
         error once TRL returns. tests/test_trainer.py breaks both on purpose.
         """
+        if f"{HELD}dropout" in inputs:
+            # A micro-batch read at generation time (:meth:`_weigh_or_hold`):
+            # weighed once, at its first training forward; TRL reuses the dict
+            # with num_iterations > 1, by then holding the weighted advantages.
+            held = {k[len(HELD) :]: inputs.pop(k) for k in list(inputs) if k.startswith(HELD)}
+            dropout, step = held.pop("dropout"), held.pop("step")
+            self._apply_credit(
+                inputs,
+                held,
+                dropout=float(dropout[0]) if dropout.numel() else 0.0,
+                step=int(step[0]) if step.numel() else None,
+            )
+            del inputs["arca_advantage"]
+            return super()._compute_loss(model, inputs)
         if "arca_advantage" not in inputs:
             return super()._compute_loss(model, inputs)
         inputs["advantages"] = _NOT_YET_WEIGHTED
@@ -758,11 +871,16 @@ class CreditGRPOTrainer(GRPOTrainer):
         return logps, ent, aux
 
     def _apply_credit(
-        self, out: dict[str, Any], credit: dict[str, Tensor], dropout: float
+        self,
+        out: dict[str, Any],
+        credit: dict[str, Tensor],
+        dropout: float,
+        step: int | None = None,
     ) -> dict[str, Any]:
         """Set ``out["advantages"]`` to ``A_i * T_i * w_it`` from TRL's ``(B,)``
         advantages and the schemes' inputs in ``credit`` (read from a forward
-        whose dropout probability was ``dropout``)."""
+        whose dropout probability was ``dropout``; ``step``: the step the batch
+        was generated at, if not this one)."""
         adv = out.get("arca_advantage", out["advantages"])
         if self.args.advantage_estimator == "rloo":
             k = self.num_generations
@@ -782,7 +900,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
         # Numbered as metrics.jsonl numbers steps: global_step counts the steps done.
-        step = self.state.global_step + 1
+        step = self.state.global_step + 1 if step is None else step
         # A batch generated now is trained on for this many optimizer steps.
         ga = self.args.gradient_accumulation_steps
         span = -(-self.args.steps_per_generation * self.num_iterations // ga)
@@ -807,9 +925,17 @@ class CreditGRPOTrainer(GRPOTrainer):
         return out
 
     def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
-        """``scheme``'s normalised weights from the inputs in ``credit``."""
+        """``scheme``'s normalised weights from the inputs in ``credit``.
+
+        ``high_entropy`` takes its threshold over the real tokens of the rows
+        being weighed (one micro-batch: see :meth:`_weigh_or_hold`) on every
+        process, as TRL's ``get_high_entropy_mask`` does: one rule on every
+        path and for any number of processes. A collective then."""
         req = {k: credit[k] for k in get_scheme(scheme).requires}
-        opts = {"quantile": self.args.high_entropy_quantile} if scheme == "high_entropy" else None
+        opts = None
+        if scheme == "high_entropy":
+            pool = self._entropy_pool(credit["entropies"], mask)
+            opts = {"quantile": self.args.high_entropy_quantile, "pool": pool}
         return token_weights(
             scheme,
             mask=mask,
@@ -818,6 +944,18 @@ class CreditGRPOTrainer(GRPOTrainer):
             options=opts,
             **req,
         )
+
+    def _entropy_pool(self, entropies: Tensor, mask: Tensor) -> Tensor:
+        """The entropies of the real tokens in ``mask`` on every process, in
+        float32: the pool ``high_entropy``'s quantile is taken over, gathered as
+        TRL's ``get_high_entropy_mask`` gathers it. A collective."""
+        local = entropies[mask.bool()].float()
+        if self.accelerator.num_processes == 1:
+            return local
+        pad = -1e9  # entropies are >= 0, so no real one is the padding
+        padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=pad)
+        every = self.accelerator.gather(padded)
+        return every[every != pad]
 
     def _log_credit(
         self,

@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         args=config,
         train_dataset=dataset(64),
         processing_class=tokenizer,
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        peft_config=LoraConfig(
+            r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
     )
     trainer.train()
     last = trainer.state.log_history[-2]  # the last step's record (the final one is the summary)

@@ -19,8 +19,8 @@ def make_run(
     rewards: list[float],
     gini: list[float],
     eff: list[float],
-    greedy: list[int] | None = None,
-    samples: list[list[int]] | None = None,
+    greedy: list[float] | None = None,
+    samples: list[list[float]] | None = None,
     shadow: dict[str, tuple[float, float]] | None = None,
     tokens: list[str] | None = None,
     correctness: dict[str, dict[str, float]] | None = None,
@@ -28,7 +28,13 @@ def make_run(
     full: bool = False,
     first_error: int | None = None,
     extra: dict[str, float] | None = None,
+    config: dict | None = None,
+    problems: list[str] | None = None,
 ) -> Path:
+    """A run folder. ``config`` overrides config.yaml fields; ``problems``: the
+    held-out problems' text in evaluation order (default ``problem 0``, ...);
+    the evaluation counts a reward as correct from the config's ``correct_reward``
+    (default 1), as ``arca eval`` does."""
     d = root / name / f"seed-{seed}"
     d.mkdir(parents=True)
     cfg = {
@@ -47,9 +53,12 @@ def make_run(
         "weight_eps": 1e-8,
         "model_name_or_path": "tiny",
         "task": "arithmetic",
+        "temperature": 1.0,  # the presets' decoding
+        "top_p": 0.95,
     }
     if full:
         cfg["use_peft"] = False
+    cfg |= config or {}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
     for i, (r, g, e) in enumerate(zip(rewards, gini, eff, strict=True)):
@@ -72,22 +81,25 @@ def make_run(
     if greedy is not None:
         assert samples is not None
         (d / "eval").mkdir()
+        texts = problems or [f"problem {i}" for i in range(len(greedy))]
         comps = []
         for i, (g, ss) in enumerate(zip(greedy, samples, strict=True)):
-            comps.append(
-                {"index": i, "mode": "greedy", "sample": 0, "completion": "x", "reward": g}
-            )
+            base = {"index": i, "problem": texts[i], "answer": f"answer to {texts[i]}"}
+            comps.append({**base, "mode": "greedy", "sample": 0, "completion": "x", "reward": g})
             for j, s in enumerate(ss):
                 comps.append(
-                    {"index": i, "mode": "sample", "sample": j, "completion": "y", "reward": s}
+                    {**base, "mode": "sample", "sample": j, "completion": "y", "reward": s}
                 )
         (d / "eval" / "completions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in comps))
         from arca.evaluate import pass_at_k
 
+        ok = float(cfg.get("correct_reward", 1.0))
         res = {
             "problems": len(greedy),
-            "greedy_accuracy": sum(greedy) / len(greedy),
-            "pass@4": sum(pass_at_k(len(s), sum(s), 4) for s in samples) / len(samples),
+            "greedy_accuracy": sum(g >= ok for g in greedy) / len(greedy),
+            "pass@4": sum(pass_at_k(len(s), sum(x >= ok for x in s), 4) for s in samples)
+            / len(samples),
+            "correct_reward": ok,
             "k": 4,
         }
         (d / "eval" / "results.json").write_text(json.dumps(res))

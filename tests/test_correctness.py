@@ -363,3 +363,20 @@ def test_high_entropy_weights_the_batch_top_quantile_as_trl():
         token_weights("high_entropy", mask=mask, entropies=H, options={"q": 0.1})
     with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\]"):
         token_weights("high_entropy", mask=mask, entropies=H, options={"quantile": 0})
+
+
+def test_high_entropy_takes_its_threshold_over_a_given_pool():
+    """The threshold of a pool larger than the batch (a micro-batch's other
+    rows, other processes' tokens), as TRL's torch.quantile over it."""
+    from arca.credit import token_scores
+
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    H = torch.tensor([[0.1, 2.0, 0.3, 0.2, 0.0]])
+    pool = torch.cat([H[mask], torch.zeros(5)])  # calmer tokens elsewhere
+    got = token_scores("high_entropy", mask=mask, entropies=H, options={"pool": pool})
+    assert torch.equal(got > 0, H >= torch.quantile(pool, 0.8))
+    assert (got > 0).sum() == 2  # 2.0 and 0.3 (threshold 0.22) ...
+    alone = token_scores("high_entropy", mask=mask, entropies=H)
+    assert (alone > 0).sum() == 1  # ... where the row's own threshold (0.64) keeps 2.0 alone
+    with pytest.raises(ValueError, match="pool must be a 1-D tensor"):
+        token_scores("high_entropy", mask=mask, entropies=H, options={"pool": H})

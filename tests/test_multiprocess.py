@@ -177,6 +177,24 @@ def test_credit_metrics_and_samples_cover_both_processes(two_ranks):
         for rank in (0, 1)
     }
     assert abs(sum(halves[0]) / 4 - sum(halves[1]) / 4) > 0.01  # the halves do differ
+    # high_entropy's threshold is the top quantile of the whole micro-batch, both
+    # processes' rows gathered (TRL's rule), not of each process's half: the
+    # same weights, row by row, as one process with all eight rows.
+    one_by_key = {key(r): r["weights"]["high_entropy"] for r in one_rows}
+    for r in two_rows:
+        assert r["weights"]["high_entropy"] == pytest.approx(one_by_key[key(r)], abs=1e-4)
+
+
+def test_high_entropy_takes_one_threshold_over_both_processes_rows():
+    """A micro-batch split over two processes gets the weights one process
+    holding all its rows gives, and TRL's own mask: one threshold, not one per
+    process (tests/high_entropy_worker.py)."""
+    worker = Path(__file__).with_name("high_entropy_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([*cmd, str(worker)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "OK 0" in res.stdout and "OK 1" in res.stdout
 
 
 def test_captures_under_fsdp_with_lora_modules_wrapped_on_their_own():

@@ -131,8 +131,18 @@ def test_table3_and_regimes(sweep_dir):
 
 
 def test_versus_uniform_is_paired_over_problems(sweep_dir):
+    from arca.report.tables import versus_uniform_table
+
     _, _, res = sweep_dir
+    # No uniform run at rank 4: not compared with rank 64's unless asked.
     vs = _row(res["tables"]["versus_uniform"], "method", "arca_r4")
+    assert vs["vs"] == "-" and math.isnan(vs["d greedy acc"].value)
+    assert vs["p (greedy acc)"].startswith(
+        "n/a: no uniform run with the same settings (the nearest, uniform_r64: lora_r 4 vs 64, "
+        "lora_alpha 8 vs 128; --any-rank"
+    )
+    vs = _row(versus_uniform_table(res["methods"], any_rank=True), "method", "arca_r4")
+    assert vs["vs"] == "uniform_r64" and vs["differs"] == "lora_r 4 vs 64, lora_alpha 8 vs 128"
     # Greedy: arca mean 0.875, uniform mean 0.375.
     assert vs["d greedy acc"].value == pytest.approx(0.5)
     assert vs["d greedy acc"].low <= 0.5 <= vs["d greedy acc"].high
@@ -814,3 +824,229 @@ def test_the_console_summary_heads_the_pass_at_k_it_holds(tmp_path, capsys):
     head, row = capsys.readouterr().out.splitlines()[:2]
     assert "pass@2" in head and "pass@4" not in head
     assert "50.0%" in row
+
+
+# ------------------------------------------------------------ like with like
+
+
+def _eval_run(root, name, seed, scheme="uniform", greedy=(1, 0, 0, 0), **kw):
+    """A one-step run evaluated on four problems (rank 64 unless ``rank``)."""
+    return make_run(
+        root, name, seed, scheme=scheme, rewards=[0.1], gini=[0.0], eff=[1.0],
+        greedy=list(greedy), samples=[[g, 0, 0, 0] for g in greedy], **kw,
+    )  # fmt: skip
+
+
+def test_runs_of_one_name_on_different_levels_are_two_methods(tmp_path):
+    """Same run_name, arithmetic level 1 and level 3: two methods, labelled by
+    what differs, never one averaged method or an A/A table of the level gap."""
+    lv1 = [f"level-1 problem {i}" for i in range(4)]
+    lv3 = [f"level-3 problem {i}" for i in range(4)]
+    _eval_run(tmp_path / "a", "uniform_r64", 2, greedy=(1, 1, 1, 0),
+              config={"level": 1}, problems=lv1)  # fmt: skip
+    _eval_run(tmp_path / "b", "uniform_r64", 1337, greedy=(0, 0, 0, 1),
+              config={"level": 3}, problems=lv3)  # fmt: skip
+    res = build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "report")
+    names = [m.name for m in res["methods"]]
+    assert names == ["uniform_r64 [level 1]", "uniform_r64 [level 3]"]
+    assert [m.seeds for m in res["methods"]] == [[2], [1337]]
+    t1 = {r["run"]: (r["task"], r["seeds"]) for r in res["tables"]["table1_config"]}
+    assert t1 == {
+        "uniform_r64 [level 1]": ("arithmetic level 1", "2"),
+        "uniform_r64 [level 3]": ("arithmetic level 3", "1337"),
+    }
+    acc = {r["method"]: r["greedy acc"] for r in res["tables"]["table2_accuracy"][1:]}
+    assert acc["uniform_r64 [level 1]"].value == 0.75 and acc["uniform_r64 [level 3]"].value == 0.25
+    assert res["tables"]["seed_spread"] == []  # one seed each: no A/A of the level gap
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs named uniform_r64 differ in level (1, 3)" in md
+    # Four problems each, other problems: said, though the counts agree.
+    assert "different held-out sets** (another task, level, data or split)" in md
+
+
+def test_a_run_without_a_field_counts_as_the_default_it_ran_with(tmp_path):
+    from arca.report.runs import method_identity
+    from arca.tasks.arithmetic import DEFAULT_LEVEL
+
+    _eval_run(tmp_path / "a", "uniform_r64", 1)
+    _eval_run(tmp_path / "b", "uniform_r64", 2, config={"level": DEFAULT_LEVEL})
+    methods = group_methods([load_run(d) for d in find_run_dirs([tmp_path])])
+    assert [(m.name, m.seeds) for m in methods] == [("uniform_r64", [1, 2])]
+    assert method_identity({})["level"] == DEFAULT_LEVEL
+    assert method_identity({"model_identity": "abc"})["model_identity"] == "abc"
+    assert method_identity({"seed": 3, "output_dir": "x"}) == method_identity({})
+
+
+def test_paired_tests_pair_only_identical_problems(tmp_path):
+    """Four problems each, counts equal: different problems are n/a with the
+    reason; the same problems in another order are paired by their text."""
+    texts = [f"What is {i} + {i}?" for i in range(4)]
+    _eval_run(tmp_path / "r", "uniform_r64", 1, greedy=(1, 1, 0, 0), problems=texts)
+    # Another split: the same count of other problems.
+    _eval_run(tmp_path / "r", "surprisal_r64", 1, scheme="surprisal", greedy=(1, 1, 1, 1),
+              config={"split_seed": 5}, problems=[f"What is {i} * 3?" for i in range(4)])  # fmt: skip
+    # The same problems, evaluated in reverse order: greedy [0, 0, 1, 1] in `texts` order.
+    _eval_run(tmp_path / "r", "entropy_r64", 1, scheme="entropy", greedy=(1, 1, 0, 0),
+              problems=texts[::-1])  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report", baseline="uniform_r64")
+    rows = {r["method"]: r for r in res["tables"]["versus_uniform"]}
+    surp = rows["surprisal_r64"]
+    assert math.isnan(surp["d greedy acc"].value)
+    assert surp["p (greedy acc)"] == "n/a: different held-out problems (0 of 4 shared)"
+    ent = rows["entropy_r64"]
+    # The means agree either way; paired by index every problem would agree too
+    # (interval [0, 0]), paired by problem every answer differs.
+    d = ent["d greedy acc"]
+    assert d.value == 0.0 and d.low < 0 < d.high
+    from arca.report.runs import aligned
+
+    uni = next(m for m in res["methods"] if m.name == "uniform_r64")
+    en = next(m for m in res["methods"] if m.name == "entropy_r64")
+    a, b, why = aligned(en, uni, "greedy")
+    # In entropy's order (texts reversed): uniform's scores follow their problems.
+    assert why == "" and a.tolist() == [[1, 1, 0, 0]] and b.tolist() == [[0, 0, 1, 1]]
+
+
+def test_an_arithmetic_run_is_not_paired_with_a_custom_task(tmp_path):
+    _eval_run(tmp_path / "r", "uniform_r64", 1, greedy=(1, 0, 0, 0))
+    _eval_run(tmp_path / "r", "custom_r64", 1, scheme="surprisal", greedy=(1, 1, 1, 0),
+              config={"task": "custom", "data": "mine.jsonl"},
+              problems=[f"Q{i}" for i in range(4)])  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report", baseline="uniform_r64")
+    (row,) = res["tables"]["versus_uniform"]
+    assert row["p (greedy acc)"] == "n/a: different held-out problems (0 of 4 shared)"
+    assert "task" in row["differs"]  # the baseline was named, and how it differs is said
+
+
+def test_seeds_evaluated_on_other_problems_are_not_an_a_a_pair(tmp_path):
+    _eval_run(tmp_path / "r", "uniform_r64", 1, greedy=(1, 1, 0, 0))
+    _eval_run(tmp_path / "r", "uniform_r64", 2, greedy=(0, 0, 0, 0),
+              problems=[f"other {i}" for i in range(4)])  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report")
+    (row,) = res["tables"]["seed_spread"]
+    assert math.isnan(row["d greedy acc"].value)
+    assert row["p (greedy acc)"].startswith("n/a: seeds evaluated on different problems")
+
+
+def test_each_method_is_compared_with_the_uniform_run_of_its_own_settings(tmp_path):
+    """uniform_r16 sorts before uniform_r64: arca_r64 is still compared with
+    uniform_r64; an ARCA run on another level has no uniform run to compare with."""
+    _eval_run(tmp_path / "r", "uniform_r16", 1, rank=16, greedy=(0, 0, 0, 0))
+    _eval_run(tmp_path / "r", "uniform_r64", 1, greedy=(1, 1, 0, 0))
+    _eval_run(tmp_path / "r", "arca_r64", 1, scheme="arca", greedy=(1, 1, 1, 0))
+    _eval_run(tmp_path / "r", "arca_l1_r64", 1, scheme="arca", greedy=(1, 1, 1, 1),
+              config={"level": 1})  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report")
+    rows = {r["method"]: r for r in res["tables"]["versus_uniform"]}
+    assert rows["arca_r64"]["vs"] == "uniform_r64" and rows["arca_r64"]["differs"] == ""
+    assert rows["arca_r64"]["d greedy acc"].value == pytest.approx(0.25)
+    other = rows["arca_l1_r64"]
+    assert other["vs"] == "-" and math.isnan(other["d greedy acc"].value)
+    assert "(the nearest, uniform_r64: level 1 vs 3;" in other["p (greedy acc)"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "### Against uniform_r64 on the same held-out problems" in md
+
+
+def test_accuracy_counts_rewards_from_correct_reward_as_arca_eval_does(tmp_path):
+    """Weighted rewards (format 1 + answer 1, correct at 2): the paired tests
+    count correct completions, agree with Table 2 and never fail on a problem
+    whose rewards sum above its sample count."""
+    cfg = {"correct_reward": 2.0, "reward_weights": [1.0, 1.0]}
+    make_run(
+        tmp_path / "r", "uniform_r64", 1, scheme="uniform", rewards=[0.1], gini=[0.0],
+        eff=[1.0], config=cfg, greedy=[2, 1, 1, 0],
+        samples=[[2, 2, 2, 2], [1, 1, 1, 1], [1, 0, 1, 1], [0, 0, 0, 0]],
+    )  # fmt: skip
+    make_run(
+        tmp_path / "r", "arca_r64", 1, scheme="arca", rewards=[0.1], gini=[0.2], eff=[0.8],
+        config=cfg, greedy=[2, 2, 1, 1],
+        samples=[[2, 1, 1, 1], [2, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]],
+    )  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report")
+    acc = {r["method"]: r for r in res["tables"]["table2_accuracy"][1:]}
+    assert acc["uniform_r64"]["greedy acc"].value == 0.25  # 1 of 4 reached 2
+    assert acc["arca_r64"]["greedy acc"].value == 0.5
+    (row,) = res["tables"]["versus_uniform"]
+    assert row["d greedy acc"].value == pytest.approx(0.25)  # Table 2's difference
+    # pass@4: uniform 1 of 4 problems, arca 2 of 4.
+    assert acc["arca_r64"]["pass@4"].value - acc["uniform_r64"]["pass@4"].value == 0.25
+    assert row["d pass@4"].value == pytest.approx(0.25)
+
+
+def test_method_fields_default_to_what_arca_train_runs_with():
+    import dataclasses
+
+    from trl import ModelConfig
+
+    from arca.report.runs import METHOD_FIELDS
+    from arca.train import RunArguments
+    from arca.trainer import CreditGRPOConfig
+
+    defaults = {}
+    for cls in (RunArguments, CreditGRPOConfig, ModelConfig):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                defaults.setdefault(f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults.setdefault(f.name, f.default_factory())
+    # arca train's own choices where TRL's differ (train.parse, _cpu_defaults).
+    chosen = {"model_name_or_path": "tiny", "use_peft": True}
+    for name, value in METHOD_FIELDS.items():
+        if name == "model_identity":  # recorded by arca itself, not a setting
+            continue
+        assert name in defaults, f"{name} is not a setting of arca train"
+        assert value == chosen.get(name, defaults[name]), name
+    # What changes an evaluation changes the method too.
+    from arca.evaluate import BASE_EVAL_FIELDS
+
+    assert set(BASE_EVAL_FIELDS) <= set(METHOD_FIELDS)
+
+
+def test_initial_model_rows_keep_runs_of_other_setups_apart(tmp_path):
+    """Step-1 batches of one seed are one batch only for runs of one setup:
+    level 1 and level 3 (or another K) give a row each, never the first run's."""
+    for name, level, k, g in (
+        ("a", 1, 4, 0.5),
+        ("b", 3, 4, 0.9),
+        ("c", 3, 8, 0.7),
+        ("d", 3, 4, 0.9),
+    ):
+        make_run(
+            tmp_path / "r", name, 1, scheme="surprisal" if name != "d" else "entropy",
+            rewards=[0.1, 0.1], gini=[g, g], eff=[0.1, 0.1], shadow={"surprisal": (g, 0.1)},
+            config={"level": level, "num_generations": k,
+                    "learning_rate": 1e-4 if name == "d" else 3e-4},
+        )  # fmt: skip
+    res = build_report([tmp_path / "r"], tmp_path / "report")
+    lead = [r for r in res["tables"]["shadow_gini"] if r["trains"] == "-"]
+    got = {r["run"]: (r["surprisal"].value, r["surprisal"].seeds) for r in lead}
+    # b and d differ in scheme and learning rate alone: one step-1 batch.
+    assert got == {
+        "initial model (step-1 batches), beside a": (0.5, 1),
+        "initial model (step-1 batches), beside b, d": (0.9, 1),
+        "initial model (step-1 batches), beside c": (0.7, 1),
+    }
+    eff = res["tables"]["shadow_effective_ratio"]
+    assert [r["run"] for r in eff[3:]] == ["a", "b", "c", "d"] and "mean T" in eff[3]
+
+
+def test_a_diagnosis_scored_otherwise_than_the_runs_is_marked(truth_dir, tmp_path):
+    """The base-model row of the shadow tables says when the diagnosis used
+    another eps, quantile, eps mode or decoding than the runs beside it."""
+    import json
+    import shutil
+
+    root, _ = truth_dir
+    base = tmp_path / "base"
+    shutil.copytree(root / "base-model", base)
+    res = build_report([root], tmp_path / "same", base=base)
+    label = res["tables"]["shadow_gini"][0]["run"]
+    assert label == "base model (256 completions, sampled from the base model; arca diagnose)"
+    diag = json.loads((base / "diagnose.json").read_text())
+    (base / "diagnose.json").write_text(json.dumps({**diag, "eps": 1e-3, "temperature": 0.7}))
+    res = build_report([root], tmp_path / "other", base=base)
+    label = res["tables"]["shadow_gini"][0]["run"]
+    assert label.endswith(
+        "; scored otherwise than the runs: weight_eps 0.001 (runs: 1e-08), "
+        "temperature 0.7 (runs: 1.0))"
+    ), label

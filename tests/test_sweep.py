@@ -278,3 +278,26 @@ def test_config_names_that_are_not_one_folder_name_are_refused(stem, tmp_path):
     (configs / "uniform_r64.yaml").rename(configs / f"{stem}.yaml")
     with pytest.raises(ValueError, match="cannot name a run folder"):
         plan_sweep(configs, tmp_path / "out")
+
+
+def test_the_base_model_diagnosis_scores_with_the_runs_settings(tmp_path):
+    """Every setting diagnose takes comes from the runs; the ones it cannot
+    take are said (and the report marks its row: test_report)."""
+    from arca.sweep import base_model_argv, base_model_caveats
+
+    same = {"weight_eps": 1e-3, "high_entropy_quantile": 0.1, "per_device_train_batch_size": 16}
+    configs = write_configs(tmp_path / "c", uniform_r64=same, arca_r4=same)
+    specs = plan_sweep(configs, tmp_path / "out")
+    argv = base_model_argv(specs, 16, tmp_path / "base")
+    assert argv[argv.index("--eps") + 1] == "0.001"
+    assert argv[argv.index("--high-entropy-quantile") + 1] == "0.1"
+    assert argv[argv.index("--batch-size") + 1] == "16"  # high_entropy's pool: a micro-batch
+    assert base_model_caveats(specs) == []
+    configs = write_configs(
+        tmp_path / "d", uniform_r64={"weight_eps_mode": "relative", "temperature": 0.7}
+    )
+    said = base_model_caveats(plan_sweep(configs, tmp_path / "out2"))
+    assert said == [
+        "weight_eps_mode 'relative' (diagnose: 'absolute')",
+        "temperature 0.7 (diagnose: 1.0)",
+    ]

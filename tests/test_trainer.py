@@ -43,9 +43,9 @@ def make(
     ds = Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]})
     extra.setdefault("save_strategy", "no")
     extra.setdefault("loss_type", "grpo")
+    extra.setdefault("per_device_train_batch_size", 8)
     args = cfg(
         output_dir=tmp,
-        per_device_train_batch_size=8,
         num_generations=4,
         max_steps=steps,
         max_completion_length=12,
@@ -58,13 +58,22 @@ def make(
         **extra,
     )
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, lora_dropout=lora_dropout)
+    if peft == "model":  # a PeftModel whose adapter was trained before (non-zero)
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
     return cls(
         model=model,
         reward_funcs=reward,
         args=args,
         train_dataset=ds,
         processing_class=tok,
-        peft_config=lora if peft else None,
+        peft_config=lora if peft is True else None,
         **(trainer_kw or {}),
     )
 
@@ -129,7 +138,10 @@ def _check_A_T_w(tr, scheme, in_forward):
         seen.append(out["arca_advantage"])
     A = seen[0].clone()
     assert A.dim() == 1 and A.abs().sum() > 0
-    assert ("arca_advantage" in out) == (in_forward and scheme != "uniform")
+    # Weighed later: in the training forward, or (high_entropy, whose threshold is
+    # one micro-batch's) when TRL trains each micro-batch.
+    later = in_forward or scheme == "high_entropy"
+    assert ("arca_advantage" in out) == (later and scheme != "uniform")
     mask = out["completion_mask"]
     credit = tr._credit_inputs(out)  # no-grad, dropout-free passes
     req = {k: credit[k] for k in tr.scheme.requires}
@@ -189,6 +201,21 @@ def test_every_supported_loss_type_is_the_weighted_loss_under_its_normaliser(
 def test_configs_where_token_weights_would_be_a_no_op_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CreditGRPOConfig(output_dir="/tmp/x", report_to=[], use_cpu=True, **kwargs)
+
+
+def test_rloo_with_normalize_then_sum_is_refused():
+    """TRL's normalize_then_sum z-scores each reward in its group and the sum
+    over the batch: that is no leave-one-out baseline, whatever the label."""
+    with pytest.raises(ValueError, match="multi_objective_aggregation: 'normalize_then_sum'.*rloo"):
+        CreditGRPOConfig(
+            output_dir="/tmp/x", report_to=[], use_cpu=True, advantage_estimator="rloo",
+            multi_objective_aggregation="normalize_then_sum",
+        )  # fmt: skip
+    cfg = CreditGRPOConfig(
+        output_dir="/tmp/x", report_to=[], use_cpu=True,
+        multi_objective_aggregation="normalize_then_sum",
+    )  # fmt: skip
+    assert cfg.advantage_estimator == "grpo"  # GRPO's z-score is what it computes
 
 
 def test_rloo_says_it_unscales_the_rewards(caplog):
@@ -383,6 +410,85 @@ def test_with_kl_the_reference_pass_is_shared_with_trl(scheme, tmp_path):
     own = tr._scoring_pass(captured["out"], adapter=False)
     torch.testing.assert_close(captured["inputs"]["ref_logps"], own["logps"])
     torch.testing.assert_close(captured["inputs"]["h_base"], own["hidden"])
+
+
+@pytest.mark.parametrize("scheme", ["divergence", "arca"])
+def test_a_peft_model_with_kl_is_compared_with_trls_reference_adapter(scheme, tmp_path):
+    """A PeftModel with beta > 0: TRL's KL reference is a frozen copy of the
+    adapter as given ("ref"), not the bare base model. arca's base side is that
+    same pass: no extra forward, the reference log-probs TRL's own, the base
+    hidden state the reference adapter's, drift equal to TRL's kl."""
+    from trl.trainer.utils import use_adapter
+
+    from arca.scoring import capture_final_hidden
+
+    tr = make(tmp=str(tmp_path), token_weighting=scheme, beta=0.04, peft="model")
+    model = tr.accelerator.unwrap_model(tr.model)
+    assert "ref" in model.peft_config  # TRL's reference adapter
+    _randomise_adapter(tr)  # the policy moves away from it (the "ref" copy stays)
+    n, out = _full_forwards(tr)
+    assert n == 2  # the training forward and TRL's reference pass, nothing more
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    C = out["completion_ids"].shape[1]
+    with torch.no_grad(), use_adapter(model, "ref"), capture_final_hidden(model, C) as h:
+        ref_logps, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, C)
+    torch.testing.assert_close(out["ref_per_token_logps"], ref_logps)
+    if scheme == "divergence":
+        torch.testing.assert_close(out["arca_ref_logps"], ref_logps)
+    else:
+        torch.testing.assert_close(out["arca_h_base"], torch.cat(h, dim=0))
+    with torch.no_grad(), model.disable_adapter():  # the bare base model differs
+        bare, _, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, attn, C)
+    assert not torch.allclose(bare, ref_logps, atol=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.04, 0.0])
+def test_a_peft_models_drift_is_from_the_adapter_as_given(beta, tmp_path):
+    """Drift, divergence and ARCA compare with the initial policy: the adapter
+    as given, zero at step 1 (TRL's kl too with beta > 0), whatever beta."""
+    tr = make(tmp=str(tmp_path), token_weighting="divergence", beta=beta, steps=2, peft="model")
+    tr.train()
+    logs = [h for h in tr.state.log_history if "credit/drift_kl" in h]
+    assert len(logs) == 2 and logs[0]["credit/drift_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert logs[1]["credit/drift_kl"] > 1e-6  # one update later the policy has moved
+    for h in logs if beta else []:  # from the adapter as given, as TRL's KL is
+        assert h["credit/drift_kl"] == pytest.approx(h["kl"], rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        {},  # weights read in the training forward
+        {"credit_from_training_forward": False},  # arca's scoring pass at generation time
+        {"num_iterations": 2},  # TRL's old-log-prob pass at generation time
+    ],
+)
+def test_high_entropy_takes_trls_threshold_over_each_training_micro_batch(path, tmp_path):
+    """One rule on every path: the top quantile of the real tokens of the rows
+    TRL trains in one forward (TRL's get_high_entropy_mask), however the
+    entropies were read. A generation batch of 8 trained as two micro-batches
+    of 4 is two pools, not one."""
+    from arca.credit import normalize
+
+    q = 0.3
+    tr = make(tmp=str(tmp_path), token_weighting="high_entropy", steps=1,
+              per_device_train_batch_size=4, gradient_accumulation_steps=2,
+              high_entropy_quantile=q, **path)  # fmt: skip
+    seen = []
+    real = tr._log_credit
+
+    def spy(mode, w, mask, credit, out, adv):
+        seen.append((w.clone(), mask.clone(), credit["entropies"].clone()))
+        return real(mode, w, mask, credit, out, adv)
+
+    tr._log_credit = spy
+    tr.train()
+    assert [m.shape[0] for _, m, _ in seen] == [4, 4]  # weighed once per micro-batch
+    for w, mask, entropies in seen:
+        top = tr.get_high_entropy_mask(entropies, mask, 1 - q)
+        assert 0 < top.sum() < mask.sum()
+        torch.testing.assert_close(w, normalize(top.float(), mask, tr.args.weight_eps))
 
 
 # ------------------------------------------------------------ ground truth

@@ -18,17 +18,25 @@ arca          h_adapted, h_base (BTd)  ||h_adapted_t - h_base_t||_2    (eq. 15)
 arca_local    h_shift (BTd)            ||h_shift_t||_2: the adapter's direct write
                                        into the LM-head input (Prop. 3's
                                        sum_l B_l A_l x_l, without e_t)
-high_entropy  entropies                1 if H_t is in the batch's top ``quantile``
-                                       fraction of entropies, else 0 (option
+high_entropy  entropies                1 if H_t is in the top ``quantile``
+                                       fraction of the pool's entropies (the
+                                       batch's real tokens unless ``pool``
+                                       gives them), else 0 (option
                                        ``quantile``, default 0.2)
 ============  =======================  ==========================================
 
 ``high_entropy`` is the "minority of high-entropy forking tokens" baseline
 (Wang et al. 2025, "Beyond the 80/20 rule"), as TRL's ``top_entropy_quantile``
-computes it: one threshold over the real tokens of the whole batch, so a
-row's weights depend on the other rows. A row with no token above the
-threshold gets uniform weights (eq. 8's floor), where TRL's mask would drop
-its update.
+computes it: one threshold, the ``1 - quantile`` quantile (linear
+interpolation, as ``torch.quantile``) of a pool of entropies, and a token gets
+credit when its entropy is at least that; a row's weights depend on the other
+rows. The pool is the real tokens of the batch given, or the option ``pool``
+(a 1-D tensor of entropies). The trainer applies TRL's rule on every path and
+any number of processes: the pool is the real tokens of the rows TRL trains in
+one forward (a micro-batch), gathered from every process, as TRL's
+``get_high_entropy_mask`` gathers them (:meth:`arca.trainer.CreditGRPOTrainer._weights`).
+A row with no token above the threshold gets uniform weights (eq. 8's floor),
+where TRL's mask would drop its update.
 
 ``arca_local`` is an option, not a replacement: exact ARCA stays the paper's
 definition. ``h_shift`` comes from hooks on the LoRA layers inside a forward
@@ -302,14 +310,19 @@ def _arca_local(*, mask: Tensor, h_shift: Tensor) -> Tensor:
 @register_scheme(
     "high_entropy",
     requires=("entropies",),
-    options={"quantile": 0.2},
-    description="1 on the batch's top-quantile entropy tokens (TRL's top_entropy_quantile)",
+    options={"quantile": 0.2, "pool": None},
+    description="1 on the top-quantile entropy tokens of the batch, or of a given pool "
+    "(TRL's top_entropy_quantile)",
 )
-def _high_entropy(*, mask: Tensor, entropies: Tensor, quantile: float) -> Tensor:
+def _high_entropy(
+    *, mask: Tensor, entropies: Tensor, quantile: float, pool: Tensor | None
+) -> Tensor:
     if not (isinstance(quantile, int | float) and 0 < quantile <= 1):
         raise ValueError(f"high_entropy: quantile must be in (0, 1], got {quantile!r}")
     H = entropies.to(float_dtype(entropies))
-    real = H[mask]
+    if pool is not None and (not isinstance(pool, Tensor) or pool.dim() != 1):
+        raise ValueError("high_entropy: pool must be a 1-D tensor of entropies")
+    real = H[mask] if pool is None else pool.to(H.device, H.dtype)
     if real.numel() == 0:
         return torch.zeros_like(H)
     # torch.quantile's linear interpolation (as TRL), via a sort: no 2**24-element limit.

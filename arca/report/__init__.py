@@ -63,14 +63,17 @@ def build_report(
     title: str = "arca report",
     base: str | Path | None = None,
     baseline: str | None = None,
+    any_rank: bool = False,
 ) -> dict[str, Any]:
     """Build the report for the runs in ``paths`` into ``out``.
 
     ``failed`` lists ``(run label, log path)`` of runs that did not finish, so
     the report says what is missing. ``base``: an ``arca diagnose`` of the
     initial model (folder or ``diagnose.json``) for the base-model row; without
-    it the row comes from the runs' first steps. Returns ``{"methods",
-    "tables", "files"}``.
+    it the row comes from the runs' first steps. ``baseline``: the method
+    every other one is compared with (default: each with the uniform run that
+    differs from it in the scheme alone; ``any_rank``: or in its LoRA rank).
+    Returns ``{"methods", "tables", "files"}``.
     """
     from arca import __version__
 
@@ -83,7 +86,7 @@ def build_report(
     tbl = {
         "table1_config": tables.config_table(methods),
         "table2_accuracy": tables.accuracy_table(methods, k),
-        "versus_uniform": tables.versus_uniform_table(methods, k, baseline),
+        "versus_uniform": tables.versus_uniform_table(methods, k, baseline, any_rank),
         "seed_spread": tables.seed_spread_table(methods, k),
         "table3_concentration": tables.concentration_table(methods),
         "credit_correctness": tables.correctness_table(methods),
@@ -152,6 +155,7 @@ def _markdown(
         ]
     else:
         lines += ["**One seed**: no interval covers seed-to-seed variation.", ""]
+    lines += _collision_note(methods)
     missing = [r.path for r in runs if not r.eval]
     if missing:
         lines += ["Not evaluated (no eval/results.json): " + ", ".join(esc(p) for p in missing), ""]
@@ -176,25 +180,29 @@ def _markdown(
             "",
         ]
     counts = {r["problems"] for r in tbl["table2_accuracy"] if r["problems"] != "-"}
-    if len(counts) > 1:
+    sets = {tuple(r.problems) for r in runs if r.eval and r.problems is not None}
+    if len(counts) > 1 or len(sets) > 1:
         lines += [
-            "**The evaluations cover different held-out sets** (see `problems`): their "
-            "accuracies are not comparable, and the paired tests below say n/a for them. "
-            "Evaluate every run on its whole held-out set (`arca eval --run RUN` without "
-            "`--limit`).",
+            "**The evaluations cover different held-out sets** (another "
+            + ("count: see `problems`" if len(counts) > 1 else "task, level, data or split")
+            + "): their accuracies are not comparable, and the paired tests below say n/a "
+            "for them. Evaluate every run on its whole held-out set (`arca eval --run RUN` "
+            "without `--limit`) of the same task and split.",
             "",
         ]
     if tbl["versus_uniform"]:
+        against = sorted({tables._md(r["vs"]) for r in tbl["versus_uniform"]} - {"-"})
         lines += [
-            "### Against "
-            + ", ".join(sorted({tables._md(r["vs"]) for r in tbl["versus_uniform"]}))
-            + " on the same held-out problems",
+            f"### Against {', '.join(against) or 'uniform'} on the same held-out problems",
             "",
             "Difference in percentage points (pp) with a 95% paired-bootstrap interval: each of "
-            "10,000 replicates resamples the problems (shared by both methods) and each "
-            "method's seeds; p is the two-sided bootstrap p-value. Each method is compared with "
-            "the one in `vs`: the uniform run of its kind (LoRA or full fine-tuning), unless "
-            "`--baseline` names another.",
+            "10,000 replicates resamples the problems (shared by both methods, paired by their "
+            "text and answer, never by position) and each method's seeds; p is the two-sided "
+            "bootstrap p-value. Each method is compared with the one in `vs`: the uniform run "
+            "that differs from it in the scheme alone (same model, task, data, level, LoRA rank "
+            "or full fine-tuning, learning rate and every other setting; `--any-rank`: at the "
+            "nearest rank when none has its own), unless `--baseline` names another; `differs` "
+            "says how the two differ beyond the scheme. Evaluations of other problems are n/a.",
             "",
             tables.markdown(tbl["versus_uniform"]),
         ]
@@ -262,7 +270,11 @@ def _markdown(
             "the runs' rows over those with a negative advantage."
             if diagnosis
             else "The first row is the initial model: each run's step-1 batch was sampled and "
-            "scored before any update (one batch per seed and kind of run)."
+            "scored before any update (one batch per seed). Runs whose step-1 batches differ "
+            "in more than the seed (another model, task, level, data, batch, K, decoding or "
+            "scheme setting; not the trained scheme, learning rate or LoRA rank, which do not "
+            "act before the first update) get an initial-model row each, labelled with their "
+            "methods."
         )
         lines += [
             "## Shadow diagnostics: every scheme on each run's batches",
@@ -317,6 +329,25 @@ def ground_truth_lines(runs: Sequence[Run]) -> list[str]:
         *(f"- Ground truth of {tables._md(', '.join(n))}: {tables._md(g)}." for g, n in by.items()),
         "",
     ]
+
+
+def _collision_note(methods: Sequence[Method]) -> list[str]:
+    """Say which run names stand for several methods, and how they differ."""
+    esc = tables._md
+    out = []
+    for name in dict.fromkeys(m.run_name for m in methods if m.collision):
+        group = [m for m in methods if m.run_name == name]
+        fields = group[0].collision
+        values = "; ".join(
+            f"{f} ({', '.join(dict.fromkeys(str(m.identity[f]) for m in group))})" for f in fields
+        )
+        out += [
+            f"**Runs named {esc(name)} differ in {esc(values)}**: they are different methods, "
+            f"kept apart as {', '.join(esc(m.name) for m in group)}. Give each setting its own "
+            "`run_name`.",
+            "",
+        ]
+    return out
 
 
 def _zero_adapter_note(table3: tables.Table) -> list[str]:
@@ -428,7 +459,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline",
         help="the method every other one is compared with on held-out accuracy "
-        "(default: the uniform run of the same kind, LoRA or full fine-tuning)",
+        "(default: the uniform run that differs from it in the scheme alone: same model, "
+        "task, data, rank, learning rate, ...)",
+    )
+    p.add_argument(
+        "--any-rank",
+        action="store_true",
+        help="compare each method with the uniform run of its settings at another LoRA rank "
+        "when there is none at its own (the nearest rank)",
     )
     p.add_argument(
         "--base",
@@ -452,7 +490,9 @@ def _main(args: argparse.Namespace) -> int:
     if base is None:
         found = [Path(r) / "base-model" / "diagnose.json" for r in args.runs]
         base = next((f for f in found if f.is_file()), None)
-    res = build_report(dirs, out, title=args.title, base=base, baseline=args.baseline)
+    res = build_report(
+        dirs, out, title=args.title, base=base, baseline=args.baseline, any_rank=args.any_rank
+    )
     print(summary_text(res["tables"]))
     print(f"\nreport: {out / 'report.md'} ({len(res['files'])} files)")
     return 0

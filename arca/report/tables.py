@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from arca.credit import compares_with_base
 from arca.credit.diagnostics import classify_regime
-from arca.report.runs import Method, Run
+from arca.report.runs import (
+    RANK_FIELDS,
+    SCHEME_FIELDS,
+    Method,
+    Run,
+    aligned,
+    diagnosis_settings,
+    differing_fields,
+    identity_differences,
+    step1_setup,
+)
 from arca.stats import bootstrap_ci, paired_bootstrap
 
 #: Credit-correctness metrics as logged (``credit/<metric>``) and their column names.
@@ -160,7 +172,7 @@ def base_accuracy_rows(methods: Sequence[Method], k: int = 4) -> Table:
     def label(rs: Sequence[Run]) -> str:
         if len(groups) + bool(unmatched) == 1:
             return BASE_MODEL
-        names = list(dict.fromkeys(r.name for r in rs))
+        names = list(dict.fromkeys(r.label or r.name for r in rs))
         return f"{BASE_MODEL}, beside {', '.join(names)}"
 
     rows: Table = []
@@ -202,7 +214,7 @@ def _base_differences(base: dict[str, Any], run: Run, k: int) -> str:
     if not isinstance(rec, dict) or "greedy_accuracy" not in base:
         return "its settings or accuracy are not recorded"
     ours = eval_settings(run.config)
-    where = f"{run.name} seed {run.seed}"
+    where = f"{run.label or run.name} seed {run.seed}"
     for f, default in BASE_EVAL_FIELDS.items():
         if rec.get(f, default) != ours[f]:
             return f"{f} {rec.get(f, default)!r} for the base, {ours[f]!r} for {where}"
@@ -221,48 +233,87 @@ def problems_evaluated(m: Method) -> str:
     return ", ".join(str(c) for c in counts) or "-"
 
 
-def _paired(a: Any, b: Any, row: dict[str, Any], label: str) -> None:
-    if a is None or b is None or a.shape[1] != b.shape[1]:
+def _paired(
+    a: np.ndarray | None, b: np.ndarray | None, row: dict[str, Any], label: str, why: str = ""
+) -> None:
+    """Paired bootstrap of ``a`` against ``b`` (seeds x problems, the same
+    problems in the same order: :func:`arca.report.runs.aligned`) into ``row``;
+    n/a with ``why`` when there is nothing to pair."""
+    if a is None or b is None:
         row[f"d {label}"] = Cell(math.nan)
-        row[f"p ({label})"] = (
-            "n/a: no per-problem scores (eval/completions.jsonl), or seeds evaluated on "
-            "different problems"
-            if a is None or b is None
-            else f"n/a: different held-out sets ({a.shape[1]} vs {b.shape[1]} problems)"
-        )
+        row[f"p ({label})"] = f"n/a: {why or 'no per-problem scores (eval/completions.jsonl)'}"
         return
     r = paired_bootstrap(a, b)
     row[f"d {label}"] = Cell(r["diff"], r["low"], r["high"], a.shape[0], unit="pp")
     row[f"p ({label})"] = f"{r['p']:.3f}"
 
 
+def uniform_of(m: Method, methods: Sequence[Method], any_rank: bool = False) -> Method | None:
+    """The uniform run ``m`` is compared with: the one that differs from it in
+    the scheme alone (:data:`arca.report.runs.SCHEME_FIELDS`: same model, task,
+    data, level, rank, learning rate and every other defining setting). With
+    ``any_rank`` its rank may differ too (the same rank first, else the
+    nearest, the larger on a tie). None if there is none."""
+    skip = SCHEME_FIELDS + (RANK_FIELDS if any_rank else ())
+    cands = [
+        b
+        for b in methods
+        if b is not m
+        and b.scheme == "uniform"
+        and not identity_differences(m.identity, b.identity, skip)
+    ]
+    return min(
+        cands,
+        key=lambda b: (abs((b.rank or 0) - (m.rank or 0)), -(b.rank or 0)),
+        default=None,
+    )
+
+
 def versus_uniform_table(
-    methods: Sequence[Method], k: int = 4, baseline: str | None = None
+    methods: Sequence[Method], k: int = 4, baseline: str | None = None, any_rank: bool = False
 ) -> Table:
     """Each method against uniform on the same held-out problems (paired
-    bootstrap over problems and seeds). Empty if there is no uniform run. A
-    LoRA method is compared with the LoRA uniform run, a full fine-tuning one
-    with the full fine-tuning uniform run (if there is one). ``baseline``
-    names the method every other one is compared with instead."""
+    bootstrap over problems and seeds, problems paired by their text). Empty
+    if there is no uniform run. Each method is compared with
+    :func:`uniform_of` it (``any_rank``: across LoRA ranks); a method with no
+    such run gets a row that says why. ``baseline`` names the method every
+    other one is compared with instead. ``differs`` says how the two differ
+    beyond the scheme."""
     names = [m.name for m in methods]
     if baseline is not None and baseline not in names:
         raise ValueError(f"--baseline: no method named {baseline!r}; valid: {', '.join(names)}")
+    uniforms = [m for m in methods if m.scheme == "uniform"]
+    if baseline is None and not uniforms:
+        return []
     rows = []
     for m in methods:
-        base = next(
-            (
-                b
-                for b in methods
-                if (b.name == baseline if baseline else b.scheme == "uniform" and b.full == m.full)
-            ),
-            None,
-        )
-        if base is None or m is base:
+        if baseline is not None:
+            base = next(b for b in methods if b.name == baseline)
+        elif m.scheme == "uniform":
+            continue
+        else:
+            base = uniform_of(m, methods, any_rank)
+        if base is m:
+            continue
+        if base is None:
+            near = min(uniforms, key=lambda b: len(differing_fields(m.identity, b.identity)))
+            why = (
+                f"n/a: no uniform run with the same settings (the nearest, {near.name}: "
+                f"{identity_differences(m.identity, near.identity, SCHEME_FIELDS)}; "
+                f"{'' if any_rank else '--any-rank compares across LoRA ranks, '}"
+                "--baseline METHOD with any method)"
+            )
+            row = {"method": m.name, "vs": "-", "seeds": f"{len(m.runs)}"}
+            for label in ("greedy acc", f"pass@{k}"):
+                row |= {f"d {label}": Cell(math.nan), f"p ({label})": why}
+            rows.append(row | {"differs": "-", "note": ""})
             continue
         n, nb = len(m.runs), len(base.runs)
         row: dict[str, Any] = {"method": m.name, "vs": base.name, "seeds": f"{n} vs {nb}"}
         for key, label in (("greedy", "greedy acc"), (f"pass@{k}", f"pass@{k}")):
-            _paired(m.problem_matrix(key), base.problem_matrix(key), row, label)
+            a, b, why = aligned(m, base, key)
+            _paired(a, b, row, label, why)
+        row["differs"] = identity_differences(m.identity, base.identity, SCHEME_FIELDS)
         row["note"] = (
             "one seed: the interval covers the problems, not seed-to-seed variation"
             if min(n, nb) == 1
@@ -278,10 +329,14 @@ def seed_spread_table(methods: Sequence[Method], k: int = 4) -> Table:
     A method-vs-uniform difference smaller than this is within seed noise."""
     rows = []
     for m in methods:
-        if len(m.runs) < 2:
+        if len(m.runs) < 2 or not all(r.problem_scores for r in m.runs):
             continue
-        scores = m.problem_matrix("greedy")
+        scores, _, why = m.scores("greedy")
         if scores is None:
+            row = {"method": m.name, "seeds": ", ".join(map(str, m.seeds))}
+            _paired(None, None, row, "greedy acc", why)
+            _paired(None, None, row, f"pass@{k}", why)
+            rows.append(row)
             continue
         i, j = max(
             itertools.combinations(range(len(m.runs)), 2),
@@ -294,12 +349,13 @@ def seed_spread_table(methods: Sequence[Method], k: int = 4) -> Table:
             "seeds": f"{m.runs[i].seed} vs {m.runs[j].seed}",
         }
         _paired(scores[i : i + 1], scores[j : j + 1], row, "greedy acc")
-        passk = m.problem_matrix(f"pass@{k}")
+        passk, _, why = m.scores(f"pass@{k}")
         _paired(
             None if passk is None else passk[i : i + 1],
             None if passk is None else passk[j : j + 1],
             row,
             f"pass@{k}",
+            why,
         )
         rows.append(row)
     return rows
@@ -386,13 +442,15 @@ def shadow_tables(
     for key, _ in SHADOW_METRICS:
         if not any(_has(m, f"credit/{s}/{key}") for m in methods for s in schemes):
             continue
-        rows: Table = []
         if base is not None:
-            b, label = base["per_key"][key], base["label"]
+            cells = base["per_key"][key] | {"mean T": Cell(base["mean_length"])}
+            leads = [(_marked(base, methods), cells)]
         else:
-            b = _base_from_first_steps(methods, schemes, key)
-            label = "initial model (step-1 batches)"
-        rows.append({"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}})
+            leads = _base_from_first_steps(methods, schemes, key)
+        rows: Table = [
+            {"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}}
+            for label, b in leads
+        ]
         for m in methods:
             row: dict[str, Any] = {"run": m.name, "trains": kind(m)}
             for s in schemes:
@@ -403,32 +461,55 @@ def shadow_tables(
                 )
             rows.append(row)
         if key in ("effective_ratio", "effective_n"):  # EffN/T means little without T
-            rows[0]["mean T"] = Cell(base["mean_length"]) if base is not None else b["mean T"]
-            for row, m in zip(rows[1:], methods, strict=True):
+            for row, (_, b) in zip(rows, leads, strict=False):
+                row["mean T"] = b["mean T"]
+            for row, m in zip(rows[len(leads) :], methods, strict=True):
                 row["mean T"] = Cell.of(m.per_seed("credit/length"))
         out[f"shadow_{key}"] = rows
     return out
 
 
+def _marked(base: dict[str, Any], methods: Sequence[Method]) -> str:
+    """The diagnosis row's label, saying where it was scored otherwise than
+    the runs beside it (another eps, quantile, eps mode, decoding, model or task)."""
+    diffs = []
+    for f, v in base.get("settings", {}).items():
+        theirs = list(dict.fromkeys(str(m.identity[f]) for m in methods if m.identity[f] != v))
+        if theirs:
+            diffs.append(f"{f} {v} (runs: {', '.join(theirs)})")
+    if not diffs:
+        return base["label"]
+    return f"{base['label'][:-1]}; scored otherwise than the runs: {', '.join(diffs)})"
+
+
 def _base_from_first_steps(
     methods: Sequence[Method], schemes: Sequence[str], key: str
-) -> dict[str, Any]:
-    """Each scheme's value at step 1, one value per distinct step-1 batch:
-    runs of one kind (LoRA or full) that share a seed sampled the same batch."""
-    out: dict[str, Any] = {}
-    for s in (*schemes, "mean T"):
-        if s != "mean T" and _needs_policy(s):
-            out[s] = UNDEFINED
-            continue
-        metric = "credit/length" if s == "mean T" else f"credit/{s}/{key}"
-        seen: dict[tuple[int, bool], float] = {}
-        for m in methods:
-            for r in m.runs:
+) -> list[tuple[str, dict[str, Any]]]:
+    """The initial model's rows: per :func:`arca.report.runs.step1_setup`, each scheme's value
+    at step 1, one value per distinct step-1 batch (one per seed). One row when
+    every run shares one setup, else one per setup, labelled with its methods."""
+    setups: dict[tuple[Any, ...], list[Run]] = {}
+    for m in methods:
+        for r in m.runs:
+            setups.setdefault(step1_setup(r.config), []).append(r)
+    label = "initial model (step-1 batches)"
+    leads = []
+    for runs in setups.values():
+        out: dict[str, Any] = {}
+        for s in (*schemes, "mean T"):
+            if s != "mean T" and _needs_policy(s):
+                out[s] = UNDEFINED
+                continue
+            metric = "credit/length" if s == "mean T" else f"credit/{s}/{key}"
+            seen: dict[int, float] = {}
+            for r in runs:
                 v = r.at_step_1(metric)
                 if not math.isnan(v):
-                    seen.setdefault((r.seed, r.full), v)
-        out[s] = Cell.of(list(seen.values()))
-    return out
+                    seen.setdefault(r.seed, v)
+            out[s] = Cell.of(list(seen.values()))
+        beside = ", ".join(dict.fromkeys(r.label or r.name for r in runs))
+        leads.append((label if len(setups) == 1 else f"{label}, beside {beside}", out))
+    return leads
 
 
 def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any]:
@@ -457,6 +538,7 @@ def base_row(diagnosis: dict[str, Any], schemes: Sequence[str]) -> dict[str, Any
         "label": f"base model ({n} completions, {src}; arca diagnose)",
         "per_key": per_key,
         "mean_length": float(diagnosis.get("mean_length", math.nan)),
+        "settings": diagnosis_settings(diagnosis),
     }
 
 

@@ -416,6 +416,9 @@ def load_policy(
             "save or download the model again"
         ) from None
     tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        # Batched generation pads; as arca train does, the end-of-sequence token pads.
+        tok.pad_token = tok.eos_token
     if adapter is not None:
         from peft import PeftModel
 

@@ -241,3 +241,25 @@ def test_the_previous_default_stays_usable_by_name(tmp_path, monkeypatch, capsys
     assert "tiny-qwen3-2917db98d8" in capsys.readouterr().out  # not built here: says where it goes
     with pytest.raises(ValueError, match="unknown embedded model 'tiny-l2'"):
         tiny.spec_named("tiny-l2")
+
+
+def test_a_tokenizer_without_a_pad_token_still_evaluates_in_batches(random_model, tmp_path):
+    """SmolLM2's converted tokenizer has no pad token: batched generation asked
+    for padding and stopped (arca train sets pad = eos; now evaluation does too)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from arca.cli import main
+    from arca.evaluate import load_policy
+
+    model = tmp_path / "no-pad"
+    shutil.copytree(random_model, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.pad_token = None
+    tok.save_pretrained(model)
+    assert AutoTokenizer.from_pretrained(model).pad_token is None
+    _, loaded = load_policy(str(model))
+    assert loaded.pad_token == loaded.eos_token
+    argv = ["eval", "--model", str(model), "--limit", "3", "--k", "1", "--max-new-tokens", "4"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0  # prompts of unequal length

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(command: str, fn: Callable[[], int | None]) -> int:
     # Loaded here, not at the top: `arca --version` and `--help` stay light.
-    from arca.tasks.custom import UserCodeError
+    from arca.tasks.rewards import UserCodeError
 
     try:
         return int(fn() or 0)

@@ -91,7 +91,7 @@ def make_run(
                     {**base, "mode": "sample", "sample": j, "completion": "y", "reward": s}
                 )
         (d / "eval" / "completions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in comps))
-        from arca.evaluate import pass_at_k
+        from arca.generation import pass_at_k
 
         ok = float(cfg.get("correct_reward", 1.0))
         res = {

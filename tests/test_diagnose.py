@@ -210,7 +210,7 @@ def test_drift_is_the_exact_kl_over_the_vocabulary():
     model, tok = _one_layer(c=2.0)
     peft_model = _randomise(add_lora(model, rank=4, dropout=0.0), scale=0.3)
     items = _items(tok, 3)
-    from arca.diagnose import _batch
+    from arca.diagnose.completions import batch as _batch
 
     ids, attn, mask = _batch(items, 0)
     C = mask.shape[1]

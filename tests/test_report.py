@@ -587,7 +587,7 @@ def _base_eval(run, greedy=0.25, passk=0.5, seed=None, **settings):
 
     import yaml
 
-    from arca.evaluate import eval_settings
+    from arca.run_folder import eval_settings
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     (run / "eval-base").mkdir()
@@ -990,14 +990,16 @@ def test_method_fields_default_to_what_arca_train_runs_with():
             elif f.default_factory is not dataclasses.MISSING:
                 defaults.setdefault(f.name, f.default_factory())
     # arca train's own choices where TRL's differ (train.parse, _cpu_defaults).
-    chosen = {"model_name_or_path": "tiny", "use_peft": True}
+    from arca.models import LORA_TARGETS
+
+    chosen = {"model_name_or_path": "tiny", "use_peft": True, "lora_target_modules": LORA_TARGETS}
     for name, value in METHOD_FIELDS.items():
         if name == "model_identity":  # recorded by arca itself, not a setting
             continue
         assert name in defaults, f"{name} is not a setting of arca train"
         assert value == chosen.get(name, defaults[name]), name
     # What changes an evaluation changes the method too.
-    from arca.evaluate import BASE_EVAL_FIELDS
+    from arca.run_folder import BASE_EVAL_FIELDS
 
     assert set(BASE_EVAL_FIELDS) <= set(METHOD_FIELDS)
 

@@ -77,11 +77,11 @@ def finished(tmp_path_factory):
     lines: list[str] = []
     # The display samples the runs' files every _POLL_S; a 3-step tiny run can
     # finish its steps within one second, so poll faster to see a step line.
-    poll, arca.sweep._POLL_S = arca.sweep._POLL_S, 0.05
+    poll, arca.sweep.runner.POLL_S = arca.sweep.runner.POLL_S, 0.05
     try:
         res = sweep(configs, root / "out", echo=lines.append, base_samples=8)
     finally:
-        arca.sweep._POLL_S = poll
+        arca.sweep.runner.POLL_S = poll
     return configs, root / "out", res, lines
 
 
@@ -174,10 +174,11 @@ def test_a_run_made_otherwise_names_what_differs(tmp_path):
 
 
 def test_the_readme_calls_only_sweep_presets_presets():
-    """It called configs/smollm2/ a preset; `arca sweep --preset smollm2` does not exist."""
+    """It called configs/smollm2/ a preset; `arca sweep --preset smollm2` does not exist.
+    The README and the docs it points to."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
+    readme = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
     named = set(re.findall(r"preset `configs/([\w-]+)/`", readme))
     named |= set(re.findall(r"--preset ([\w-]+)", readme))
     assert named and named <= set(arca.sweep.PRESETS), named - set(arca.sweep.PRESETS)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from arca import __version__
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.io import atomic_write_text
 from arca.report import plots, tables, tokens
@@ -75,7 +76,6 @@ def build_report(
     differs from it in the scheme alone; ``any_rank``: or in its LoRA rank).
     Returns ``{"methods", "tables", "files"}``.
     """
-    from arca import __version__
 
     runs = [load_run(d) for d in find_run_dirs(paths)]
     methods = group_methods(runs)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from arca.credit.schemes import BUILTIN_SCHEMES
-from arca.evaluate import pass_at_k
+from arca.generation import pass_at_k
+from arca.models.qwen import LORA_TARGETS
 from arca.tasks.arithmetic import DEFAULT_LEVEL
 
 #: Fraction of the last logged steps that "final" values average over.
@@ -41,13 +42,16 @@ METHOD_FIELDS: dict[str, Any] = {
     # the model: its name, and its content when the run recorded it
     "model_name_or_path": "tiny",
     "model_identity": None,
+    # the content of its data and reward files, when the run recorded them
+    "files_sha256": None,
     "model_revision": "main",
     "dtype": "float32",
     "use_peft": True,  # arca train's default (TRL's is full fine-tuning)
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
-    "lora_target_modules": None,
+    # What trains when a config leaves it out (arca train records it since).
+    "lora_target_modules": LORA_TARGETS,
     "use_dora": False,
     "use_rslora": False,
     "lora_modules_to_save": None,
@@ -203,6 +207,8 @@ def method_identity(config: dict[str, Any]) -> dict[str, Any]:
     are seeds of one method exactly when these agree. Under full fine-tuning
     the LoRA settings train nothing and are left out (None)."""
     ident = {f: _frozen(config.get(f, d)) for f, d in METHOD_FIELDS.items()}
+    if config.get("lora_target_modules") is None:  # recorded as null, trained these
+        ident["lora_target_modules"] = _frozen(LORA_TARGETS)
     if ident["use_peft"] is False:
         for f in METHOD_FIELDS:
             if f.startswith(("lora_", "use_dora", "use_rslora")):

@@ -22,6 +22,7 @@ from arca.credit.diagnostics import classify_regime
 from arca.report.runs import (
     RANK_FIELDS,
     SCHEME_FIELDS,
+    SCHEME_ORDER,
     Method,
     Run,
     aligned,
@@ -30,6 +31,7 @@ from arca.report.runs import (
     identity_differences,
     step1_setup,
 )
+from arca.run_folder import BASE_EVAL_FIELDS, eval_settings
 from arca.stats import bootstrap_ci, paired_bootstrap
 
 #: Credit-correctness metrics as logged (``credit/<metric>``) and their column names.
@@ -208,8 +210,6 @@ def _base_differences(base: dict[str, Any], run: Run, k: int) -> str:
     """How a base-model evaluation's settings differ from a run's ("" if they
     do not): its recorded settings against the run's config, and its problem
     count, k and samples against the run's evaluation."""
-    from arca.evaluate import BASE_EVAL_FIELDS, eval_settings
-
     rec = base.get("settings")
     if not isinstance(rec, dict) or "greedy_accuracy" not in base:
         return "its settings or accuracy are not recorded"
@@ -552,8 +552,6 @@ def _needs_policy(scheme: str) -> bool:
 
 def shadow_schemes(methods: Sequence[Method]) -> list[str]:
     """Schemes with shadow metrics in any run, in the paper's order."""
-    from arca.report.runs import SCHEME_ORDER
-
     seen: dict[str, None] = {}
     for m in methods:
         for r in m.runs:

@@ -53,11 +53,28 @@ def sync_weights_reloading(generation: Any) -> None:
     generation.llm.reset_prefix_cache()
 
 
+def head_size(config: Any) -> int:
+    """The attention head size of a transformers model config."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def patch_colocated_cpu_sync(generation: Any) -> bool:
     """Route a colocated vLLM's weight sync through ``reload_weights`` on the CPU
-    platform; returns whether it did. Server mode and GPUs keep TRL's sync."""
+    platform; returns whether it did. Server mode and GPUs keep TRL's sync.
+
+    Refuses, in one line, a model whose head size vLLM's CPU attention does not
+    run: vLLM itself would fail only at the first generation, deep in a step."""
     if getattr(generation, "mode", None) != "colocate" or not _on_cpu_platform():
         return False
+    config = generation.llm.llm_engine.model_config.hf_config
+    d = head_size(config)
+    if d not in CPU_HEAD_DIMS:
+        name = getattr(generation.model, "name_or_path", "the model")
+        raise ValueError(
+            f"use_vllm: vLLM's CPU attention runs head sizes {', '.join(map(str, CPU_HEAD_DIMS))}, "
+            f"and {name} has {d}; train the same function with its heads widened: "
+            f"model_name_or_path: the folder arca.vllm_cpu.vllm_ready({str(name)!r}) returns"
+        )
     generation.sync_weights = lambda: sync_weights_reloading(generation)
     return True
 
@@ -96,7 +113,7 @@ def widen_heads(src: str | Path, dst: str | Path, head_dim: int = 32) -> Path:
     src, dst = Path(src), Path(dst)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     cfg = model.config
-    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    d = head_size(cfg)
     rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_type", "default")
     if cfg.model_type != "qwen3" or rope != "default":
         raise ValueError(
@@ -144,8 +161,7 @@ def vllm_ready(name_or_path: str) -> str:
     from arca.models.tiny import cache_root
 
     path = Path(resolve(name_or_path))
-    cfg = AutoConfig.from_pretrained(path)
-    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    d = head_size(AutoConfig.from_pretrained(path))
     if d in CPU_HEAD_DIMS:
         return str(path)
     new = next((h for h in CPU_HEAD_DIMS if h > d and h % d == 0), None)

@@ -353,6 +353,12 @@ def test_the_tiny_models_head_size_needs_widening_for_vllm(tmp_path, monkeypatch
     assert "Unsupported CPU attention configuration: head_dim=16" in child.stderr, child.stderr[
         -2000:
     ]
+    # Through the trainer: refused at start-up, in one line, naming the fix.
+    with pytest.raises(
+        ValueError, match=r"^use_vllm: vLLM's CPU attention runs head sizes 32, .* has 16; "
+    ):
+        make(str(narrow), tmp_path / "refused", token_weighting="surprisal")
+    gc.collect()
     llm = LLM(model=str(wide), **kw)
     try:
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)

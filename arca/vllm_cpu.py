@@ -9,7 +9,8 @@ attribute 'weight_loader'`` (stock ``GRPOTrainer`` too), and writing into the
 old tensor would not reach the packed copy anyway. vLLM's own in-place update,
 the worker's ``reload_weights`` (layerwise reload), restores the parameters,
 loads the new values and packs them again: :func:`patch_colocated_cpu_sync`
-makes TRL's ``sync_weights`` go through it, on the CPU platform only.
+makes TRL's ``sync_weights`` go through it, on the CPU platform only. A tied
+LM head is packed again after it (the reload repacks only the embedding).
 
 Head size. vLLM's CPU attention runs head sizes :data:`CPU_HEAD_DIMS` only;
 arca's tiny model has 16 (``RuntimeError: Unsupported CPU attention
@@ -50,6 +51,15 @@ def sync_weights_reloading(generation: Any) -> None:
     runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
     weights = ((name, p.detach().clone()) for name, p in generation._iter_named_params())
     runner.reload_weights(weights_iterator=weights)
+    model = runner.get_model()
+    lm_head = getattr(model, "lm_head", None)
+    config = runner.model_config.hf_config.get_text_config()
+    if lm_head is not None and getattr(config, "tie_word_embeddings", False):
+        # A tied LM head shares the embedding's weight, but the reload packs it
+        # for the GEMM only as the embedding: the head would keep the old
+        # logits (full fine-tuning moves the embedding; measured 0.30 nats per
+        # token off the policy on the tiny model, 0.011 once repacked).
+        lm_head.quant_method.process_weights_after_loading(lm_head)
     generation.llm.reset_prefix_cache()
 
 

@@ -65,7 +65,7 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-def make(model_dir, tmp, cls=CreditGRPOTrainer, cfg=CreditGRPOConfig, steps=3, **extra):
+def make(model_dir, tmp, cls=CreditGRPOTrainer, cfg=CreditGRPOConfig, steps=3, peft=True, **extra):
     extra.setdefault("use_vllm", True)
     extra.setdefault("loss_type", "grpo")
     extra.setdefault("learning_rate", 1e-2)
@@ -91,7 +91,7 @@ def make(model_dir, tmp, cls=CreditGRPOTrainer, cfg=CreditGRPOConfig, steps=3, *
         args=args,
         train_dataset=Dataset.from_dict({"prompt": [f"What is {i} + {i}?" for i in range(16)]}),
         processing_class=build_tokenizer(),
-        peft_config=lora,
+        peft_config=lora if peft else None,
     )
 
 
@@ -207,6 +207,30 @@ def test_the_second_step_generates_from_the_updated_policy(model_dir, tmp_path):
         to_upd, to_init, moved = gaps(sync=True)
         assert moved > 0.05  # the step moved the policy well past bf16 rounding
         assert to_upd < 0.25 * to_init, (to_upd, to_init, moved)
+    finally:
+        close(tr)
+
+
+def test_full_fine_tuning_syncs_every_weight_the_tied_lm_head_included(model_dir, tmp_path):
+    """use_peft off: the embedding moves, and with tied embeddings vLLM's LM head
+    must follow it (its packed copy is redone after each reload)."""
+    tr = make(model_dir, tmp_path, token_weighting="arca", steps=1, learning_rate=3e-2, peft=False)
+    try:
+        initial = AutoModelForCausalLM.from_pretrained(model_dir)
+        tr.train()
+        batch = next(iter(tr.get_train_dataloader()))
+        tr._last_loaded_step = -1  # sync the updated weights
+        out = tr._generate_and_score_completions(batch)
+        m = out["completion_mask"].bool()
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        C = out["completion_ids"].shape[1]
+        with torch.no_grad():
+            logits = initial(input_ids=ids).logits[:, -C - 1 : -1].float()
+        init = torch.log_softmax(logits, -1).gather(2, ids[:, -C:, None])[..., 0]
+        vl, upd = out["sampling_per_token_logps"], out["old_per_token_logps"]
+        assert (upd - init)[m].abs().mean() > 1.0  # the step moved the policy a lot
+        # bf16 rounding only (0.011 measured; a stale LM head gave 0.30).
+        assert (vl - upd)[m].abs().mean() < 0.05
     finally:
         close(tr)
 

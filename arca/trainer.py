@@ -436,6 +436,10 @@ class CreditGRPOTrainer(GRPOTrainer):
         # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
         self._warn_vllm_merge_rounding(unwrapped)
+        if self.args.use_vllm:  # vLLM's CPU build cannot take TRL's in-place sync
+            from arca.vllm_cpu import patch_colocated_cpu_sync
+
+            patch_colocated_cpu_sync(self.vllm_generation)
         # While TRL generates and scores: where its old-log-prob pass leaves arca's inputs.
         self._old_pass: dict[str, Tensor] | None = None
         # Token metrics of the logging window: [sum, tokens] and maxima, per mode.

@@ -6,21 +6,29 @@
   step always among them, cut back to the checkpoint on resume;
 - :class:`CompactProgress`: one short console line per logged step;
 - :class:`SampleWriter`: ``samples.jsonl``, completions with their per-token
-  weights at step 1, every N steps and the last step.
+  weights at step 1, every N steps and the last step;
+- :class:`LearningCurve`: ``curve.jsonl``, greedy accuracy on a fixed subset of
+  the held-out problems before training and every N steps, per problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 from transformers import ProgressCallback, TrainerCallback
 
+from arca.generation import generate
 from arca.io import atomic_write_text, filter_jsonl
 from arca.run_folder import sample_step
+from arca.scoring import eval_mode
 
 
 class MetricsFile(TrainerCallback):
@@ -191,3 +199,90 @@ class SampleWriter:
             for rec in sorted(records, key=key)[: self.count]:
                 f.write(json.dumps(rec) + "\n")
             f.flush()
+
+
+class LearningCurve(TrainerCallback):
+    """Held-out greedy accuracy while training: before the first step (step 0,
+    the model training starts from), every ``every`` steps and at the last
+    step, on the same ``rows`` (the first problems of the run's held-out set),
+    each completion scored by the task's reward (``score``) and counted correct
+    at ``correct_reward`` or above, as ``arca eval`` counts. One JSON line per
+    evaluation in ``path``: ``step``, ``greedy_accuracy``, ``problems``,
+    ``correct`` (0/1 per problem, in the rows' order, so runs can be paired
+    problem by problem), ``problems_sha`` (which problems, in which order) and
+    ``seconds``.
+
+    Greedy decoding draws nothing from the random state and the model's train
+    mode is restored, so a run trains exactly as it would without the curve.
+    The main process evaluates while the others wait; on resume, lines past the
+    checkpoint's step are dropped first, as for ``metrics.jsonl``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        rows: Sequence[Mapping[str, Any]],
+        score: Callable[[Sequence[str], Sequence[Mapping[str, Any]]], list[float]],
+        *,
+        every: int,
+        correct_reward: float = 1.0,
+        max_new_tokens: int = 512,
+        batch_size: int = 64,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"eval_every: must be >= 1, got {every}")
+        self.path, self.rows, self.score = Path(path), list(rows), score
+        self.every, self.correct_reward = every, correct_reward
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.done: set[int] = set()
+        # Which problems, in which order: runs are paired on a curve only when it matches.
+        self.problems_sha = hashlib.sha256(
+            json.dumps([str(r["prompt"]) for r in self.rows]).encode()
+        ).hexdigest()[:16]
+
+    def due(self, step: int, last: int) -> bool:
+        return step not in self.done and (step == 0 or step % self.every == 0 or step == last)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            if state.global_step > 0 and self.path.exists():
+                filter_jsonl(self.path, lambda rec: rec.get("step", -1) <= state.global_step)
+                self.done = {
+                    int(json.loads(x)["step"]) for x in self.path.read_text().splitlines() if x
+                }
+            else:
+                atomic_write_text(self.path, "")
+        if state.global_step == 0:
+            self._evaluate(0, state, **kw)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.due(state.global_step, state.max_steps):
+            self._evaluate(state.global_step, state, **kw)
+
+    def _evaluate(self, step: int, state: Any, **kw: Any) -> None:
+        self.done.add(step)
+        if not state.is_world_process_zero:
+            return
+        model, tok = kw["model"], kw["processing_class"]
+        t0 = time.perf_counter()
+        with torch.no_grad(), eval_mode(model):
+            texts = generate(
+                model,
+                tok,
+                [r["prompt"] for r in self.rows],
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+            )
+        rewards = self.score([t[0] for t in texts], self.rows)
+        correct = [int(r >= self.correct_reward) for r in rewards]
+        rec = {
+            "step": step,
+            "greedy_accuracy": sum(correct) / len(correct),
+            "problems": len(correct),
+            "correct": correct,
+            "problems_sha": self.problems_sha,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())

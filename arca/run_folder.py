@@ -10,6 +10,8 @@
 - ``metrics.jsonl``: one JSON line per logged optimizer step (from 1);
 - ``samples.jsonl``: completions with per-token weights (:func:`sample_step`
   reads their step whatever the file's age);
+- ``curve.jsonl``: held-out greedy accuracy during training, per problem
+  (``eval_every``), the run's learning curve;
 - ``checkpoint-N/`` (each appears whole) and the final weights, ``adapter/``
   (LoRA) or ``model/`` (full fine-tuning): :func:`final_weights`;
 - ``eval/`` (the whole held-out set), ``eval-firstN/`` (a part of it),
@@ -40,6 +42,7 @@ from arca.tasks.arithmetic import DEFAULT_LEVEL
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
+CURVE = "curve.jsonl"
 
 
 @contextmanager
@@ -119,6 +122,7 @@ RESUMABLE = frozenset(
         "run_name",
         "sample_every",
         "sample_count",
+        "eval_every",
         "dataloader_num_workers",
         "disable_tqdm",
         "log_level",
@@ -239,7 +243,6 @@ def final_from_checkpoint(checkpoint: Path, dest: Path) -> None:
     """The final weights of a run killed after its last checkpoint but before
     the final save: the checkpoint's model files (what ``save_model`` wrote there)."""
 
-
     with atomic_dir(dest) as tmp:
         tmp.mkdir()
         for f in checkpoint.iterdir():
@@ -303,7 +306,6 @@ def evaluated(run_dir: str | Path, *, base: bool = False) -> bool:
     """Does the run hold a complete evaluation (``eval/results.json`` over its
     whole held-out set; with ``base``, the base model's ``eval-base/``)? One cut
     short by ``--limit`` by an older arca, which wrote it there, does not count."""
-
 
     run = Path(run_dir)
     res_path = run / ("eval-base" if base else "eval") / "results.json"

@@ -35,6 +35,7 @@ from arca.io import atomic_write_text, filter_jsonl
 from arca.models import LORA_TARGETS, identity, resolve
 from arca.run_folder import (
     CONFIG,
+    CURVE,
     METRICS,
     SAMPLES,
     began,
@@ -188,6 +189,17 @@ class RunArguments:
         },
     )
     sample_count: int = field(default=4, metadata={"help": "completions per sample"})
+    eval_every: int = field(
+        default=0,
+        metadata={
+            "help": "learning curve: greedy accuracy on eval_problems held-out problems before "
+            "training, every N steps and at the last step, into curve.jsonl (0: none)"
+        },
+    )
+    eval_problems: int = field(
+        default=100,
+        metadata={"help": "learning curve: how many of the held-out problems (the first ones)"},
+    )
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
     )
@@ -260,6 +272,16 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if run.sample_every < 0 or run.sample_count < 0:
         raise ValueError("sample_every and sample_count must be >= 0")
+    if run.eval_every < 0 or run.eval_problems < 1:
+        raise ValueError(
+            f"eval_every must be >= 0 and eval_problems >= 1, got {run.eval_every}, "
+            f"{run.eval_problems}"
+        )
+    if run.eval_every and (cfg.fsdp or cfg.deepspeed):
+        raise ValueError(
+            "eval_every: the learning curve generates on the main process with the whole "
+            "model, which FSDP and DeepSpeed shard; evaluate checkpoints with arca eval instead"
+        )
     if not model.model_name_or_path:
         model.model_name_or_path = "tiny"
     _check_report_to(cfg.report_to)
@@ -440,10 +462,6 @@ def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
     return [*argv, *(x for k, v, _ in chosen for x in (f"--{k}", v))]
 
 
-
-
-
-
 def _check_report_to(report_to: Any) -> None:
     """A logging backend that is not installed fails after the model loads; say so first."""
     import importlib.util
@@ -491,25 +509,12 @@ def check_types(obj: Any) -> None:
                 raise ValueError(f"{f.name}: must be a number, got {v!r}")
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     """Train one run into ``cfg.output_dir``, which the main process locks
     for the duration (another arca process on it stops, naming this one)."""
     from contextlib import nullcontext
 
     from accelerate import PartialState
-
 
     main = PartialState().is_main_process
     with lock(cfg.output_dir, "arca train") if main else nullcontext():
@@ -522,7 +527,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from arca.callbacks import CompactProgress, MetricsFile, SampleWriter
+    from arca.callbacks import CompactProgress, LearningCurve, MetricsFile, SampleWriter
     from arca.trainer import CreditGRPOTrainer
 
     out = Path(cfg.output_dir)
@@ -567,10 +572,11 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     task = task_from_config(resolved)
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
-    if task.locate_error is None:
+    if task.locate_error is None and run.error_locator != MC:
         print(
             f"task {run.task}: no error locator, so where a wrong completion went wrong is not "
-            "known; credit-correctness metrics (credit/prefix_blame, ...) are not logged"
+            "known; credit-correctness metrics (credit/prefix_blame, ...) are not logged "
+            "(error_locator: mc estimates it by Monte-Carlo, docs/ground-truth.md)"
         )
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     tok = AutoTokenizer.from_pretrained(path)
@@ -604,6 +610,23 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
             out / CONFIG,
             yaml.safe_dump(resolved, sort_keys=False),
         )
+    curve = []
+    if run.eval_every:
+        rows = task.heldout.to_list()
+        if run.eval_problems > len(rows):
+            raise ValueError(
+                f"eval_problems: {run.eval_problems} asked for, the held-out set has {len(rows)}"
+            )
+        curve = [
+            LearningCurve(
+                out / CURVE,
+                rows[: run.eval_problems],
+                task.score,
+                every=run.eval_every,
+                correct_reward=run.correct_reward,
+                max_new_tokens=int(cfg.max_completion_length),
+            )
+        ]
     trainer = CreditGRPOTrainer(
         model,
         reward_funcs=task.trl_rewards(),
@@ -611,7 +634,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         train_dataset=train,
         processing_class=tok,
         peft_config=get_peft_config(model_args),
-        callbacks=[MetricsFile(out / METRICS)],
+        callbacks=[MetricsFile(out / METRICS), *curve],
         error_locator=mc_schedule(run, cfg, task.score, task.step_rule)
         if run.error_locator == MC
         else task.locate_error,
@@ -622,9 +645,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(CompactProgress())
     if run.sample_every:
-        trainer.sample_writer = SampleWriter(
-            out / SAMPLES, run.sample_every, run.sample_count
-        )
+        trainer.sample_writer = SampleWriter(out / SAMPLES, run.sample_every, run.sample_count)
     resume_from = last if run.resume and last else None
     if resume_from and main and (out / SAMPLES).is_file():
         # Samples drawn after the checkpoint's step are drawn again, as
@@ -651,14 +672,6 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     if main:
         print(f"run finished: {out} (metrics.jsonl, {final}/)")
     return out
-
-
-
-
-
-
-
-
 
 
 def help_text() -> str:

@@ -123,6 +123,7 @@ from arca.credit import (
 from arca.credit.advantages import ESTIMATORS
 from arca.credit.loss import LOSS_TYPES, REFUSED_LOSS_TYPES
 from arca.io import atomic_write_text, replace_dir
+from arca.models.vllm_heads import CPU_HEAD_DIMS, head_size
 from arca.scoring import (
     capture_adapter_shift,
     capture_final_hidden,
@@ -352,6 +353,64 @@ class _NotYetWeighted:
 _NOT_YET_WEIGHTED = _NotYetWeighted()
 
 
+# ------------------------------------------------------- vLLM's CPU build
+# TRL 1.16 syncs the policy into a colocated vLLM by calling the vLLM model's
+# load_weights for each (merged) parameter. vLLM's CPU build packs every linear
+# layer's weight for its GEMM kernels once loading is done and replaces the
+# parameter with one that has no weight_loader: the first sync stops with
+# "'Parameter' object has no attribute 'weight_loader'" (stock GRPOTrainer
+# too). vLLM's own in-place update, the worker's reload_weights, restores the
+# parameters, loads the new values and packs them again.
+
+
+def _on_cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def sync_weights_reloading(generation: Any) -> None:
+    """TRL's colocate ``sync_weights`` through vLLM's ``reload_weights``.
+
+    The parameters come from TRL's own iterator (merge, read, unmerge); each is
+    cloned because vLLM may hold a layer's tensors until the layer is complete,
+    and the unmerge after the last one must not reach them."""
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    weights = ((name, p.detach().clone()) for name, p in generation._iter_named_params())
+    runner.reload_weights(weights_iterator=weights)
+    model = runner.get_model()
+    lm_head = getattr(model, "lm_head", None)
+    config = runner.model_config.hf_config.get_text_config()
+    if lm_head is not None and getattr(config, "tie_word_embeddings", False):
+        # A tied LM head shares the embedding's weight, but the reload packs it
+        # for the GEMM only as the embedding: the head would keep the old
+        # logits (full fine-tuning moves the embedding; measured 0.30 nats per
+        # token off the policy on the tiny model, 0.011 once repacked).
+        lm_head.quant_method.process_weights_after_loading(lm_head)
+    generation.llm.reset_prefix_cache()
+
+
+def patch_colocated_cpu_sync(generation: Any) -> bool:
+    """Route a colocated vLLM's weight sync through ``reload_weights`` on the CPU
+    platform; returns whether it did. Server mode and GPUs keep TRL's sync.
+
+    Refuses, in one line, a model whose head size vLLM's CPU attention does not
+    run: vLLM itself would fail only at the first generation, deep in a step."""
+    if getattr(generation, "mode", None) != "colocate" or not _on_cpu_platform():
+        return False
+    config = generation.llm.llm_engine.model_config.hf_config
+    d = head_size(config)
+    if d not in CPU_HEAD_DIMS:
+        name = getattr(generation.model, "name_or_path", "the model")
+        raise ValueError(
+            f"use_vllm: vLLM's CPU attention runs head sizes {', '.join(map(str, CPU_HEAD_DIMS))}, "
+            f"and {name} has {d}; train the same function with its heads widened: "
+            f"model_name_or_path: the folder arca.models.vllm_heads.vllm_ready({str(name)!r}) returns"
+        )
+    generation.sync_weights = lambda: sync_weights_reloading(generation)
+    return True
+
+
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
@@ -437,8 +496,6 @@ class CreditGRPOTrainer(GRPOTrainer):
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
         self._warn_vllm_merge_rounding(unwrapped)
         if self.args.use_vllm:  # vLLM's CPU build cannot take TRL's in-place sync
-            from arca.vllm_cpu import patch_colocated_cpu_sync
-
             patch_colocated_cpu_sync(self.vllm_generation)
         # While TRL generates and scores: where its old-log-prob pass leaves arca's inputs.
         self._old_pass: dict[str, Tensor] | None = None

@@ -9,7 +9,7 @@ either). Builds :class:`arca.trainer.CreditGRPOTrainer` from a preset's fields a
 with ``save_strategy: no``, and times each optimizer step: the whole step, the
 generation in it (TRL's ``_generate_single_turn``: vLLM's ``generate`` or
 ``model.generate``) and, with vLLM, the weight sync. The first step is a warm-up
-and is left out of the medians. The model is :func:`arca.vllm_cpu.vllm_ready`'s
+and is left out of the medians. The model is :func:`arca.models.vllm_heads.vllm_ready`'s
 folder for both backends (the tiny model widened to head size 32, the same
 function), so the two compare the same policy. vLLM's CPU build computes in
 bf16 (TRL passes no dtype and vLLM downcasts a float32 checkpoint); the
@@ -33,11 +33,11 @@ def build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from arca.config import config_path, read_config
     from arca.models import LORA_TARGETS
+    from arca.models.vllm_heads import vllm_ready
     from arca.tasks.loaders import task_from_config
-    from arca.train import config_path, read_config
     from arca.trainer import CreditGRPOConfig, CreditGRPOTrainer
-    from arca.vllm_cpu import vllm_ready
 
     cfg = read_config(config_path(args.preset))
     path = vllm_ready(cfg["model_name_or_path"])

@@ -8,12 +8,12 @@ Runs in the vLLM environment (``make install-vllm``). vllm_sync_drift.py runs
 the cycles are TRL's own ``VLLMGeneration.sync_weights`` of a
 :class:`arca.trainer.CreditGRPOTrainer` with ``use_vllm: true`` (colocate),
 which merges the adapter, streams the merged weights into the vLLM engine
-(through ``reload_weights`` on the CPU, :mod:`arca.vllm_cpu`) and unmerges it.
+(through ``reload_weights`` on the CPU, :func:`arca.trainer.patch_colocated_cpu_sync`) and unmerges it.
 The base model is in bfloat16 (where the round trip rounds), the rank-64 adapter
 has ``lora_B ~ N(0, b_std)`` as in vllm_sync_drift.py, and the same fixed batch is
 scored before and after with the same metrics (``dh_base``, ``dr``, ``spearman``,
 ``max_ulp``, ``changed``, ``rel_fro``; see that script). The model is
-:func:`arca.vllm_cpu.vllm_ready`'s folder (the tiny model widened to head size
+:func:`arca.models.vllm_heads.vllm_ready`'s folder (the tiny model widened to head size
 32, the same function), so its LoRA shapes, and the random adapter, differ from
 vllm_sync_drift.py's.
 
@@ -47,9 +47,9 @@ def trainer_for(args: argparse.Namespace) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from arca.models import LORA_TARGETS
+    from arca.models.vllm_heads import vllm_ready
     from arca.tasks.loaders import task_from_config
     from arca.trainer import CreditGRPOConfig, CreditGRPOTrainer
-    from arca.vllm_cpu import vllm_ready
 
     path = vllm_ready(args.model)
     task = task_from_config({"task": "arithmetic", "level": 3 if args.model == "tiny" else 1})

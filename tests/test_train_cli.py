@@ -602,3 +602,26 @@ def test_a_diverging_learning_rate_is_named(tmp_path, capsys):
         r"training diverged at step (\d+): after \d+ update\(s\) at learning_rate 1e\+10", err
     ), err
     assert "lower learning_rate" in err and "upstream" not in err
+
+
+def test_the_learning_curve_is_recorded_without_changing_the_run(tmp_path, random_model):
+    """eval_every: held-out greedy accuracy at step 0, every N steps and the
+    last step, per problem; greedy decoding draws no randomness, so the run's
+    metrics are those of the same run without the curve."""
+    from arca import train
+
+    plain = config(tmp_path, random_model, max_steps=3, save_strategy="no", sample_every=0)
+    train.main(["--config", str(plain), "--output_dir", str(tmp_path / "plain")])
+    train.main(
+        ["--config", str(plain), "--output_dir", str(tmp_path / "curve")]
+        + ["--eval_every", "2", "--eval_problems", "5"]
+    )
+    curve = [json.loads(x) for x in (tmp_path / "curve" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 3]
+    for c in curve:
+        assert c["problems"] == 5 and len(c["correct"]) == 5 and set(c["correct"]) <= {0, 1}
+        assert c["greedy_accuracy"] == sum(c["correct"]) / 5
+    a, b = metrics(tmp_path / "plain"), metrics(tmp_path / "curve")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["reward"] for r in a] == [r["reward"] for r in b]
+    assert not (tmp_path / "plain" / "curve.jsonl").exists()

@@ -33,9 +33,13 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from arca.models import LORA_TARGETS, tiny_qwen3  # noqa: E402
 from arca.models.tiny import build_tokenizer  # noqa: E402
+from arca.models.vllm_heads import CPU_HEAD_DIMS, widen_heads  # noqa: E402
 from arca.scoring import backbone  # noqa: E402
-from arca.trainer import CreditGRPOConfig, CreditGRPOTrainer  # noqa: E402
-from arca.vllm_cpu import CPU_HEAD_DIMS, patch_colocated_cpu_sync, widen_heads  # noqa: E402
+from arca.trainer import (  # noqa: E402
+    CreditGRPOConfig,
+    CreditGRPOTrainer,
+    patch_colocated_cpu_sync,  # noqa: E402
+)
 
 # A small KV cache: the CPU is shared, and the tiny model needs kilobytes.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -124,7 +128,7 @@ def test_the_installed_vllm_is_a_cpu_build_trl_supports():
 
 
 def test_stock_trls_sync_fails_on_vllm_cpu_and_arcas_goes_through(model_dir, tmp_path):
-    """Why arca.vllm_cpu exists: TRL's in-place sync stops at the first linear
+    """Why arca syncs through reload_weights: TRL's in-place sync stops at the first linear
     layer of vLLM's CPU build; the same trainer's sync through reload_weights works."""
     tr = make(model_dir, tmp_path / "stock", GRPOTrainer, GRPOConfig)
     try:
@@ -132,7 +136,7 @@ def test_stock_trls_sync_fails_on_vllm_cpu_and_arcas_goes_through(model_dir, tmp
             tr.vllm_generation.sync_weights()
         arca = make(model_dir, tmp_path / "arca", token_weighting="surprisal")
         try:
-            assert "sync_weights" in vars(arca.vllm_generation)  # routed by arca.vllm_cpu
+            assert "sync_weights" in vars(arca.vllm_generation)  # routed by arca.trainer
             arca.vllm_generation.sync_weights()  # no error
         finally:
             close(arca)

@@ -1,4 +1,4 @@
-"""arca.vllm_cpu without vLLM: the head-widened copy is the same function."""
+"""arca.models.vllm_heads without vLLM: the head-widened copy is the same function."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from arca.models import tiny_qwen3
 from arca.models.tiny import build_tokenizer
-from arca.vllm_cpu import _head_slots, vllm_ready, widen_heads
+from arca.models.vllm_heads import _head_slots, vllm_ready, widen_heads
 
 
 def _save(path, **kw):

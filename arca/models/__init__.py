@@ -25,11 +25,6 @@ from arca.models.qwen import LORA_TARGETS, add_lora, tiny_qwen3
 __all__ = ["LORA_TARGETS", "add_lora", "identity", "resolve", "tiny_qwen3"]
 
 
-
-
-
-
-
 def resolve(name: str) -> str:
     """A model folder for ``name``: ``"tiny"`` (arca's embedded model, built on
     first use; ``"tiny-l1"`` its one-step predecessor), ``"smollm2"``

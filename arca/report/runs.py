@@ -24,6 +24,7 @@ import numpy as np
 from arca.credit.schemes import BUILTIN_SCHEMES
 from arca.generation import pass_at_k
 from arca.models.qwen import LORA_TARGETS
+from arca.run_folder import CURVE
 from arca.tasks.arithmetic import DEFAULT_LEVEL
 
 #: Fraction of the last logged steps that "final" values average over.
@@ -248,6 +249,10 @@ class Run:
     problems: list[str] | None = None
     #: the untrained base model's evaluation with this run's settings (``eval-base/``).
     base_eval: dict[str, Any] | None = None
+    #: the learning curve (``curve.jsonl``): ``(step, greedy accuracy)`` per evaluation.
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    #: problem keys of the scores that are not the evaluation's (the curve's).
+    keys: dict[str, list[str]] = field(default_factory=dict)
     #: the name of its method in the report (:func:`group_methods`): ``name``,
     #: or ``name [what differs]`` when runs of one name are different methods.
     label: str = ""
@@ -354,7 +359,13 @@ class Method:
         scores, does not record its problems, or was evaluated on others."""
         runs = self.runs
         if any(r.problem_scores.get(key) is None for r in runs):
-            return None, None, "no per-problem scores (eval/completions.jsonl)"
+            where = "curve.jsonl" if key.startswith("curve") else "eval/completions.jsonl"
+            return None, None, f"no per-problem scores ({where})"
+        if key in CURVE_KEYS:
+            first_keys = runs[0].keys[key]
+            if any(r.keys.get(key) != first_keys for r in runs):
+                return None, None, "seeds' learning curves cover different problems or steps"
+            return np.stack([r.problem_scores[key] for r in runs]), list(first_keys), ""
         if any(r.problems is None for r in runs):
             return (
                 None,
@@ -527,7 +538,41 @@ def load_run(path: str | Path) -> Run:
     base = p / "eval-base" / "results.json"
     if base.is_file():
         run.base_eval = _read_json(base)
+    if (p / CURVE).is_file():
+        _load_curve(run, _read_jsonl(p / CURVE), p / CURVE)
     return run
+
+
+#: Per-problem scores of a learning curve: the area under it (greedy
+#: correctness averaged over the training steps, trapezoids from step 0) and
+#: its last point.
+CURVE_KEYS = ("curve_auc", "curve_final")
+
+
+def _load_curve(run: Run, recs: list[dict[str, Any]], path: Path) -> None:
+    """``run.curve`` and the per-problem curve scores from ``curve.jsonl``
+    records (a later record of a step replaces an earlier one)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for rec in recs:
+        try:
+            by_step[int(rec["step"])] = rec
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: a record lacks a numeric 'step'; delete the file") from None
+    steps = sorted(by_step)
+    run.curve = [(s, float(by_step[s]["greedy_accuracy"])) for s in steps]
+    shas = {by_step[s].get("problems_sha") for s in steps}
+    sizes = {len(by_step[s].get("correct") or []) for s in steps}
+    if len(shas) != 1 or len(sizes) != 1 or 0 in sizes or len(steps) < 2:
+        return  # no per-problem curve to pair (older file, or one point)
+    correct = np.array([by_step[s]["correct"] for s in steps], dtype=np.float64)
+    x = np.array(steps, dtype=np.float64)
+    # Trapezoids over the steps, divided by their span: mean accuracy over training.
+    area = ((correct[1:] + correct[:-1]) / 2 * np.diff(x)[:, None]).sum(axis=0) / (x[-1] - x[0])
+    run.problem_scores["curve_auc"] = area
+    run.problem_scores["curve_final"] = correct[-1]
+    ident = f"{shas.pop()}@{','.join(map(str, steps))}"
+    for key in CURVE_KEYS:
+        run.keys[key] = [f"{ident}#{i}" for i in range(correct.shape[1])]
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:

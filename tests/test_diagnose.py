@@ -339,6 +339,9 @@ def test_cli_on_a_file_escapes_html(tmp_path, adapter_dir, capsys):
     page = (out / "tokens.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" not in page  # one char per span
     assert "&lt;" in page and "What is &lt;b&gt;2&lt;/b&gt; + 2?" in page
+    # report.md: escaped inside <pre>, where &lt; reads as < (a code fence showed "&lt;").
+    md = (out / "report.md").read_text()
+    assert "<pre>" in md and "Gini &lt; 0.05" in md and "```" not in md
     res = json.loads((out / "diagnose.json").read_text())
     pol = res["models"][1]
     assert res["completions"] == 2 and pol["prop2"]["violations"] == 0

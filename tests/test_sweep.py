@@ -302,3 +302,23 @@ def test_the_base_model_diagnosis_scores_with_the_runs_settings(tmp_path):
         "weight_eps_mode 'relative' (diagnose: 'absolute')",
         "temperature 0.7 (diagnose: 1.0)",
     ]
+
+
+def test_the_base_model_diagnosis_has_the_runs_ground_truth(tmp_path):
+    """Arithmetic: the exact locator; runs with error_locator: mc: Monte-Carlo
+    with their k, cut and search; MATH without one: none (the base row must not
+    carry a ground truth the runs did not have); a custom task: its config."""
+    from arca.sweep import base_model_argv
+
+    def argv_of(name: str, **cfg: object) -> list[str]:
+        configs = write_configs(tmp_path / name, names=("uniform_r64",), uniform_r64=cfg)
+        return base_model_argv(plan_sweep(configs, tmp_path / f"out-{name}"), 8, tmp_path / "b")
+
+    a = argv_of("exact")
+    assert a[a.index("--locator") + 1] == "exact" and a[a.index("--task") + 1] == "arithmetic"
+    m = argv_of("mc", error_locator="mc", mc_k=2, mc_cut="token")
+    assert m[m.index("--locator") :][:6] == ["--locator", "mc", "--mc-k", "2", "--mc-cut", "token"]
+    n = argv_of("none", task="math", data="x.jsonl")
+    assert n[n.index("--locator") + 1] == "none"
+    c = argv_of("custom", task="custom", data="x.jsonl")
+    assert "--task" not in c and c[c.index("--config") + 1].endswith("uniform_r64.yaml")

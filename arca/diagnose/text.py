@@ -3,6 +3,7 @@ findings and report.md."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -217,9 +218,10 @@ def findings(res: dict[str, Any]) -> list[str]:
 
 
 def report_markdown(res: dict[str, Any], title: str) -> str:
-    import html
-
+    """The summary as markdown: in a ``<pre>`` block, HTML-escaped, so that
+    model output can neither close a code fence nor inject markup, and ``<``
+    reads as ``<`` (a fenced block would show ``&lt;`` literally)."""
     body = html.escape(format_summary(res), quote=False)
-    lines = [f"# {html.escape(title, quote=False)}", "", "```", body, "```", ""]
+    lines = [f"# {html.escape(title, quote=False)}", "", f"<pre>\n{body}\n</pre>", ""]
     lines += ["[tokens.html](tokens.html): the first completions, one column per scheme.", ""]
     return "\n".join(lines)

@@ -157,7 +157,7 @@ OPTIMISER_FIELDS = (
 
 
 #: The settings ``arca diagnose`` scores with that its ``diagnose.json`` does
-#: not record and its command line does not take (arca/diagnose.py:
+#: not record and its command line does not take (arca.diagnose.completions:
 #: ``sample_completions`` samples at temperature 1.0 and top-p 0.95, the
 #: weights use the absolute eps floor). A diagnosis that records one of them
 #: overrides this.

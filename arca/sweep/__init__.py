@@ -80,6 +80,7 @@ def sweep(
     only: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     gpus: Sequence[int] | None = None,
+    jobs: int = 1,
     backend: str = "local",
     ray_address: str | None = None,
     cpus_per_run: int = 1,
@@ -92,7 +93,14 @@ def sweep(
     (``report`` is :func:`arca.report.build_report`'s result, or None)."""
     specs = plan_sweep(configs, out, seeds=seeds, only=only, overrides=overrides)
     validate(specs)
-    slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus] if gpus else None
+    if gpus:
+        slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus]
+    elif jobs > 1:
+        # Runs side by side on the CPU, one thread each: small models are bound
+        # by Python's per-op overhead, which threads within a run do not share.
+        slots = [{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} for _ in range(jobs)]
+    else:
+        slots = None
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     # A second sweep on the same --out would run every run again into the same folders.
@@ -167,6 +175,12 @@ def add_sweep_arguments(p: argparse.ArgumentParser, *, preset: str | None = None
     p.add_argument("--seeds", help="comma-separated seeds (default: each config's own seed)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these configs (file stems)")
     p.add_argument("--gpus", help="comma-separated GPU ids: one concurrent run per GPU")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="without GPUs: runs at a time on the CPU, one thread each (default 1)",
+    )
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument(
         "--ray-address",
@@ -217,6 +231,12 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
             )
     if args.backend == "ray" and gpus:
         raise ValueError("--gpus is for --backend local; Ray assigns GPUs itself")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
+    if args.jobs > 1 and (gpus or args.backend == "ray"):
+        raise ValueError(
+            "--jobs: runs several on the CPU; with --gpus or Ray they are scheduled there"
+        )
     if args.base_samples < 0:
         raise ValueError(f"--base-samples: must be >= 0, got {args.base_samples}")
     return {
@@ -226,6 +246,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "only": args.only,
         "overrides": overrides,
         "gpus": gpus,
+        "jobs": args.jobs,
         "backend": args.backend,
         "ray_address": args.ray_address,
         "cpus_per_run": args.cpus_per_run,

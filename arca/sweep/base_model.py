@@ -35,21 +35,41 @@ def base_model_argv(specs: Sequence[RunSpec], samples: int, out: Path) -> list[s
         "few_shot",
         "split_seed",
         "heldout_size",
+        "error_locator",
+        "mc_k",
+        "mc_cut",
+        "mc_search",
     )
     settings = {tuple(str(s.setting(f)) for f in fields) for s in specs}
     if len(settings) != 1:
         return None
     s = specs[0]
+    task = str(s.setting("task", "arithmetic"))
     argv = ["diagnose", "--model", str(s.setting("model_name_or_path", "tiny"))]
-    argv += ["--task", str(s.setting("task", "arithmetic")), "--samples", str(samples)]
-    argv += ["--group-size", str(s.setting("num_generations", 8))]
+    if task == "custom":
+        # A custom task is its config's: data, template, rewards, locator.
+        argv += ["--config", s.config]
+    else:
+        argv += ["--task", task]
+        level = s.setting("level", DEFAULT_LEVEL)
+        argv += ["--level", str(level), "--few-shot", str(s.setting("few_shot", 0))]
+        argv += ["--heldout-size", str(s.setting("heldout_size", 200))]
+        for field, flag in (("data", "--data"), ("split_seed", "--split-seed")):
+            if s.setting(field) is not None:
+                argv += [flag, str(s.setting(field))]
+    argv += ["--samples", str(samples), "--group-size", str(s.setting("num_generations", 8))]
     argv += ["--max-new-tokens", str(s.setting("max_completion_length", 512))]
-    level = s.setting("level", DEFAULT_LEVEL)
-    argv += ["--level", str(level), "--few-shot", str(s.setting("few_shot", 0))]
-    argv += ["--heldout-size", str(s.setting("heldout_size", 200))]
-    for field, flag in (("data", "--data"), ("split_seed", "--split-seed")):
-        if s.setting(field) is not None:
-            argv += [flag, str(s.setting(field))]
+    # The runs' ground truth: Monte-Carlo with their settings, their own
+    # locator, or none (never a Monte-Carlo estimate the runs did not have).
+    locator = s.setting("error_locator")
+    if locator == "mc":
+        argv += ["--locator", "mc", "--mc-k", str(s.setting("mc_k", 4))]
+        argv += ["--mc-cut", str(s.setting("mc_cut", "step"))]
+        argv += ["--mc-search", str(s.setting("mc_search", "binary"))]
+    elif locator or task == "arithmetic":
+        argv += ["--locator", "exact"]
+    else:
+        argv += ["--locator", "none"]
     # The weights as the runs compute them (the runs' first where they differ;
     # the report marks the row beside the others).
     argv += ["--eps", str(float(s.setting("weight_eps", METHOD_FIELDS["weight_eps"])))]

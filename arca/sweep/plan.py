@@ -119,7 +119,7 @@ def plan_sweep(
 
 def _assign_base_evals(specs: list[RunSpec]) -> list[RunSpec]:
     """Mark the first run of each distinct evaluation setting (model, task,
-    decoding: :data:`arca.evaluate.BASE_EVAL_FIELDS`) to evaluate the base model
+    decoding: :data:`arca.run_folder.BASE_EVAL_FIELDS`) to evaluate the base model
     too: once per setting, not once per run, and by a run so that it happens
     wherever runs happen (a GPU slot, a Ray node)."""
     seen: set[tuple[str, ...]] = set()

@@ -13,7 +13,7 @@ from arca import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from arca import demo, diagnose, evaluate, report, scan, sweep
+    from arca import bench, demo, diagnose, evaluate, report, scan, sweep
     from arca.models import smollm2, tiny
 
     parser = argparse.ArgumentParser(
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_parser(sub)
+    bench.add_parser(sub)
     sub.add_parser(
         "train", help="GRPO/RLOO + LoRA with token-credit weighting (arca train --config FILE.yaml)"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 #: The sweep presets: folders of configs (``arca sweep --preset NAME``).
-PRESETS = ("tiny", "paper", "tiny-full")
+PRESETS = ("tiny", "paper", "tiny-full", "tiny-bench")
 
 #: arca's shipped presets (``configs/`` in a checkout is a link to this folder).
 PRESET_ROOT = Path(__file__).resolve().parent / "presets"

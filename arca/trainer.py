@@ -775,7 +775,8 @@ class CreditGRPOTrainer(GRPOTrainer):
         if sched.model == "policy":
             estimator, off = policy, nullcontext()
         elif self._peft:
-            estimator, off = policy, policy.disable_adapter()
+            # The initial policy: the adapter as given (REF_ADAPTER) or none.
+            estimator, off = policy, self._initial_adapter()
         else:
             if self._frozen_ref is None:
                 self._frozen_ref = self._make_reference(policy)

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("arca.report",),  # tables, plots, pages over run folders
     ("arca.train", "arca.diagnose", "arca.scan"),  # the verbs
     ("arca.sweep",),  # runs many verbs
-    ("arca.demo", "arca.cli"),  # the command line
+    ("arca.demo", "arca.bench", "arca.cli"),  # the command line
 ]
 
 

@@ -161,25 +161,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_main)
 
 
-def add_sweep_arguments(p: argparse.ArgumentParser, *, preset: str | None = None) -> None:
+def add_sweep_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    preset: str | None = None,
+    seeds: str | None = None,
+    jobs: int = 1,
+) -> None:
+    """The options of ``arca sweep``; ``arca demo`` and ``arca bench`` take them
+    too, with their own defaults."""
     src = p.add_mutually_exclusive_group(required=preset is None)
     src.add_argument(
         "--preset",
         choices=PRESETS,
         default=preset,
         help="configs/<preset>/: tiny and paper are the paper's seven runs, tiny-full its "
-        "schemes with full fine-tuning",
+        "schemes with full fine-tuning, tiny-bench the credit bench",
     )
     src.add_argument("--configs", help="a folder of arca train YAML configs")
     p.add_argument("--out", help="sweep folder (default: runs/sweep-<preset>)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: each config's own seed)")
+    p.add_argument(
+        "--seeds",
+        default=seeds,
+        help=f"comma-separated seeds (default: {seeds or 'each config' + chr(39) + 's own seed'})",
+    )
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these configs (file stems)")
     p.add_argument("--gpus", help="comma-separated GPU ids: one concurrent run per GPU")
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="without GPUs: runs at a time on the CPU, one thread each (default 1)",
+        default=jobs,
+        help=f"without GPUs: runs at a time on the CPU, one thread each (default {jobs})",
     )
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument(

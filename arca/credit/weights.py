@@ -112,14 +112,15 @@ def token_weights(
             "change the advantage mass, not weights; use arca.credit.token_advantages (and "
             "abs_share_weights for where their magnitude goes)"
         )
-    bmask, _, raw = run_scheme(spec, mask, inputs, options=options)
-    return _checked_weights(scheme, raw, bmask)
+    bmask, given, raw = run_scheme(spec, mask, inputs, options=options)
+    # The dtype of the float inputs (float32 unless one is float64), as salience weights.
+    dt = float_dtype(*(x for x in given.values() if x.is_floating_point()))
+    return _checked_weights(scheme, raw, bmask, dt)
 
 
-def _checked_weights(scheme: str, raw: Tensor, bmask: Tensor) -> Tensor:
-    """A ``"weights"`` scheme's output made exact: zero on padding, each
-    non-empty row divided by its sum (an empty row all zero)."""
-    dt = float_dtype(raw) if raw.is_floating_point() else torch.float32
+def _checked_weights(scheme: str, raw: Tensor, bmask: Tensor, dt: torch.dtype) -> Tensor:
+    """A ``"weights"`` scheme's output made exact, in ``dt``: zero on padding,
+    each non-empty row divided by its sum (an empty row all zero)."""
     with torch.no_grad():
         w = torch.where(bmask, raw.detach().to(dt), 0.0)
         if not bool(torch.isfinite(w).all()):

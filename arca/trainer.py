@@ -49,13 +49,36 @@ divergence     log-probs, reference log-probs  1 (no-grad) 0
 arca           adapted and base hidden states  1 (no-grad) 0
 arca_local     LoRA layers' outputs (hooks)    0           0
 high_entropy   entropies                       0           0
+oracle         the ground truth (error index)  0           0
+ktae           the group's token ids, rewards  0           0
+lambda_grpo    the group's token ids           0           0
+oar_g          its input-gradient saliency     2 + 1 bwd   2 + 1 bwd
 =============  ==============================  ==========  =================
+
+``oar_g``'s are its own: one no-grad forward, one forward with a graph to the
+input embeddings and one backward to them (no weight gradients), at generation
+time (:meth:`CreditGRPOTrainer._oar_inputs`). The field's schemes (oracle,
+ktae, lambda_grpo, oar_g; docs/credit-schemes.md) are handed to TRL through
+:func:`arca.credit.token_credit`, as every scheme: ``A_i T_i w_it`` for the
+redistributions (salience and weights kinds), the scheme's own ``(B, T)``
+advantages for ``ktae`` and ``lambda_grpo``, which change the advantage mass
+(KTAE can flip a token's sign) and are never renormalised. Those two need whole
+groups: they are made at generation time from the generation batch gathered
+over every process (a group may straddle two), before TRL shuffles and splits
+it, and kept in the batch under :data:`TOKEN_ADVANTAGES`. ``oracle`` reads the
+ground truth the trainer computes for the correctness metrics
+(``out["arca_error_index"]``); it is refused without an ``error_locator``, and
+with ``error_locator: mc`` trains uniform on the rows and steps Monte-Carlo did
+not locate. A scheme of kind advantages is graded by the signed metrics
+(:func:`arca.credit.signed_credit_correctness`) and also logs
+``credit/sign_flip_share`` and ``credit/mass_ratio``.
 
 The same with vLLM generation (against stock TRL with vLLM). Add one adapted
 no-grad pass to the non-uniform rows with ``credit_from_training_forward=
 False``. ``shadow_diagnostics=True`` gathers every scheme's
 inputs, so every scheme's Gini and effective-token ratio are logged on the
-same batch.
+same batch: the built-in ones, ``oracle`` where the batch has ground truth,
+``ktae`` and ``lambda_grpo`` (no pass), ``oar_g`` only when it is trained.
 
 Full fine-tuning (no peft adapter): the "base" side of divergence and ARCA is
 the initial policy, from a frozen copy of the initial weights (TRL's own

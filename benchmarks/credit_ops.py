@@ -111,13 +111,13 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     B, T, d = args.B, args.T, args.d
     print(f"batch B={B} T={T} d={d}; hidden states bf16; torch {torch.__version__}")
-    print(f"{'op':<24}" + "".join(f"{dev:>12}" for dev in devices) + "   (median ms)")
+    print(f"{'op':<32}" + "".join(f"{dev:>12}" for dev in devices) + "   (median ms)")
     results: dict[str, list[float]] = {}
     for dev in devices:
         for name, fn in device_ops(dev, B, T, d).items():
             results.setdefault(name, []).append(bench(fn, dev))
     for name, vals in results.items():
-        print(f"{name:<24}" + "".join(f"{v:12.3f}" for v in vals))
+        print(f"{name:<32}" + "".join(f"{v:12.3f}" for v in vals))
 
 
 if __name__ == "__main__":

@@ -122,3 +122,18 @@ def test_cli_on_a_file_groups_rows_by_prompt_and_grades_ktae_signed(tmp_path, ca
     assert lam["correctness"]["prefix_blame"] < schemes["uniform"]["correctness"]["prefix_blame"]
     assert schemes["oar_g"]["gini"]["mean"] > 0  # every completion has a \\boxed answer
     assert "pushed against their completion's advantage" in text
+
+
+def test_cli_says_why_ktae_is_not_scored_when_the_rows_cannot_be_rewarded(tmp_path, capsys):
+    rows = [
+        {"prompt": "Problem: What is 1 + 2?\nSolution:", "completion": " 1 + 2 = 3. \\boxed{3}"},
+        {"prompt": "Problem: What is 1 + 2?\nSolution:", "completion": " 1 + 2 = 4. \\boxed{4}"},
+    ]
+    f = tmp_path / "c.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["diagnose", "--model", "tiny", "--task", "arithmetic", "--completions", str(f)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "ktae and lambda_grpo not scored: the completions' rows lack 'answer'" in out
+    res = json.loads((tmp_path / "out" / "diagnose.json").read_text())
+    assert "ktae" not in res["models"][0]["schemes"] and "oracle" in res["models"][0]["schemes"]

@@ -279,8 +279,8 @@ def _rewards(task: Task | None, items: list, tok: Any) -> list[float] | None:
     try:
         return [float(r) for r in task.score(texts, [c.row for c in items])]
     except KeyError as e:
-        print(
-            f"ktae and lambda_grpo not scored: the completions' rows lack {e} for the task's "
-            "reward (give it in the completions file)"
-        )
-        return None
+        why = f"the completions' rows lack {e} for the task's reward (give it in the file)"
+    except (ValueError, TypeError) as e:  # a user's reward that cannot score these rows
+        why = f"the task's reward could not score them ({str(e).splitlines()[0]})"
+    print(f"ktae and lambda_grpo not scored: {why}")
+    return None

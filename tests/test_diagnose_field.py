@@ -77,7 +77,7 @@ def test_cli_scores_the_field_schemes_and_calls_the_oracle_a_ceiling(tmp_path, c
     for name in ("ktae", "lambda_grpo", "oar_g"):
         assert 0 <= schemes[name]["gini"]["mean"] <= 1
     page = (out / "tokens.html").read_text()
-    assert "oracle" in page and "ktae" in page
+    assert "oracle (ceiling: uses ground truth)" in page and "ktae" in page
 
 
 def test_cli_on_a_file_groups_rows_by_prompt_and_grades_ktae_signed(tmp_path, capsys):

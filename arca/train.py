@@ -31,6 +31,7 @@ from typing import Any
 
 from arca.config import PRESET_ROOT, config_path, read_config
 from arca.credit._checks import NonFiniteError
+from arca.credit.schemes import GROUND_TRUTH_SCHEMES
 from arca.io import atomic_write_text, filter_jsonl
 from arca.models import LORA_TARGETS, identity, resolve
 from arca.run_folder import (
@@ -50,7 +51,7 @@ from arca.tasks.arithmetic import DEFAULT_LEVEL
 from arca.tasks.custom import check_chat_template, read_template
 from arca.tasks.files import check_files, file_spec, local_source, near_config
 from arca.tasks.formats import prompt_text
-from arca.tasks.loaders import check_task_config, task_from_config
+from arca.tasks.loaders import TASKS, check_task_config, task_from_config, task_locator
 from arca.tasks.mc import MC, MCSchedule, MCSettings, Score, step_boundaries
 
 
@@ -257,6 +258,15 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     run.prompt_template = read_template(run.prompt_template)
     run.data = local_source(run.data, here) if run.data else None
     check_task_config(dataclasses.asdict(run) | {"reward_weights": cfg.reward_weights})
+    if cfg.token_weighting in GROUND_TRUTH_SCHEMES and not run.error_locator:
+        exact = task_locator(run.task) if run.task in TASKS else None
+        if exact is None:
+            raise ValueError(
+                f"token_weighting: {cfg.token_weighting} is a ceiling that uses the ground truth "
+                f"(each wrong completion's first wrong token), and task {run.task} has no error "
+                "locator; set error_locator: mc (Monte-Carlo, any task with a reward) or an import "
+                "path of your locator, or train another scheme"
+            )
     run.files_sha256 = check_files(dataclasses.asdict(run)) or None  # type: ignore[assignment]
     if model.use_peft:
         if model.lora_r < 1:
@@ -638,6 +648,7 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         error_locator=mc_schedule(run, cfg, task.score, task.step_rule)
         if run.error_locator == MC
         else task.locate_error,
+        correct_reward=run.correct_reward,  # what KTAE counts as correct, as arca eval does
     )
     from transformers import ProgressCallback
 

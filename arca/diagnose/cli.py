@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from arca.config import config_path, read_config
 from arca.diagnose.completions import read_completions, sample_completions
@@ -85,6 +86,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument(
+        "--oar-g",
+        action="store_true",
+        help="also score oar_g (OAR-G's input-gradient saliency: one forward with a graph and "
+        "one backward to the input embeddings more per batch and model)",
+    )
     add_locator_arguments(p)
     p.add_argument("--out", default="runs/diagnose")
     p.set_defaults(func=_main)
@@ -194,6 +201,7 @@ def _main(args: argparse.Namespace) -> int:
         )
     else:
         truth = Truth("none", {"kind": "none", "description": "none"})
+    rewards = _rewards(task, items, tok)
     total = len(items) * (1 + len(models.policies))
     bar = tqdm(total=total, desc="diagnose", unit="completion")
     res = diagnose_models(
@@ -206,6 +214,10 @@ def _main(args: argparse.Namespace) -> int:
         located=truth.located,
         high_entropy_quantile=args.high_entropy_quantile,
         progress=bar.update,
+        rewards=rewards,
+        correct_reward=correct_reward,
+        oar=args.oar_g,
+        seed=args.seed,
     )
     bar.close()
     res = {"locator": truth.record, **res}
@@ -255,3 +267,20 @@ def _main(args: argparse.Namespace) -> int:
     print(format_summary(res))
     print(f"\nwrote {out / 'diagnose.json'}, report.md, tokens.html, completions.jsonl")
     return 0
+
+
+def _rewards(task: Task | None, items: list, tok: Any) -> list[float] | None:
+    """Each completion's task reward (decoded without special tokens, as TRL
+    hands completions to its rewards), for ktae and lambda_grpo; None without a
+    task, or when the completions' rows lack what the reward reads (then said)."""
+    if task is None:
+        return None
+    texts = [tok.decode(c.completion_ids, skip_special_tokens=True) for c in items]
+    try:
+        return [float(r) for r in task.score(texts, [c.row for c in items])]
+    except KeyError as e:
+        why = f"the completions' rows lack {e} for the task's reward (give it in the file)"
+    except (ValueError, TypeError) as e:  # a user's reward that cannot score these rows
+        why = f"the task's reward could not score them ({str(e).splitlines()[0]})"
+    print(f"ktae and lambda_grpo not scored: {why}")
+    return None

@@ -1,6 +1,25 @@
 """The diagnosis itself: every scheme's weights on the same completions for the
 base model and each policy, their concentration, credit correctness, drift,
-rank correlations and, for LoRA policies, the paper's propositions checked."""
+rank correlations and, for LoRA policies, the paper's propositions checked.
+
+The field's schemes beside the paper's (:data:`FIELD_SCHEMES`):
+
+- ``oracle`` (a ceiling: it reads the ground truth), wherever the diagnosis has
+  one. Completions have no advantages here, so every wrong completion with a
+  located first error is treated as pushed down (a negative advantage);
+- ``ktae`` and ``lambda_grpo``, where the completions can be rewarded (a task
+  given): the completions of one prompt are a group (sampled ones:
+  ``--group-size`` per prompt; read from a file: the rows that share a prompt
+  text), each completion's advantage GRPO's ``(R - mean) / (std + 1e-4)`` of the
+  task's reward within its group (TRL's constant; a group of one gets 0), and
+  KTAE counts as correct a reward of at least ``correct_reward``. They are
+  graded on their own token advantages (signed metrics, on the rows with a
+  negative advantage, as in training) and are the same for every model: they
+  read only the completions and their rewards;
+- ``oar_g`` with ``oar=True`` (``arca diagnose --oar-g``): its saliency needs
+  one no-grad forward, one forward with a graph and one backward to the input
+  embeddings per batch and model.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +33,7 @@ from torch import nn
 
 from arca.credit import (
     BUILTIN_SCHEMES,
+    FIELD_SCHEMES,
     METRICS,
     classify_regime,
     compares_with_base,
@@ -21,7 +41,11 @@ from arca.credit import (
     credit_correctness,
     effective_token_ratio,
     gini,
+    mass_ratio,
     rank_correlation,
+    sign_flip_share,
+    signed_credit_correctness,
+    token_credit,
 )
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.credit.schemes import hidden_residual_norm
@@ -31,11 +55,12 @@ from arca.diagnose.policies import Models, Policy, adapter_state
 from arca.scoring import (
     capture_adapter_shift,
     completion_token_stats,
+    outcome_saliency,
     token_kl,
     writes_residual,
 )
 from arca.tasks.base import ErrorLocator, Located
-from arca.tasks.locate import ground_truth
+from arca.tasks.locate import answer_starts, ground_truth
 from arca.theory import (
     capture_lora_contributions,
     check_prop1,
@@ -52,6 +77,12 @@ SCHEMES = tuple(s for s in BUILTIN_SCHEMES if s != "arca_local")
 
 
 BASE_SCHEMES = tuple(s for s in SCHEMES if not compares_with_base(s))
+
+#: The order of a model's schemes in the result.
+ORDER = (*SCHEMES, "arca_local", *FIELD_SCHEMES)
+
+#: GRPO's constant in the std of a group's rewards, as TRL computes advantages.
+ADVANTAGE_EPS = 1e-4
 
 
 HTML_COUNT = 6
@@ -79,13 +110,33 @@ class _Rows:
         weights: dict[str, torch.Tensor],
         mask: torch.Tensor,
         truth: dict[str, torch.Tensor] | None,
+        signed: dict[str, torch.Tensor] | None = None,
+        advantages: torch.Tensor | None = None,
     ) -> None:
+        """``signed``: the token advantages of the schemes of kind advantages
+        (their ``weights`` are the shares of each row's push), graded by the
+        signed metrics on the rows whose ``advantages`` ``(B,)`` are negative."""
         n = mask.sum(dim=1).to(torch.float64)
+        signed = signed or {}
         for s, w in weights.items():
             d = self.per.setdefault(s, {})
             e = effective_token_ratio(w, mask).cpu()
             vals = {"gini": gini(w, mask).cpu(), "effective_ratio": e, "effective_n": e * n.cpu()}
-            if truth is not None:
+            if s in signed:
+                assert advantages is not None
+                vals["sign_flip_share"] = sign_flip_share(signed[s], mask, advantages)
+                vals["mass_ratio"] = mass_ratio(signed[s], mask, advantages)
+            if truth is not None and s in signed:
+                vals |= signed_credit_correctness(
+                    signed[s],
+                    mask,
+                    truth["error_index"],
+                    advantages=advantages,
+                    correct=truth["correct"],
+                    result_mask=truth["result_mask"],
+                    template_mask=truth["template_mask"],
+                )
+            elif truth is not None:
                 vals |= credit_correctness(
                     w,
                     mask,
@@ -115,10 +166,13 @@ class _Rows:
             entry["regime"] = classify_regime(
                 entry["gini"]["mean"], entry["effective_ratio"]["mean"]
             )
+            for k in ("sign_flip_share", "mass_ratio"):  # schemes that change the push
+                if k in cat:
+                    entry[k] = _quantiles(cat[k])["mean"]
             if "prefix_blame" in cat:
                 entry["correctness"] = correctness_summary({k: cat[k] for k in METRICS if k in cat})
             schemes[s] = entry
-        ordered = {s: schemes[s] for s in (*SCHEMES, "arca_local") if s in schemes}
+        ordered = {s: schemes[s] for s in ORDER if s in schemes}
         corr = {}
         for (a, b), v in self.corr.items():
             x = torch.cat(v)
@@ -239,6 +293,116 @@ def _weights(
     }
 
 
+def prompt_groups(items: Sequence[Completion]) -> torch.Tensor:
+    """``(N,)`` long: the completions of one prompt text are a group."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(c.prompt, len(ids)) for c in items], dtype=torch.long)
+
+
+def grouped_advantages(rewards: Sequence[float], group: torch.Tensor) -> torch.Tensor:
+    """GRPO's advantages within each group, as TRL computes them:
+    ``(R - mean) / (std + 1e-4)`` with the unbiased std; a group of one, or of
+    equal rewards, gets 0. ``(N,)`` float64."""
+    r = torch.tensor([float(x) for x in rewards], dtype=torch.float64)
+    adv = torch.zeros_like(r)
+    for g in torch.unique(group):
+        rows = group == g
+        if int(rows.sum()) < 2:
+            continue
+        x = r[rows]
+        adv[rows] = (x - x.mean()) / (x.std(correction=1) + ADVANTAGE_EPS)
+    return adv
+
+
+def group_credit(
+    items: Sequence[Completion],
+    rewards: Sequence[float],
+    tokenizer: Any,
+    *,
+    correct_reward: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """``ktae``'s and ``lambda_grpo``'s token advantages and weights of every
+    completion, right-padded ``(N, T_max)`` as :func:`batch` lays completions
+    out (a diagnosis slices its batches from them), with ``advantages``
+    ``(N,)`` and ``group`` ``(N,)``. KTAE's correctness: reward at least
+    ``correct_reward``; its zeroed ids: the end-of-sequence and pad tokens, as
+    in training."""
+    if len(rewards) != len(items):
+        raise ValueError(f"{len(rewards)} rewards for {len(items)} completions")
+    T = max(len(c.completion_ids) for c in items)
+    ids = torch.zeros(len(items), T, dtype=torch.long)
+    mask = torch.zeros(len(items), T, dtype=torch.bool)
+    for i, c in enumerate(items):
+        ids[i, : len(c.completion_ids)] = torch.tensor(c.completion_ids)
+        mask[i, : len(c.completion_ids)] = True
+    group = prompt_groups(items)
+    adv = grouped_advantages(rewards, group).float()
+    correct = torch.tensor([float(x) >= correct_reward for x in rewards])
+    zero = tuple(t for t in {tokenizer.eos_token_id, tokenizer.pad_token_id} if t is not None)
+    out = {"advantages": adv, "group": group}
+    for name, extra, opts in (
+        ("ktae", {"correct": correct}, {"zero_token_ids": zero}),
+        ("lambda_grpo", {}, None),
+    ):
+        a, w = token_credit(
+            name,
+            mask=mask,
+            advantages=adv,
+            completion_ids=ids,
+            group=group,
+            options=opts,
+            **extra,
+        )
+        out[name], out[f"weights/{name}"] = a, w
+    return out
+
+
+def _field_weights(
+    start: int,
+    mask: torch.Tensor,
+    truth: dict[str, torch.Tensor] | None,
+    grouped: dict[str, torch.Tensor] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor | None]:
+    """The model-independent field schemes on one batch: ``(weights, signed
+    token advantages, the rows' advantages)``. The oracle treats every
+    located wrong completion as negative (no advantages here)."""
+    weights: dict[str, torch.Tensor] = {}
+    signed: dict[str, torch.Tensor] = {}
+    adv = None
+    B, C = mask.shape
+    if truth is not None:
+        err = truth["error_index"]
+        pushed_down = torch.where(err >= 0, -1.0, 1.0).to(mask.device)
+        weights["oracle"] = token_weights(
+            "oracle", mask=mask, error_index=err, advantages=pushed_down
+        )
+    if grouped is not None:
+        rows = slice(start, start + B)
+        adv = grouped["advantages"][rows].to(mask.device)
+        for name in ("ktae", "lambda_grpo"):
+            signed[name] = grouped[name][rows, :C].to(mask.device)
+            weights[name] = grouped[f"weights/{name}"][rows, :C].to(mask.device)
+    return weights, signed, adv
+
+
+def _oar_weights(
+    model: nn.Module,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    mask: torch.Tensor,
+    tokenizer: Any,
+    seed: int,
+) -> torch.Tensor:
+    """OAR-G's weights for one batch under ``model`` (its own passes; arca's
+    defaults: quantile 0.5, beta 1, noise std 1e-3, the noise seeded by ``seed``)."""
+    C = mask.shape[1]
+    start = answer_starts(tokenizer, ids[:, -C:], mask)
+    sal = outcome_saliency(
+        model, ids, attn, mask, start, generator=torch.Generator().manual_seed(seed)
+    )
+    return token_weights("oar_g", mask=mask, saliency=sal, answer_start=start)
+
+
 @torch.no_grad()
 def diagnose_models(
     models: Models,
@@ -251,14 +415,25 @@ def diagnose_models(
     located: Sequence[Located | None] | None = None,
     high_entropy_quantile: float = 0.2,
     progress: Callable[[int], None] | None = None,
+    rewards: Sequence[float] | None = None,
+    correct_reward: float = 1.0,
+    oar: bool = False,
+    seed: int = 1337,
 ) -> dict[str, Any]:
     """Score ``items`` with the base model and every policy in ``models``;
     returns the JSON-ready result (see the module docstring). The ground
     truth of the credit-correctness metrics: ``locate``, the task's error
     locator, or ``located``, one location per item made beforehand (the
-    Monte-Carlo locator's, :mod:`arca.tasks.mc`)."""
+    Monte-Carlo locator's, :mod:`arca.tasks.mc`). ``rewards``: each item's
+    task reward, which ``ktae`` and ``lambda_grpo`` need (skipped without);
+    ``oar``: score ``oar_g`` too (its own passes, noise seeded by ``seed``)."""
     if not items:
         raise ValueError("no completions to diagnose")
+    grouped = (
+        group_credit(items, rewards, tokenizer, correct_reward=correct_reward)
+        if rewards is not None
+        else None
+    )
     device = next(models.base.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     L = operator_norm(lm_head_weight(models.base))
@@ -272,6 +447,7 @@ def diagnose_models(
         C = mask.shape[1]
         with models.base_ctx() as m:
             b = completion_token_stats(m, ids, attn, C)
+            oar_w = _oar_weights(m, ids, attn, mask, tokenizer, seed + start) if oar else None
         truth = None
         if has_truth:
             where = None if located is None else located[start : start + batch_size]
@@ -286,10 +462,13 @@ def diagnose_models(
                 steps[str(k)] = steps.get(str(k), 0) + 1
         inputs = {"logps": b["logps"], "entropies": b["entropies"]}
         bw = _weights(BASE_SCHEMES, mask, inputs, eps, high_entropy_quantile)
-        base_rows.add(bw, mask, truth)
+        field = _field_weights(start, mask, truth, grouped)
+        bw |= field[0] | ({"oar_g": oar_w} if oar_w is not None else {})
+        base_rows.add(bw, mask, truth, field[1], field[2])
         cache.append(
             {k: v.cpu() for k, v in b.items()}
             | {"truth": truth, "start": start, "weights": {k: v.cpu() for k, v in bw.items()}}
+            | {"field": field}
         )
         if progress is not None:
             progress(len(chunk))
@@ -318,6 +497,7 @@ def diagnose_models(
                     high_entropy_quantile,
                     samples,
                     progress,
+                    seed if oar else None,
                 )
             )
     if not models.policies:  # the page shows the base model's weights
@@ -334,6 +514,23 @@ def diagnose_models(
         },
         "L": L,
         "ground_truth": truth_summary if has_truth else None,
+        "field_schemes": {
+            "oracle": "ceiling: uses the ground truth; every located wrong completion treated "
+            "as negative (share 0.5 on its first wrong token, the rest uniform)"
+            if has_truth
+            else "not scored: no ground truth",
+            "ktae, lambda_grpo": (
+                f"groups: completions sharing a prompt ({int(grouped['group'].max()) + 1} "
+                f"groups); advantages: GRPO (R - mean) / (std + {ADVANTAGE_EPS:g}) of the "
+                f"task's reward in each group; KTAE's correct: reward >= {correct_reward:g}"
+            )
+            if grouped is not None
+            else "not scored: no task reward for these completions",
+            "oar_g": "scored (quantile 0.5, beta 1, noise std 1e-3; arca's defaults)"
+            if oar
+            else "not scored (arca diagnose --oar-g: one forward with a graph and one backward "
+            "more per batch and model)",
+        },
         "models": results,
         "samples": samples,
     }
@@ -367,6 +564,7 @@ def _diagnose_policy(
     q: float,
     samples: list[dict[str, Any]],
     progress: Callable[[int], None] | None,
+    oar_seed: int | None = None,
 ) -> dict[str, Any]:
     lora = pol.kind == "adapter"
     state = adapter_state(model, pol.adapter) if lora else None
@@ -401,7 +599,11 @@ def _diagnose_policy(
         if local:
             inputs["h_shift"] = shifts[0]
         w = _weights(schemes, mask, inputs, eps, q)
-        rows.add(w, mask, c["truth"])
+        weights, signed, adv = c["field"]  # the same completions and rewards for every model
+        w |= weights
+        if oar_seed is not None:
+            w["oar_g"] = _oar_weights(model, ids, attn, mask, tokenizer, oar_seed + c["start"])
+        rows.add(w, mask, c["truth"], signed, adv)
         kl = token_kl(head_p, on["hidden"], head_q, h_base)
         m = mask.bool()
         rows.kl_sum += float(kl[m].sum())

@@ -7,6 +7,8 @@ import html
 import math
 from typing import Any
 
+from arca.credit.schemes import scheme_label
+
 
 def adapter_message(state: dict[str, Any] | None) -> str | None:
     """The plain statement for an untrained adapter, else None."""
@@ -93,6 +95,23 @@ def format_summary(res: dict[str, Any]) -> str:
         "(uniform 1); top-1/3: first wrong token among the 1/3 heaviest; result / templ: "
         "weight share on result / template tokens of correct completions)",
     ]
+    field = res.get("field_schemes")
+    if field:
+        lines.append(
+            "(the field's schemes: "
+            + "; ".join(f"{k}: {v}" for k, v in field.items())
+            + ". ktae and lambda_grpo give per-token advantages: their weights are each "
+            "token's share of the row's push |a_t| / sum |a|, their blame and lift count only "
+            "pushes down, on the completions with a negative advantage)"
+        )
+        flips = [
+            f"{s} {_f(d['sign_flip_share'], '.1%')} of tokens pushed against their completion's "
+            f"advantage, mass {_f(d['mass_ratio'], '.2f')} x GRPO's"
+            for s, d in res["models"][0]["schemes"].items()
+            if isinstance(d.get("sign_flip_share"), float) and not math.isnan(d["sign_flip_share"])
+        ]
+        if flips:
+            lines.append("(" + "; ".join(flips) + ")")
     for m in res["models"][1:]:
         lines += [
             "",
@@ -123,11 +142,11 @@ def _table(res: dict[str, Any]) -> str:
         for i, (s, d) in enumerate(m["schemes"].items()):
             first = (label, _f(m["drift_kl"], ".4f")) if i == 0 else ("", "")
             if d.get("undefined"):
-                rows.append([*first, s, "undefined: " + d["undefined"]])
+                rows.append([*first, scheme_label(s), "undefined: " + d["undefined"]])
                 continue
             r = [
                 *first,
-                s,
+                scheme_label(s),
                 _f(d["gini"]["mean"], ".3f"),
                 _f(d["effective_ratio"]["mean"], ".3f"),
                 _f(d["effective_n"]["mean"], ".1f"),

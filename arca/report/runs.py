@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from arca.credit.schemes import BUILTIN_SCHEMES
+from arca.credit.schemes import BUILTIN_SCHEMES, CEILING_TAG, FIELD_SCHEMES, GROUND_TRUTH_SCHEMES
 from arca.generation import pass_at_k
 from arca.models.qwen import LORA_TARGETS
 from arca.run_folder import CURVE
@@ -30,7 +30,7 @@ from arca.tasks.arithmetic import DEFAULT_LEVEL
 #: Fraction of the last logged steps that "final" values average over.
 FINAL_FRACTION = 0.1
 
-SCHEME_ORDER = BUILTIN_SCHEMES
+SCHEME_ORDER = (*BUILTIN_SCHEMES, *FIELD_SCHEMES)
 
 #: The config fields that define a method: what was trained (model, adapter,
 #: task and data, scheme, optimisation, sampling) and how it was evaluated,
@@ -81,6 +81,15 @@ METHOD_FIELDS: dict[str, Any] = {
     "weight_eps": 1e-8,
     "weight_eps_mode": "absolute",
     "high_entropy_quantile": 0.2,
+    "oracle_share": 0.5,
+    "oracle_rest": "uniform",
+    "ktae_alpha": 1.0,
+    "ktae_beta": 1.0,
+    "ktae_gamma_tf": True,
+    "ktae_top": 1.0,
+    "oar_quantile": 0.5,
+    "oar_beta": 1.0,
+    "oar_noise_std": 1e-3,
     "advantage_estimator": "grpo",
     "credit_from_training_forward": True,
     # optimisation and sampling
@@ -135,6 +144,15 @@ SCHEME_FIELDS = (
     "weight_eps",
     "weight_eps_mode",
     "high_entropy_quantile",
+    "oracle_share",
+    "oracle_rest",
+    "ktae_alpha",
+    "ktae_beta",
+    "ktae_gamma_tf",
+    "ktae_top",
+    "oar_quantile",
+    "oar_beta",
+    "oar_noise_std",
     "credit_from_training_forward",
 )
 #: The adapter's size, which ``arca report --any-rank`` lets a comparison cross.
@@ -638,6 +656,11 @@ def group_methods(runs: Sequence[Run]) -> list[Method]:
     for m in methods:  # shortened values could coincide: never two methods of one label
         if labels.count(m.name) > 1:
             m.name = f"{m.name} #{labels[: methods.index(m) + 1].count(m.name)}"
+            for r in m.runs:
+                r.label = m.name
+    for m in methods:  # a ceiling is said to be one wherever its name is shown
+        if m.scheme in GROUND_TRUTH_SCHEMES and CEILING_TAG not in m.name:
+            m.name = f"{m.name} {CEILING_TAG}"
             for r in m.runs:
                 r.label = m.name
     return sorted(methods, key=_order)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from arca.credit import compares_with_base
+from arca.credit import compares_with_base, scheme_label
 from arca.credit.diagnostics import classify_regime
 from arca.report.runs import (
     RANK_FIELDS,
@@ -525,14 +525,19 @@ def shadow_tables(
             leads = [(_marked(base, methods), cells)]
         else:
             leads = _base_from_first_steps(methods, schemes, key)
+        # A ground-truth scheme's column says it is a ceiling (scheme_label).
         rows: Table = [
-            {"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}}
+            {
+                "run": label,
+                "trains": "-",
+                **{scheme_label(s): b.get(s, Cell(math.nan)) for s in schemes},
+            }
             for label, b in leads
         ]
         for m in methods:
             row: dict[str, Any] = {"run": m.name, "trains": kind(m)}
             for s in schemes:
-                row[s] = (
+                row[scheme_label(s)] = (
                     NO_LORA
                     if m.full and s == "arca_local"
                     else Cell.of(m.per_seed(f"credit/{s}/{key}"))

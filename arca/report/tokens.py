@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from arca.credit import effective_token_ratio, gini
+from arca.credit import effective_token_ratio, gini, scheme_label
 from arca.report.runs import SCHEME_ORDER, Method
 from arca.run_folder import sample_step
 
@@ -250,7 +250,8 @@ def _completion(rec: dict[str, Any], anchor: str, prompt: bool) -> str:
     # --n: all the columns side by side where each gets 10em, else as many as fit.
     parts.append(f'<div class="grid" style="--n:{len(schemes)}">')
     parts += [
-        f'<div class="col"><h4>{html.escape(s)}</h4><div class="s">{_stats(rec["weights"][s])}'
+        f'<div class="col"><h4>{html.escape(scheme_label(s))}</h4>'
+        f'<div class="s">{_stats(rec["weights"][s])}'
         f'</div><div class="toks">{_column(tokens, rec["weights"][s], err)}</div></div>'
         for s in schemes
     ]

@@ -216,14 +216,14 @@ class CreditGRPOConfig(GRPOConfig):
         },
     )
     oracle_share: float = field(
-        default=0.5,
+        default=0.2,
         metadata={
             "help": "oracle (a ceiling: uses ground truth): the weight on a wrong completion's "
             "first wrong token, in [0, 1]"
         },
     )
     oracle_rest: str = field(
-        default="uniform",
+        default="after",
         metadata={
             "help": "oracle: where the rest of the weight goes, 'uniform' (the row's other "
             "tokens) or 'after' (the tokens after the error; uniform if none follows)"

@@ -347,7 +347,8 @@ def test_oracle_keeps_the_mass_and_refuses_bad_options():
         advantages=torch.tensor([-2.0]),
         error_index=torch.tensor([1]),
     )
-    assert real(a, mask)[0] == pytest.approx([-1.5, -3.0, -1.5])
+    # The defaults (share 0.2, rest after): the row's mass -2 x 3 kept, none on the prefix.
+    assert real(a, mask)[0] == pytest.approx([0.0, -1.2, -4.8])
     with pytest.raises(ValueError, match=r"oracle: share must be a number in \[0, 1\]"):
         token_weights(
             "oracle", mask=mask, error_index=torch.tensor([1]), advantages=torch.tensor([-1.0]),

@@ -343,14 +343,14 @@ def test_arca_train_runs_the_oracle_and_records_its_settings(tmp_path, random_mo
     from arca.report import build_report
 
     cfg = config(
-        tmp_path, random_model, token_weighting="oracle", oracle_rest="after", max_steps=2,
+        tmp_path, random_model, token_weighting="oracle", oracle_rest="uniform", max_steps=2,
         save_strategy="no",
     )  # fmt: skip
     res = arca_train("--config", str(cfg), "--output_dir", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "run"
     recorded = yaml.safe_load((run / "config.yaml").read_text())
-    assert recorded["oracle_rest"] == "after" and recorded["oracle_share"] == 0.5
+    assert recorded["oracle_rest"] == "uniform" and recorded["oracle_share"] == 0.2
     assert recorded["oar_quantile"] == 0.5 and recorded["ktae_beta"] == 1.0
     rows = metrics(run)
     assert len(rows) == 2

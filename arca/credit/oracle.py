@@ -36,8 +36,8 @@ def oracle_weights(
     error_index: Tensor,
     advantages: Tensor,
     *,
-    share: float = 0.5,
-    rest: str = "uniform",
+    share: float = 0.2,
+    rest: str = "after",
 ) -> Tensor:
     """The oracle's weights ``(B, T)`` (rows summing to 1, zero on padding).
 
@@ -77,7 +77,7 @@ def oracle_weights(
 @register_scheme(
     "oracle",
     requires=("error_index", "advantages"),
-    options={"share": 0.5, "rest": "uniform"},
+    options={"share": 0.2, "rest": "after"},
     kind="weights",
     description=f"{CEILING_TAG}: `share` of a wrong completion's weight on its first wrong "
     "token (the task's locator), the rest uniform or after it; other rows uniform",

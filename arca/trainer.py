@@ -981,16 +981,20 @@ class CreditGRPOTrainer(GRPOTrainer):
         the task's reward, gathered by TRL already: at least ``correct_reward``
         (``arca train``: the run's, as ``arca eval`` counts), else above 0 (the
         official KTAE rule); never the error locator's ground truth, which a
-        deployable method does not have."""
-        mask = out["completion_mask"]
-        if "tool_mask" in out:
-            mask = mask * out["tool_mask"]
+        deployable method does not have.
+
+        A tool's output (``tool_mask`` 0) gets no credit; ``lambda_grpo``
+        reads it as context all the same (its prefixes run over the whole
+        completion: completions whose tool outputs differ share no later token)."""
+        real = out["completion_mask"]
+        mask = real * out["tool_mask"] if "tool_mask" in out else real
         ids, adv = out["completion_ids"], self._rollout_advantages(out)
         B, T = ids.shape
         rank = self.accelerator.process_index
         if self.accelerator.num_processes > 1:
             pad = self.processing_class.pad_token_id or 0
             ids = self.accelerator.gather(self.accelerator.pad_across_processes(ids, 1, pad))
+            real = self.accelerator.gather(self.accelerator.pad_across_processes(real, 1, 0))
             mask = self.accelerator.gather(self.accelerator.pad_across_processes(mask, 1, 0))
             adv = self.accelerator.gather(adv)
         k = self.num_generations if self.model.training else self.num_generations_eval
@@ -1009,11 +1013,12 @@ class CreditGRPOTrainer(GRPOTrainer):
         for name in self._group_schemes:
             a = token_advantages(
                 name,
-                mask=mask.bool(),
+                mask=(real if name == "lambda_grpo" else mask).bool(),
                 advantages=adv.float(),
                 options=self._scheme_options(name),
                 **{k: v for k, v in given.items() if k in get_scheme(name).requires},
             )
+            a = torch.where(mask.bool(), a, 0.0)
             res[f"{TOKEN_ADVANTAGES}{name}"] = a[rank * B : (rank + 1) * B, :T]
         return res
 

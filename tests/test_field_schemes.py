@@ -52,9 +52,10 @@ def test_field_schemes_are_registered_with_their_kinds():
 # ----------------------------------------------------------------- layouts
 
 
-def lay_out(rows: list[list[int]], side: str, fill: int = 7):
+def lay_out(rows: list[list[int]], side: str, fill: int = 0):
     """Token rows as (ids (B, T) long, mask (B, T) bool), padded on ``side``
-    with a token id that also occurs in the rows (so a leak would count)."""
+    with a token id that also occurs in the rows (0, in :func:`groups`'
+    vocabulary: so a leak would count)."""
     T = max(len(r) for r in rows) + 1
     ids = torch.full((len(rows), T), fill, dtype=torch.long)
     mask = torch.zeros(len(rows), T, dtype=torch.bool)
@@ -230,6 +231,39 @@ def test_lambda_grpo_shrinks_only_shared_prefixes():
     assert real(a, mask) == [[-0.5, -0.5, -1.0], [0.5, 0.5, 1.0], [-1.0]]
     assert mass_ratio(a, mask, A).tolist() == pytest.approx([2 / 3, 2 / 3, 1.0])
     assert sign_flip_share(a, mask, A).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_lambda_grpo_reads_a_tool_output_as_context(side):
+    """Two completions that differ only inside a tool output (not trained) share
+    their first token, not the one after the tool output: its context differs.
+    The scheme takes the completion's tokens as mask and refuses the loss mask
+    (``completion_mask * tool_mask``), whose hole would join the prefixes
+    around it; the tool output's credit is zeroed afterwards."""
+    rows = [[1, 50, 51, 2], [1, 60, 61, 2]]
+    ids, mask = lay_out(rows, side)
+    start = mask.shape[1] - 4 if side == "left" else 0
+    tool = torch.ones_like(mask)
+    tool[:, start + 1 : start + 3] = False  # the middle two tokens of each row
+    assert real(ids.masked_fill(~tool, -1), mask) == [[1, -1, -1, 2]] * 2
+    group, A = torch.zeros(2, dtype=torch.long), torch.tensor([1.0, -1.0])
+    sizes = process_set_sizes(mask, ids, group)
+    assert real(sizes, mask) == [[2, 1, 1, 1]] * 2 == ref.process_set_sizes(rows)
+    a = token_advantages("lambda_grpo", mask=mask, advantages=A, completion_ids=ids, group=group)
+    credit = torch.where(mask & tool, a, 0.0)
+    assert real(credit, mask) == [[0.5, 0.0, 0.0, 1.0], [-0.5, 0.0, 0.0, -1.0]]
+    net = process_mean_advantages(mask, ids, group, A)
+    assert real(net, mask) == [[0.0, 1.0, 1.0, 1.0], [0.0, -1.0, -1.0, -1.0]]
+    holed = mask & tool
+    for call in (
+        lambda: process_set_sizes(holed, ids, group),
+        lambda: process_mean_advantages(holed, ids, group, A),
+        lambda: token_advantages(
+            "lambda_grpo", mask=holed, advantages=A, completion_ids=ids, group=group
+        ),
+    ):
+        with pytest.raises(ValueError, match="mask row 0 has a hole between real tokens"):
+            call()
 
 
 # ------------------------------------------------------------------- OAR-G

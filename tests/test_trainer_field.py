@@ -92,6 +92,28 @@ def test_group_schemes_reach_the_loss_as_the_references_advantages(scheme, tmp_p
     check_loss_gradient(tr, out, a)
 
 
+def test_lambda_grpo_reads_a_tool_output_as_context(tmp_path):
+    """Completions that differ only inside a tool output (``tool_mask`` 0) share
+    their first token but not the one after the tool output, whose context
+    differs: it keeps ``A_i``; the tool output gets no credit."""
+    tr = make(tmp=str(tmp_path), token_weighting="lambda_grpo")
+    out, A = generated(tr)
+    B, k = A.numel(), tr.num_generations
+    ids = torch.tensor([[1, 50 + i, 50 + B + i, 2] for i in range(B)])
+    tool = torch.tensor([[1, 0, 0, 1]] * B)
+    out = {k: v for k, v in out.items() if k != "arca_advantage"} | {
+        "advantages": torch.linspace(-1.0, 1.0, B),  # TRL's (B,), as at generation time
+        "completion_ids": ids,
+        "completion_mask": torch.ones_like(ids),
+        "tool_mask": tool,
+    }
+    got = tr._group_token_advantages(out)["arca_ta_lambda_grpo"]
+    adv = tr._rollout_advantages(out)
+    assert (adv != 0).all()
+    expect = torch.stack([adv / k, 0 * adv, 0 * adv, adv], dim=1)
+    torch.testing.assert_close(got, expect)
+
+
 @pytest.mark.parametrize("rest", ["uniform", "after"])
 def test_oracle_reaches_the_loss_with_its_share_on_the_first_wrong_token(rest, tmp_path):
     share = 0.6

@@ -14,8 +14,16 @@ The definition follows the official code (github.com/coli-saar/grpo-prm at
 6bc58b1, ``lambda_grpo/utils.py``: ``InfPRMTree``, ``InfPRMNode._loss_scale``);
 docs/credit-schemes.md section 5, and ``tests/reference_schemes.py``'s
 ``process_set_sizes`` is the plain reference. The end-of-sequence token counts
-like any sampled token; padding (and any position outside the mask) is never
-shared: a completion that has ended shares no later token.
+like any sampled token; padding is never shared: a completion that has ended
+shares no later token.
+
+The mask here is the completion's tokens, not a loss mask: a prefix is the
+context a token is sampled in, so tokens the policy did not sample but reads
+(a tool's output) are part of it, and two completions whose tool outputs differ
+share no later token. A mask with a hole between real tokens (``completion_mask
+* tool_mask``) is refused (dropping the hole would join the prefixes around it);
+give the completion mask and zero the credit of the untrained positions
+afterwards, as the trainer does.
 """
 
 from __future__ import annotations
@@ -28,7 +36,22 @@ from arca.credit.schemes import register_scheme
 
 def _compact(mask: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Each row's real tokens moved to the front, in order: ``(ids, real, order)``
-    where ``order[i, j]`` is the padded position of row ``i``'s ``j``-th real token."""
+    ``(B, T)`` each, where ``order[i, j]`` is the padded position of row ``i``'s
+    ``j``-th real token. ``mask`` ``(B, T)`` bool must be the completions' tokens
+    with padding only at a row's ends (ValueError otherwise: see the module)."""
+    T = mask.shape[1]
+    pos = torch.arange(T, device=mask.device)
+    first = torch.where(mask, pos, T).amin(dim=1)
+    last = torch.where(mask, pos, -1).amax(dim=1)
+    holed = (last - first + 1).clamp_min(0) != mask.sum(dim=1)
+    if bool(holed.any()):
+        row = int(holed.nonzero()[0])
+        raise ValueError(
+            f"lambda_grpo: mask row {row} has a hole between real tokens; the mask must be "
+            "the completion's tokens (padding at either end only), since a masked-out "
+            "token (a tool output) is still context that ends a shared prefix: pass the "
+            "completion mask and zero the untrained positions' credit afterwards"
+        )
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
     return ids.gather(1, order), mask.gather(1, order), order
 
@@ -38,7 +61,8 @@ def process_set_sizes(mask: Tensor, completion_ids: Tensor, group: Tensor) -> Te
     its real tokens ``0..t`` (itself included).
 
     Args:
-        mask: ``(B, T)`` bool, 1 = real token (padding on either side).
+        mask: ``(B, T)`` bool, 1 = a token of the completion, sampled or not
+            (a tool's output included); padding on either side, no holes.
         completion_ids: ``(B, T)`` integer token ids.
         group: ``(B,)`` integer group of each row (need not be consecutive).
 
@@ -65,8 +89,9 @@ def lambda_grpo_token_advantages(
     mask: Tensor, completion_ids: Tensor, group: Tensor, advantages: Tensor
 ) -> Tensor:
     """``a_it = A_i / |lambda_it|`` ``(B, T)``, zero on padding, in ``advantages``'
-    float dtype (float32 unless float64). Shapes as in :func:`process_set_sizes`;
-    ``advantages`` ``(B,)``."""
+    float dtype (float32 unless float64). Shapes and ``mask`` as in
+    :func:`process_set_sizes` (the completion's tokens: zero the credit of
+    untrained ones, a tool's output, afterwards); ``advantages`` ``(B,)``."""
     dt = torch.float64 if advantages.dtype == torch.float64 else torch.float32
     sizes = process_set_sizes(mask, completion_ids, group).to(dt)
     a = advantages.to(device=mask.device, dtype=dt)[:, None] / sizes.clamp_min(1)
@@ -78,7 +103,17 @@ def process_mean_advantages(
 ) -> Tensor:
     """The implicit process reward: token ``t`` of row ``i`` gets the mean
     advantage of the completions sharing its prefix through ``t``, the net push
-    lambda-GRPO puts on that shared token. ``(B, T)``, zero on padding."""
+    lambda-GRPO puts on that shared token.
+
+    Args:
+        mask: ``(B, T)`` bool, the completion's tokens, as in
+            :func:`process_set_sizes` (no holes).
+        completion_ids: ``(B, T)`` integer token ids.
+        group: ``(B,)`` integer group of each row.
+        advantages: ``(B,)`` float, the rows' scalar advantages ``A_i``.
+
+    Returns ``(B, T)`` in ``advantages``' float dtype (float32 unless float64),
+    zero on padding."""
     B, T = mask.shape
     dt = torch.float64 if advantages.dtype == torch.float64 else torch.float32
     ids, real, order = _compact(mask, completion_ids)

@@ -13,7 +13,7 @@ from arca import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from arca import demo, diagnose, evaluate, report, scan, sweep
+    from arca import bench, demo, diagnose, evaluate, report, scan, sweep
     from arca.models import smollm2, tiny
 
     parser = argparse.ArgumentParser(
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arca {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.add_parser(sub)
+    bench.add_parser(sub)
     sub.add_parser(
         "train", help="GRPO/RLOO + LoRA with token-credit weighting (arca train --config FILE.yaml)"
     )
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(command: str, fn: Callable[[], int | None]) -> int:
     # Loaded here, not at the top: `arca --version` and `--help` stay light.
-    from arca.tasks.custom import UserCodeError
+    from arca.tasks.rewards import UserCodeError
 
     try:
         return int(fn() or 0)

@@ -9,130 +9,29 @@ JSON file.
 
 from __future__ import annotations
 
-import math
-import os
-import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from arca.generation import generate, pass_at_k, prompts_of
 from arca.io import atomic_write_json, atomic_write_text
+from arca.models import identity, resolve
+from arca.models.load import load_policy
+from arca.run_folder import (
+    eval_dir,
+    eval_settings,
+    final_weights,
+    lock,
+    read_config,
+    trained_on,
+)
 from arca.tasks.arithmetic import DEFAULT_LEVEL
-from arca.tasks.base import make_prompt
+from arca.tasks.files import looks_local
 from arca.tasks.grading import math_rewards
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from ``n`` samples of which ``c`` are correct.
-
-    ``1 - C(n-c, k) / C(n, k)``: the probability that ``k`` of the ``n`` samples,
-    drawn without replacement, include a correct one. Needs ``n >= k >= 1``.
-    """
-    for name, v in (("n", n), ("c", c), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {v!r}")
-    if k < 1 or n < k:
-        raise ValueError(f"pass@k needs n >= k >= 1, got n={n}, k={k}")
-    if not 0 <= c <= n:
-        raise ValueError(f"c must be in [0, n], got c={c}, n={n}")
-    if n - c < k:
-        return 1.0
-    # Product form: exact, and no huge binomials.
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
-
-
-def _prompts(rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """Each row's prompt: text, or a conversation (rendered by :func:`generate`)."""
-    return [r["prompt"] if "prompt" in r else make_prompt(r["problem"]) for r in rows]
-
-
-@torch.no_grad()
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Any],
-    *,
-    num_samples: int = 1,
-    greedy: bool = True,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    max_new_tokens: int = 512,
-    batch_size: int = 16,
-    progress: Callable[[int], None] | None = None,
-) -> list[list[str]]:
-    """Completions of each prompt: ``num_samples`` per prompt (1 when greedy).
-
-    Prompts are text, or conversations rendered with the tokenizer's chat
-    template as TRL renders them; they are left-padded into batches of
-    ``batch_size`` prompts; ``progress`` is called with the number of prompts
-    finished after each batch.
-    """
-    from arca.tasks.custom import prompt_text
-
-    if greedy and num_samples != 1:
-        raise ValueError("greedy decoding gives one completion per prompt; use num_samples=1")
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    device = next(model.parameters()).device
-    out: list[list[str]] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = [prompt_text(p, tokenizer) for p in prompts[start : start + batch_size]]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                device
-            )
-            kwargs: dict[str, Any] = (
-                {"do_sample": False}
-                if greedy
-                else {
-                    "do_sample": True,
-                    "temperature": temperature,
-                    "top_p": top_p,
-                    "num_return_sequences": num_samples,
-                }
-            )
-            seqs = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **kwargs,
-            )
-            texts = tokenizer.batch_decode(
-                seqs[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            out += [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(chunk))]
-            if progress is not None:
-                progress(len(chunk))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return out
-
-
-def greedy_accuracy(
-    model: Any,
-    tokenizer: Any,
-    rows: Sequence[dict[str, Any]],
-    *,
-    max_new_tokens: int = 512,
-    batch_size: int = 16,
-) -> float:
-    """Fraction of ``rows`` (``problem``/``prompt`` and ``answer``) solved greedily."""
-    comps = generate(
-        model, tokenizer, _prompts(rows), max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
-    rewards = math_rewards([c[0] for c in comps], [r["answer"] for r in rows])
-    return sum(rewards) / max(1, len(rows))
+from arca.tasks.loaders import load_task, task_from_config
 
 
 def evaluate(
@@ -173,7 +72,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    prompts = _prompts(rows)
+    prompts = prompts_of(rows)
     answers = [str(r.get("answer", "")) for r in rows]
     # One bar per pass, each counting problems: one bar over both passes would
     # count every problem twice.
@@ -266,252 +165,6 @@ def evaluate(
 # ------------------------------------------------------------------- CLI
 
 
-#: The files a peft adapter folder keeps its weights in, preferred first.
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-def check_adapter(adapter: str | Path) -> dict[str, Any]:
-    """The ``adapter_config.json`` of a LoRA adapter folder, after checking that
-    the folder holds what peft needs: a valid config and a weights file. Raises
-    ``FileNotFoundError``/``ValueError`` naming the folder or file."""
-    import json
-
-    from peft import PeftConfig
-
-    folder = Path(adapter)
-    cfg_path = folder / "adapter_config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(
-            f"{cfg_path}: not valid JSON ({e}); copy it again from the training run's adapter/"
-        ) from None
-    missing = [
-        k for k in ("peft_type", "r", "target_modules") if not isinstance(cfg, dict) or k not in cfg
-    ]
-    if missing:
-        raise ValueError(
-            f"{cfg_path}: not a LoRA adapter config (missing {', '.join(missing)}); "
-            "copy it again from the training run's adapter/"
-        )
-    try:
-        PeftConfig.from_pretrained(str(folder))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{cfg_path}: not a valid peft adapter config ({e})") from None
-    if not any((folder / w).is_file() for w in ADAPTER_WEIGHTS):
-        raise FileNotFoundError(
-            f"{adapter}: the adapter folder has no weights ({' or '.join(ADAPTER_WEIGHTS)}); "
-            "copy them from the training run's adapter/ folder"
-        )
-    return cfg
-
-
-def _bad_safetensors(folder: Path, names: Sequence[str] | None = None) -> tuple[Path, str] | None:
-    """The first ``*.safetensors`` file in ``folder`` (or of ``names``) that
-    safetensors cannot open, with its error; None if all open."""
-    from safetensors import SafetensorError, safe_open
-
-    files = (
-        [folder / n for n in names] if names is not None else sorted(folder.glob("*.safetensors"))
-    )
-    for f in files:
-        if not f.is_file():
-            continue
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                st.keys()
-        except (SafetensorError, OSError) as e:
-            return f, str(e)
-    return None
-
-
-@contextmanager
-def adapter_errors(adapter: str, cfg: dict[str, Any], base: str) -> Iterator[None]:
-    """Turn peft's errors on loading ``adapter`` onto ``base`` into one-line
-    ``ValueError``s: damaged weights, or an adapter of another base model."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except SafetensorError as e:
-        bad = _bad_safetensors(Path(adapter), ADAPTER_WEIGHTS[:1])
-        f = bad[0] if bad else Path(adapter, ADAPTER_WEIGHTS[0])
-        raise ValueError(
-            f"{f}: not a readable safetensors file ({e}); the file is damaged or cut short: "
-            "copy it again from the training run's adapter/ folder"
-        ) from None
-    except RuntimeError as e:
-        msg = str(e)
-        if "size mismatch" not in msg:
-            raise
-        m = re.search(
-            r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[.*?\])\) "
-            r"from checkpoint, the shape in current model is torch\.Size\((\[.*?\])\)",
-            msg,
-        )
-        first = (
-            f"{m[1].removeprefix('base_model.model.')} is {m[2]} in the adapter, {m[3]} in the model"
-            if m
-            else msg.strip().splitlines()[-1].strip()
-        )
-        trained = cfg.get("base_model_name_or_path") or "another base model"
-        raise ValueError(
-            f"{adapter}: adapter was trained for {trained}, not {base} (shapes differ: {first}); "
-            "give the adapter's base model with --model"
-        ) from None
-
-
-def same_model(trained: str, model: str, path: str) -> bool:
-    """Is the model an adapter records as its base (``trained``, its
-    ``base_model_name_or_path``) the one named ``model``, found at ``path``?
-    A folder here must be the same folder; a folder of another machine, one
-    of the same name (arca's cache keys its models by their build); a Hub id,
-    the same id, unless ``model`` is a local folder (which may hold it)."""
-    rec = Path(os.path.expanduser(trained))
-    here = Path(os.path.expanduser(path))
-    if rec.is_dir():
-        return here.is_dir() and os.path.samefile(rec, here)
-    if rec.is_absolute():
-        return rec.name == here.name
-    return trained in (model, path) or here.is_dir()
-
-
-def load_policy(
-    model: str, adapter: str | None = None, *, dtype: str = "auto", device: str | None = None
-) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from ``"tiny"`` (the embedded model), ``"smollm2"``,
-    a local folder or a Hub id, optionally with a LoRA adapter folder on top. ``device``
-    defaults to CUDA when available. Damaged weights, a broken adapter folder or an
-    adapter of another base model raise ``ValueError``/``FileNotFoundError`` naming
-    the file."""
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from arca.models import resolve
-
-    cfg = check_adapter(adapter) if adapter is not None else None
-    path = resolve(model)
-    trained = (cfg or {}).get("base_model_name_or_path")
-    if (
-        adapter is not None
-        and trained
-        and isinstance(trained, str)
-        and not same_model(trained, model, path)
-    ):
-        # Same shapes load without complaint, so compare the names before loading.
-        raise ValueError(
-            f"{adapter}: adapter was trained for {trained}, not {model} ({path}); give the "
-            "adapter's base model with --model"
-        )
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    try:
-        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    except SafetensorError as e:
-        bad = _bad_safetensors(Path(path)) if Path(path).is_dir() else None
-        where = bad[0] if bad else model
-        raise ValueError(
-            f"{where}: not a readable safetensors file ({e}); the file is damaged or cut short: "
-            "save or download the model again"
-        ) from None
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        # Batched generation pads; as arca train does, the end-of-sequence token pads.
-        tok.pad_token = tok.eos_token
-    if adapter is not None:
-        from peft import PeftModel
-
-        with adapter_errors(adapter, cfg or {}, model):
-            m = PeftModel.from_pretrained(m, adapter)
-    if device is None and torch.cuda.is_available():
-        device = "cuda"
-    if device is not None:
-        m = m.to(device)
-    return m, tok
-
-
-#: The config fields (with the defaults :func:`evaluate_run` reads them with)
-#: that decide an evaluation's problems, prompts, grading and decoding: a base
-#: model's evaluation stands beside a run's only when all of them agree (and the
-#: sampling seed is one of the runs'). A field that changes what is evaluated
-#: belongs here.
-BASE_EVAL_FIELDS: dict[str, Any] = {
-    "model_name_or_path": None,
-    "task": None,
-    "data": None,
-    "level": DEFAULT_LEVEL,
-    "few_shot": 0,
-    "split_seed": None,
-    "heldout_size": None,
-    "skip_malformed": False,
-    "prompt_template": None,
-    "prompt_column": "prompt",
-    "columns": None,
-    "use_chat_template": False,
-    "system_prompt": None,
-    "reward_funcs": None,
-    "reward_weights": None,
-    "correct_reward": 1.0,
-    "temperature": 1.0,
-    "top_p": 0.95,
-    "max_completion_length": 512,
-    "bf16": False,
-    # The contents of the data and reward files (arca train records them).
-    "files_sha256": None,
-}
-
-
-def eval_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The :data:`BASE_EVAL_FIELDS` of a run config, defaults filled in."""
-    return {f: cfg.get(f, d) for f, d in BASE_EVAL_FIELDS.items()}
-
-
-def eval_dir(run: Path, problems: int, heldout_size: int, *, base: bool = False) -> Path:
-    """Where a run's evaluation of ``problems`` of its ``heldout_size`` held-out
-    problems goes: ``eval/`` for all of them, else ``eval-firstN/``; with
-    ``base``, the untrained base model's: ``eval-base/`` or ``eval-base-firstN/``."""
-    name = "eval-base" if base else "eval"
-    return run / name if problems == heldout_size else run / f"{name}-first{problems}"
-
-
-def evaluated(run_dir: str | Path, *, base: bool = False) -> bool:
-    """Does the run hold a complete evaluation (``eval/results.json`` over its
-    whole held-out set; with ``base``, the base model's ``eval-base/``)? One cut
-    short by ``--limit`` by an older arca, which wrote it there, does not count."""
-    import json
-
-    import yaml
-
-    run = Path(run_dir)
-    res_path = run / ("eval-base" if base else "eval") / "results.json"
-    cfg_path = run / "config.yaml"
-    if not res_path.is_file():
-        return False
-    try:
-        res = json.loads(res_path.read_text(encoding="utf-8"))
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    except (ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"{res_path}: unreadable ({e}); delete it to evaluate again") from e
-    want = res.get("heldout_size", (cfg or {}).get("heldout_size"))
-    return want is None or int(res.get("problems", 0)) >= int(want)
-
-
-def _trained_on(run: Path) -> Path | None:
-    """The model folder the run's LoRA adapter was trained on, when the adapter
-    names one that is here: a name such as ``tiny`` may have come to mean
-    another model since the run was trained, and the control is the run's own
-    starting point. None otherwise (no adapter yet, a Hub id, another machine)."""
-    import json
-
-    cfg_path = run / "adapter" / "adapter_config.json"
-    try:
-        base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(base) if isinstance(base, str) and base and Path(base).is_dir() else None
-
-
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -536,10 +189,8 @@ def evaluate_run(
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run}: not an arca run (no config.yaml)")
-    from arca.io import folder_lock
-
     # Not while a train or another evaluation writes to the run.
-    with folder_lock(run, "arca eval"):
+    with lock(run, "arca eval"):
         return _evaluate_run(
             run,
             cfg_path,
@@ -561,18 +212,13 @@ def _evaluate_run(
     show_progress: bool,
     base: bool = False,
 ) -> dict[str, Any]:
-    import yaml
-
-    from arca.tasks.loaders import _looks_local, task_from_config
-    from arca.train import final_weights
-
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    cfg = read_config(run)
     missing = [f for f in ("model_name_or_path", "task", "heldout_size") if f not in cfg]
     if missing:
         raise ValueError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
     data = cfg.get("data")
     relative = isinstance(data, str) and not Path(data).expanduser().is_absolute()
-    if relative and (_looks_local(data) or Path(data).exists()):
+    if relative and (looks_local(data) or Path(data).exists()):
         raise ValueError(
             f"{cfg_path}: data: {data} is a relative path (an older arca recorded it so), so "
             "which file the run trained on depends on the folder you run from; write that "
@@ -597,19 +243,21 @@ def _evaluate_run(
     device = "cpu" if cfg.get("use_cpu") else None
     on: Path | None = None
     if kind == "base":
-        weights = _trained_on(run)
+        weights = trained_on(run)
         model, tok = load_policy(
             str(weights or cfg["model_name_or_path"]), dtype=dtype, device=device
         )
     elif kind == "adapter":
         # The folder it was trained on, as for --base: a name such as tiny
         # may since have come to mean another model.
-        on = _trained_on(run)
+        on = trained_on(run)
         model, tok = load_policy(
             str(on or cfg["model_name_or_path"]), str(weights), dtype=dtype, device=device
         )
     else:
         model, tok = load_policy(str(weights), dtype=dtype, device=device)
+    if kind in ("base", "adapter"):
+        check_identity(cfg, str(weights if kind == "base" else on) if (weights or on) else None)
     meta = {
         "run": str(run),
         "model": cfg["model_name_or_path"],
@@ -638,6 +286,23 @@ def _evaluate_run(
         show_progress=show_progress,
         meta=meta,
     )
+
+
+def check_identity(cfg: dict[str, Any], folder: str | None) -> None:
+    """Refuse to evaluate a run on a model other than the one it started from:
+    its ``config.yaml`` records ``model_identity`` (by content), and the model
+    about to be loaded (``folder``, else the config's name) must match it."""
+    recorded = cfg.get("model_identity")
+    if not recorded:
+        return  # recorded by arca since it identifies models by content
+    path = folder or resolve(str(cfg["model_name_or_path"]))
+    now = identity(path)
+    if now != recorded:
+        raise ValueError(
+            f"model_identity: the run started from {cfg['model_name_or_path']} = {recorded}, "
+            f"but {path} is now {now} (rebuilt, or another model of that name); evaluate on "
+            "the model it trained from, or train the run again"
+        )
 
 
 def add_parser(sub: Any) -> None:
@@ -714,8 +379,6 @@ STANDALONE: dict[str, Any] = {
 
 
 def _main(args: Any) -> int:
-    from arca.tasks.loaders import load_task
-
     if args.run:
         given = [f for f in STANDALONE if getattr(args, f) not in (None, False)]
         if given:

@@ -390,3 +390,100 @@ def completion_mask(completion_ids: Tensor, eos_token_id: int) -> Tensor:
     # Count EOS tokens strictly before each position; real while that count is 0.
     before = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()
     return (before == 0).int()
+
+
+def outcome_saliency(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    answer_start: Tensor,
+    *,
+    noise_std: float = 1e-3,
+    generator: torch.Generator | None = None,
+    batch_size: int = 8,
+) -> Tensor:
+    """OAR-G's token importance (arXiv 2601.07408; docs/credit-schemes.md section 2):
+    how much each reasoning token's input embedding moves the distribution over
+    the answer.
+
+    Per row, the answer span is the completion's tokens from ``answer_start``
+    on, the reasoning span those before it. ``P_final`` is the softmax of the
+    mean of the logits at the positions that predict the answer tokens (the LM
+    head is linear, so: of the head applied to the mean hidden state there).
+    ``p0`` comes from a clean no-grad forward on the input embeddings ``E``;
+    a second forward, on ``E + noise`` (Gaussian, std ``noise_std``, on the
+    reasoning positions only: at zero noise the KL's gradient vanishes), gives
+    ``p_noisy``; ``J = KL(p0 || p_noisy)``; the importance of reasoning token
+    ``t`` is ``|<dJ/de_t, e_t>|`` (gradient x input, summed over the hidden
+    dimension). The gradient is taken with ``torch.autograd.grad`` with respect
+    to the embeddings alone, so no parameter's ``.grad`` is touched. Dropout is
+    off for both forwards.
+
+    Cost per call: two forwards over ``batch_size`` rows at a time (one
+    no-grad, one with a graph to the embeddings) and one backward to the
+    embeddings (no weight gradients).
+
+    Args:
+        model: a causal LM (a peft model with its adapter as it should be).
+        input_ids, attention_mask: ``(B, P + C)``, prompts left-padded,
+            completions right-padded (TRL's and ``generate``'s layout).
+        completion_mask: ``(B, C)``, 1 = real completion token.
+        answer_start: ``(B,)`` the completion column where the answer span
+            starts, ``-1`` for none (that row's importances are 0).
+        noise_std: the noise's standard deviation (the official 1e-3).
+        generator: where the noise is drawn (on the CPU); keep it apart from
+            the training RNG.
+
+    Returns ``(B, C)`` float32, ``>= 0`` on each row's reasoning span, 0 elsewhere.
+    """
+    B, S = input_ids.shape
+    C = completion_mask.shape[1]
+    device = input_ids.device
+    cols = torch.arange(C, device=device)[None, :]
+    real = completion_mask.to(device).bool()
+    start = answer_start.to(device)[:, None]
+    has = start >= 0
+    answer = real & has & (cols >= start)
+    reasoning = real & has & (cols < start)
+    out = torch.zeros(B, C, dtype=torch.float32, device=device)
+    body, head = backbone(model), model.get_output_embeddings()
+    embed = model.get_input_embeddings()
+
+    def p_final_logits(hidden: Tensor, ans: Tensor) -> Tensor:
+        # Position P + c - 1 predicts completion column c.
+        pred = hidden[:, S - C - 1 : S - 1]
+        w = ans.to(pred.dtype)
+        mean = (pred * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True)
+        return head(mean).float()
+
+    with eval_mode(model):
+        for i in range(0, B, batch_size):
+            rows = slice(i, i + batch_size)
+            ans, rsn = answer[rows], reasoning[rows]
+            keep = ans.any(dim=1) & rsn.any(dim=1)
+            if not bool(keep.any()):
+                continue
+            ids, attn = input_ids[rows][keep], attention_mask[rows][keep]
+            ans, rsn = ans[keep], rsn[keep]
+            with torch.no_grad():
+                e = embed(ids).detach()
+                clean = body(inputs_embeds=e, attention_mask=attn).last_hidden_state
+                log_p0 = p_final_logits(clean, ans).log_softmax(-1)
+            noise = torch.randn(e.shape, generator=generator, dtype=torch.float32)
+            on = torch.zeros(ids.shape, dtype=torch.bool, device=device)
+            on[:, S - C :] = rsn
+            noise = noise.to(device=device, dtype=e.dtype) * noise_std * on[..., None]
+            x = e.clone().requires_grad_(True)
+            with torch.enable_grad():
+                noisy = body(inputs_embeds=x + noise, attention_mask=attn).last_hidden_state
+                log_q = p_final_logits(noisy, ans).log_softmax(-1)
+                p0 = log_p0.exp()
+                # KL(p0 || p_noisy) as the official code writes it (log(p0 + 1e-12)).
+                J = (p0 * (torch.log(p0 + 1e-12) - log_q)).sum()
+                (grad,) = torch.autograd.grad(J, x)
+            sal = (grad.float() * e.float()).sum(dim=-1).abs()[:, S - C :]
+            block = out[rows]
+            block[keep] = torch.where(rsn, sal, 0.0)
+            out[rows] = block
+    return out

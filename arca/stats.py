@@ -54,9 +54,11 @@ def paired_bootstrap(
         baseline: ``(S0, N)`` the baseline's, on the same ``N`` problems in the
             same order.
 
-    Returns ``{"diff", "low", "high", "p", "problems", "seeds"}``: the observed
-    difference of means, its percentile interval, and a two-sided bootstrap
-    p-value (twice the smaller tail of the replicates around 0, capped at 1).
+    Returns ``{"diff", "low", "high", "p", "se", "mde", "problems", "seeds"}``:
+    the observed difference of means, its percentile interval, a two-sided
+    bootstrap p-value (twice the smaller tail of the replicates around 0,
+    capped at 1), the replicates' standard deviation and the minimum
+    detectable effect at 80% power (:func:`mde`).
     """
     a = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     b = np.atleast_2d(np.asarray(baseline, dtype=np.float64))
@@ -88,6 +90,35 @@ def paired_bootstrap(
         "low": float(lo),
         "high": float(hi),
         "p": p,
+        "se": float(reps.std(ddof=1)),
+        "mde": mde(float(reps.std(ddof=1))),
         "problems": n,
         "seeds": (a.shape[0], b.shape[0]),
     }
+
+
+#: Two-sided 95% and 80% power: the normal quantiles of the usual design rule.
+Z_ALPHA = 1.959964  # Phi^-1(0.975)
+Z_POWER = 0.841621  # Phi^-1(0.80)
+
+
+def mde(se: float, *, z_alpha: float = Z_ALPHA, z_power: float = Z_POWER) -> float:
+    """Minimum detectable effect: the smallest true difference that a
+    comparison whose estimate has standard error ``se`` detects (its 95%
+    interval excludes 0) with 80% power, ``(z_0.975 + z_0.8) se``, about
+    ``2.8 se``. Smaller differences can be missed; "no difference" means "none
+    larger than this, probably"."""
+    return (z_alpha + z_power) * se
+
+
+def seeds_needed(
+    seed_sd: float, effect: float, *, z_alpha: float = Z_ALPHA, z_power: float = Z_POWER
+) -> int | None:
+    """Seeds per method to detect ``effect`` between two methods' mean
+    accuracies when one seed's accuracy varies with standard deviation
+    ``seed_sd`` (the A/A spread): ``2 ((z_a + z_p) sd / effect)^2``, rounded
+    up (the problem sample is shared by both methods, so seed noise is what
+    remains). None for a zero effect."""
+    if effect <= 0:
+        return None
+    return max(2, math.ceil(2 * ((z_alpha + z_power) * seed_sd / effect) ** 2))

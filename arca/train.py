@@ -14,7 +14,7 @@ The run directory (``output_dir``) holds ``config.yaml`` (the resolved config),
 with per-token weights at step 1, every ``sample_every`` steps and the last), ``checkpoint-N/``
 folders (adapter, optimizer, scheduler, RNG states; each appears atomically)
 and ``adapter/`` (the final adapter) or, with full fine-tuning, ``model/``
-(the final model and tokenizer); :func:`final_weights` says which. ``--resume`` continues from the last
+(the final model and tokenizer); :mod:`arca.run_folder` owns the folder. ``--resume`` continues from the last
 checkpoint; steps after it are dropped from the metrics first, so a killed and
 resumed run ends with the same metrics lines as an uninterrupted one.
 """
@@ -22,8 +22,6 @@ resumed run ends with the same metrics lines as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import enum
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -31,30 +29,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arca.config import PRESET_ROOT, config_path, read_config
+from arca.credit._checks import NonFiniteError
+from arca.credit.schemes import GROUND_TRUTH_SCHEMES
+from arca.io import atomic_write_text, filter_jsonl
+from arca.models import LORA_TARGETS, identity, resolve
+from arca.run_folder import (
+    CONFIG,
+    CURVE,
+    METRICS,
+    SAMPLES,
+    began,
+    check_resume,
+    config_record,
+    final_from_checkpoint,
+    final_weights,
+    finished,
+    lock,
+)
 from arca.tasks.arithmetic import DEFAULT_LEVEL
+from arca.tasks.custom import check_chat_template, read_template
+from arca.tasks.files import check_files, file_spec, local_source, near_config
+from arca.tasks.formats import prompt_text
+from arca.tasks.loaders import TASKS, check_task_config, task_from_config, task_locator
 from arca.tasks.mc import MC, MCSchedule, MCSettings, Score, step_boundaries
-
-
-def final_weights(run_dir: str | Path) -> tuple[str, Path] | None:
-    """``("adapter", RUN/adapter)`` or ``("model", RUN/model)`` for a run whose
-    training finished (full fine-tuning saves the whole model), else ``None``."""
-    run = Path(run_dir)
-    if (run / "adapter" / "adapter_config.json").is_file() and has_weights(run / "adapter"):
-        return "adapter", run / "adapter"
-    if (run / "model" / "config.json").is_file() and has_weights(run / "model"):
-        return "model", run / "model"
-    return None
-
-
-def has_weights(folder: str | Path) -> bool:
-    """Does ``folder`` hold weight files (safetensors or torch, sharded or
-    not)? ZeRO-3 without ``stage3_gather_16bit_weights_on_model_save`` writes
-    a config and no weights."""
-    return any(
-        f.suffix in (".safetensors", ".bin") and f.stat().st_size > 0
-        for f in Path(folder).glob("*")
-        if f.is_file() and f.name != "training_args.bin"
-    )
 
 
 @dataclass
@@ -192,6 +190,17 @@ class RunArguments:
         },
     )
     sample_count: int = field(default=4, metadata={"help": "completions per sample"})
+    eval_every: int = field(
+        default=0,
+        metadata={
+            "help": "learning curve: greedy accuracy on eval_problems held-out problems before "
+            "training, every N steps and at the last step, into curve.jsonl (0: none)"
+        },
+    )
+    eval_problems: int = field(
+        default=100,
+        metadata={"help": "learning curve: how many of the held-out problems (the first ones)"},
+    )
     resume: bool = field(
         default=False, metadata={"help": "continue from the last checkpoint in output_dir"}
     )
@@ -236,8 +245,6 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if not cfg.learning_rate > 0:
         raise ValueError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    from arca.tasks.custom import file_spec, local_source, near_config, read_template
-    from arca.tasks.loaders import check_files, check_task_config
 
     # What ran, whichever folder reads config.yaml later: files made absolute,
     # a template file replaced by the text it held.
@@ -251,6 +258,15 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
     run.prompt_template = read_template(run.prompt_template)
     run.data = local_source(run.data, here) if run.data else None
     check_task_config(dataclasses.asdict(run) | {"reward_weights": cfg.reward_weights})
+    if cfg.token_weighting in GROUND_TRUTH_SCHEMES and not run.error_locator:
+        exact = task_locator(run.task) if run.task in TASKS else None
+        if exact is None:
+            raise ValueError(
+                f"token_weighting: {cfg.token_weighting} is a ceiling that uses the ground truth "
+                f"(each wrong completion's first wrong token), and task {run.task} has no error "
+                "locator; set error_locator: mc (Monte-Carlo, any task with a reward) or an import "
+                "path of your locator, or train another scheme"
+            )
     run.files_sha256 = check_files(dataclasses.asdict(run)) or None  # type: ignore[assignment]
     if model.use_peft:
         if model.lora_r < 1:
@@ -266,6 +282,16 @@ def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
         )
     if run.sample_every < 0 or run.sample_count < 0:
         raise ValueError("sample_every and sample_count must be >= 0")
+    if run.eval_every < 0 or run.eval_problems < 1:
+        raise ValueError(
+            f"eval_every must be >= 0 and eval_problems >= 1, got {run.eval_every}, "
+            f"{run.eval_problems}"
+        )
+    if run.eval_every and (cfg.fsdp or cfg.deepspeed):
+        raise ValueError(
+            "eval_every: the learning curve generates on the main process with the whole "
+            "model, which FSDP and DeepSpeed shard; evaluate checkpoints with arca eval instead"
+        )
     if not model.model_name_or_path:
         model.model_name_or_path = "tiny"
     _check_report_to(cfg.report_to)
@@ -446,55 +472,6 @@ def _cpu_defaults(argv: list[str], config: dict[str, Any]) -> list[str]:
     return [*argv, *(x for k, v, _ in chosen for x in (f"--{k}", v))]
 
 
-def config_path(name: str) -> Path:
-    """``name`` as a file, else a preset (``tiny/arca_r64``, with or without
-    ``.yaml``): your own ``configs/<preset>/`` in the current folder first, as
-    ``arca sweep --preset`` reads it, then arca's shipped one, so an installed
-    arca needs no checkout."""
-    from arca.sweep import PRESET_ROOT
-
-    if Path(name).is_file():
-        return Path(name)
-    if Path(name).is_dir():
-        raise IsADirectoryError(
-            f"--config: {name} is a folder; give one YAML file from it, or run every config "
-            f"in it with arca sweep --configs {name}"
-        )
-    for root in (Path.cwd() / "configs", PRESET_ROOT):
-        for candidate in (root / name, root / f"{name}.yaml"):
-            if candidate.is_file() and candidate.suffix == ".yaml":
-                return candidate
-    shipped = sorted(str(f.relative_to(PRESET_ROOT))[:-5] for f in PRESET_ROOT.glob("*/*.yaml"))
-    raise FileNotFoundError(
-        f"--config: no such file: {name} (a YAML file, or a shipped preset: {', '.join(shipped)})"
-    )
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A config file: UTF-8 YAML mapping fields to values (empty: ``{}``), else
-    one line naming the file (and line)."""
-    import yaml
-
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}: line {line}: not UTF-8 text; re-save the file as UTF-8"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"{path}: {where}not valid YAML ({problem})") from None
-    if data is not None and not isinstance(data, dict):
-        raise ValueError(f"{path}: must map field names to values, got a {type(data).__name__}")
-    return data or {}
-
-
 def _check_report_to(report_to: Any) -> None:
     """A logging backend that is not installed fails after the model loads; say so first."""
     import importlib.util
@@ -542,113 +519,6 @@ def check_types(obj: Any) -> None:
                 raise ValueError(f"{f.name}: must be a number, got {v!r}")
 
 
-def resolved_config(run: RunArguments, cfg: Any, model: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for obj in (run, model, cfg):
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if isinstance(v, enum.Enum):  # before str: TRL's enums subclass str
-                out[f.name] = v.value
-            elif isinstance(v, str | int | float | bool | type(None)) or (
-                isinstance(v, list) and all(isinstance(x, str | int | float) for x in v)
-            ):
-                out[f.name] = v
-            elif isinstance(v, dict) and all(isinstance(x, str) for x in [*v, *v.values()]):
-                out[f.name] = dict(v)
-    return out
-
-
-#: Settings a resumed run may change: how far it trains, and where, how often
-#: and how much it records. Any other change would make ``config.yaml`` describe
-#: steps it did not take, so ``--resume`` refuses it.
-RESUMABLE = frozenset(
-    {
-        "resume",
-        "output_dir",
-        "max_steps",
-        "save_steps",
-        "save_total_limit",
-        "logging_steps",
-        "logging_dir",
-        "report_to",
-        "run_name",
-        "sample_every",
-        "sample_count",
-        "dataloader_num_workers",
-        "disable_tqdm",
-        "log_level",
-        "local_rank",
-    }
-)
-
-
-def check_resume(saved: Path, new: dict[str, Any]) -> None:
-    """Refuse to resume the run whose config is ``saved`` with settings ``new``
-    that differ outside :data:`RESUMABLE`, naming each field with both values."""
-    import yaml
-
-    try:
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"{saved}: not a readable config ({e}); cannot check what the run was"
-        ) from e
-    changed = [
-        _change(k, old[k], v)
-        for k, v in new.items()
-        if k in old and k not in RESUMABLE and old[k] != v
-    ]
-    if changed:
-        raise ValueError(
-            f"--resume: {saved.parent} was trained with other settings ({'; '.join(changed)}); "
-            "resume with the same ones, or train into a new output_dir "
-            f"(may change: {', '.join(sorted(RESUMABLE - {'resume', 'local_rank'}))})"
-        )
-
-    if "max_steps" in old and old["max_steps"] != new.get("max_steps"):
-        fitted = schedule_fitted_to_max_steps(new)
-        if fitted:
-            raise ValueError(
-                f"--resume: max_steps {old['max_steps']} -> {new.get('max_steps')}: {fitted}, and a "
-                f"resumed run keeps the schedule its checkpoint holds (fitted to {old['max_steps']} "
-                "steps), so config.yaml would describe a run that did not happen; train a new run "
-                "with the new max_steps, or, to extend runs, train with lr_scheduler_type constant "
-                "(or constant_with_warmup and whole warmup_steps)"
-            )
-
-
-#: Schedules whose learning rate at a step does not depend on the run's length.
-LENGTH_FREE_SCHEDULES = frozenset(
-    {"constant", "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "greedy"}
-)
-
-
-def schedule_fitted_to_max_steps(cfg: dict[str, Any]) -> str:
-    """Why the learning-rate schedule of ``cfg`` depends on ``max_steps`` (a
-    decay to the last step, or a warm-up given as a fraction of the run), or
-    "" when it does not."""
-    kind = str(cfg.get("lr_scheduler_type", "linear"))
-    warmup = cfg.get("warmup_steps", 0) or 0
-    if kind not in LENGTH_FREE_SCHEDULES:
-        return f"lr_scheduler_type {kind!r} fits the learning rate to max_steps"
-    if kind != "constant" and 0 < float(warmup) < 1:
-        return f"warmup_steps {warmup} is a fraction of max_steps"
-    return ""
-
-
-def _change(field: str, old: Any, new: Any) -> str:
-    """``field: old -> new`` as ``check_resume`` names it; for the file hashes,
-    only the files that differ."""
-    if field == "files_sha256" and isinstance(old, dict) and isinstance(new, dict):
-        diff = [
-            f"{p} {str(old.get(p, 'not read'))[:12]} -> {str(new.get(p, 'not read'))[:12]}"
-            for p in sorted({*old, *new})
-            if old.get(p) != new.get(p)
-        ]
-        return f"files_sha256: {', '.join(diff)}"
-    return f"{field}: {old!r} -> {new!r}"
-
-
 def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
     """Train one run into ``cfg.output_dir``, which the main process locks
     for the duration (another arca process on it stops, naming this one)."""
@@ -656,10 +526,8 @@ def run_training(run: RunArguments, cfg: Any, model_args: Any) -> Path:
 
     from accelerate import PartialState
 
-    from arca.io import folder_lock
-
     main = PartialState().is_main_process
-    with folder_lock(cfg.output_dir, "arca train") if main else nullcontext():
+    with lock(cfg.output_dir, "arca train") if main else nullcontext():
         return _run_training(run, cfg, model_args, main)
 
 
@@ -669,60 +537,57 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config
 
-    from arca.credit._checks import NonFiniteError
-    from arca.io import atomic_write_text, filter_jsonl
-    from arca.tasks.custom import check_chat_template, prompt_text
-    from arca.tasks.loaders import task_from_config
-    from arca.trainer import CreditGRPOTrainer, MetricsFile, SampleWriter
+    from arca.callbacks import CompactProgress, LearningCurve, MetricsFile, SampleWriter
+    from arca.trainer import CreditGRPOTrainer
 
     out = Path(cfg.output_dir)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     # A run that stopped before its first step (a reward that raised, a wrong
     # setting) recorded nothing worth protecting: it is replaced, not resumed.
-    began = (
-        last is not None
-        or final_weights(out) is not None
-        or any(_has_lines(out / f) for f in ("metrics.jsonl", "samples.jsonl"))
-    )
-    if not began and ((out / "config.yaml").is_file() or (out / "metrics.jsonl").exists()):
+    started = began(out, last)
+    if not started and ((out / CONFIG).is_file() or (out / METRICS).exists()):
         if main:
             print(
                 f"output_dir: {out} holds a run that never completed a step (no metrics line, "
                 "sample, checkpoint or weights); starting it afresh with these settings"
             )
-    elif (out / "metrics.jsonl").exists() and not run.resume:
+    elif (out / METRICS).exists() and not run.resume:
         raise FileExistsError(
             f"output_dir: {out} already holds a run; pass --resume to continue it or choose another output_dir"
         )
-    resolved = resolved_config(run, cfg, model_args)
-    if began and run.resume and (out / "config.yaml").is_file():
-        check_resume(out / "config.yaml", resolved)
+    if model_args.use_peft and model_args.lora_target_modules is None:
+        # Recorded as trained: config.yaml once said null here while these trained.
+        model_args.lora_target_modules = LORA_TARGETS
+    resolved = config_record(run, cfg, model_args)
+    path = resolve(model_args.model_name_or_path)
+    # What the model is by content: a name such as tiny may mean another build later.
+    resolved["model_identity"] = identity(path)
+    if started and run.resume and (out / CONFIG).is_file():
+        check_resume(out / CONFIG, resolved)
     final = "adapter" if model_args.use_peft else "model"
     # Training a finished run again would take one more step (transformers checks
     # max_steps only after a step) and write another checkpoint; with no
     # checkpoint kept (save_strategy: no) it would start over.
     done = run.resume and (
-        (last is not None and _finished(Path(last), cfg.max_steps))
+        (last is not None and finished(Path(last), cfg.max_steps))
         or (last is None and final_weights(out) is not None)
     )
     if done:
         if main:
             if final_weights(out) is None:
-                _final_from_checkpoint(Path(last), out / final)
+                final_from_checkpoint(Path(last), out / final)
             at = f" at {Path(last).name}" if last else ""
             print(f"run already finished{at}: nothing to train ({out}/{final}/)")
         return out
     task = task_from_config(resolved)
     if task.skipped:
         print(f"skipped {task.skipped} malformed rows, e.g. {task.skipped_examples[0]}")
-    if task.locate_error is None:
+    if task.locate_error is None and run.error_locator != MC:
         print(
             f"task {run.task}: no error locator, so where a wrong completion went wrong is not "
-            "known; credit-correctness metrics (credit/prefix_blame, ...) are not logged"
+            "known; credit-correctness metrics (credit/prefix_blame, ...) are not logged "
+            "(error_locator: mc estimates it by Monte-Carlo, docs/ground-truth.md)"
         )
-    from arca.models import resolve
-
-    path = resolve(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else "auto"
     tok = AutoTokenizer.from_pretrained(path)
     check_chat_template(tok, task, model_args.model_name_or_path, run.use_chat_template)
@@ -752,13 +617,26 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
-            out / "config.yaml",
+            out / CONFIG,
             yaml.safe_dump(resolved, sort_keys=False),
         )
-    if model_args.use_peft and model_args.lora_target_modules is None:
-        from arca.models import LORA_TARGETS
-
-        model_args.lora_target_modules = LORA_TARGETS
+    curve = []
+    if run.eval_every:
+        rows = task.heldout.to_list()
+        if run.eval_problems > len(rows):
+            raise ValueError(
+                f"eval_problems: {run.eval_problems} asked for, the held-out set has {len(rows)}"
+            )
+        curve = [
+            LearningCurve(
+                out / CURVE,
+                rows[: run.eval_problems],
+                task.score,
+                every=run.eval_every,
+                correct_reward=run.correct_reward,
+                max_new_tokens=int(cfg.max_completion_length),
+            )
+        ]
     trainer = CreditGRPOTrainer(
         model,
         reward_funcs=task.trl_rewards(),
@@ -766,28 +644,25 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
         train_dataset=train,
         processing_class=tok,
         peft_config=get_peft_config(model_args),
-        callbacks=[MetricsFile(out / "metrics.jsonl")],
+        callbacks=[MetricsFile(out / METRICS), *curve],
         error_locator=mc_schedule(run, cfg, task.score, task.step_rule)
         if run.error_locator == MC
         else task.locate_error,
+        correct_reward=run.correct_reward,  # what KTAE counts as correct, as arca eval does
     )
     from transformers import ProgressCallback
-
-    from arca.trainer import CompactProgress
 
     trainer.base_model_name = model_args.model_name_or_path
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(CompactProgress())
     if run.sample_every:
-        trainer.sample_writer = SampleWriter(
-            out / "samples.jsonl", run.sample_every, run.sample_count
-        )
+        trainer.sample_writer = SampleWriter(out / SAMPLES, run.sample_every, run.sample_count)
     resume_from = last if run.resume and last else None
-    if resume_from and main and (out / "samples.jsonl").is_file():
+    if resume_from and main and (out / SAMPLES).is_file():
         # Samples drawn after the checkpoint's step are drawn again, as
         # MetricsFile drops the metrics lines past it.
         drawn_before = int(Path(resume_from).name.rsplit("-", 1)[-1])
-        filter_jsonl(out / "samples.jsonl", lambda rec: SampleWriter.step_of(rec) <= drawn_before)
+        filter_jsonl(out / SAMPLES, lambda rec: SampleWriter.step_of(rec) <= drawn_before)
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     except NonFiniteError as e:
@@ -810,62 +685,11 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     return out
 
 
-def _has_lines(path: Path) -> bool:
-    """Does ``path`` exist and hold a line that is not blank?"""
-    if not path.is_file():
-        return False
-    with path.open("rb") as f:
-        return any(line.strip() for line in f)
-
-
-#: Files of a checkpoint that hold training state rather than the model.
-_TRAINING_STATE = (
-    "optimizer",
-    "scheduler",
-    "scaler",
-    "rng_state",
-    "trainer_state",
-    "training_args",
-)
-
-
-def _finished(checkpoint: Path, max_steps: int) -> bool:
-    """Has the run reached its last step at ``checkpoint``? ``max_steps`` is the
-    resumed config's (a larger one continues the run); ``<= 0``: the checkpoint's own."""
-    state_file = checkpoint / "trainer_state.json"
-    if not state_file.is_file():
-        return False
-    state = json.loads(state_file.read_text())
-    target = max_steps if max_steps > 0 else int(state.get("max_steps", 0))
-    return target > 0 and int(state.get("global_step", 0)) >= target
-
-
-def _final_from_checkpoint(checkpoint: Path, dest: Path) -> None:
-    """The final weights of a run killed after its last checkpoint but before
-    the final save: the checkpoint's model files (what ``save_model`` wrote there)."""
-    import shutil
-
-    from arca.io import atomic_dir
-
-    with atomic_dir(dest) as tmp:
-        tmp.mkdir()
-        for f in checkpoint.iterdir():
-            if f.is_file() and not f.name.startswith(_TRAINING_STATE):
-                shutil.copy2(f, tmp / f.name)
-    if not has_weights(dest):
-        shutil.rmtree(dest)
-        raise FileNotFoundError(
-            f"{checkpoint}: no consolidated weights to make {dest.name}/ from (a sharded "
-            "DeepSpeed/FSDP checkpoint?); convert it, or resume with a larger max_steps"
-        )
-
-
 def help_text() -> str:
     """``arca train --help``: ``--config`` and arca's own options first, each
     with its default and help; TRL's and transformers' options after."""
     from trl import GRPOConfig
 
-    from arca.sweep import PRESET_ROOT
     from arca.trainer import CreditGRPOConfig
 
     shown = ("tiny/arca_r64", "paper/arca_r64", "tiny-full/arca_full")

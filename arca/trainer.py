@@ -49,13 +49,36 @@ divergence     log-probs, reference log-probs  1 (no-grad) 0
 arca           adapted and base hidden states  1 (no-grad) 0
 arca_local     LoRA layers' outputs (hooks)    0           0
 high_entropy   entropies                       0           0
+oracle         the ground truth (error index)  0           0
+ktae           the group's token ids, rewards  0           0
+lambda_grpo    the group's token ids           0           0
+oar_g          its input-gradient saliency     2 + 1 bwd   2 + 1 bwd
 =============  ==============================  ==========  =================
+
+``oar_g``'s are its own: one no-grad forward, one forward with a graph to the
+input embeddings and one backward to them (no weight gradients), at generation
+time (:meth:`CreditGRPOTrainer._oar_inputs`). The field's schemes (oracle,
+ktae, lambda_grpo, oar_g; docs/credit-schemes.md) are handed to TRL through
+:func:`arca.credit.token_credit`, as every scheme: ``A_i T_i w_it`` for the
+redistributions (salience and weights kinds), the scheme's own ``(B, T)``
+advantages for ``ktae`` and ``lambda_grpo``, which change the advantage mass
+(KTAE can flip a token's sign) and are never renormalised. Those two need whole
+groups: they are made at generation time from the generation batch gathered
+over every process (a group may straddle two), before TRL shuffles and splits
+it, and kept in the batch under :data:`TOKEN_ADVANTAGES`. ``oracle`` reads the
+ground truth the trainer computes for the correctness metrics
+(``out["arca_error_index"]``); it is refused without an ``error_locator``, and
+with ``error_locator: mc`` trains uniform on the rows and steps Monte-Carlo did
+not locate. A scheme of kind advantages is graded by the signed metrics
+(:func:`arca.credit.signed_credit_correctness`) and also logs
+``credit/sign_flip_share`` and ``credit/mass_ratio``.
 
 The same with vLLM generation (against stock TRL with vLLM). Add one adapted
 no-grad pass to the non-uniform rows with ``credit_from_training_forward=
 False``. ``shadow_diagnostics=True`` gathers every scheme's
 inputs, so every scheme's Gini and effective-token ratio are logged on the
-same batch.
+same batch: the built-in ones, ``oracle`` where the batch has ground truth,
+``ktae`` and ``lambda_grpo`` (no pass), ``oar_g`` only when it is trained.
 
 Full fine-tuning (no peft adapter): the "base" side of divergence and ARCA is
 the initial policy, from a frozen copy of the initial weights (TRL's own
@@ -105,35 +128,45 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from torch import Tensor, nn
-from transformers import ProgressCallback, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from arca.credit import (
     BUILTIN_SCHEMES,
+    FIELD_SCHEMES,
+    GROUND_TRUTH_SCHEMES,
+    abs_share_weights,
     available_schemes,
     concentration_rows,
     credit_correctness,
     get_scheme,
     hidden_residual_norm,
+    mass_ratio,
     normalize,
     residual_noise_floor,
+    sign_flip_share,
+    signed_credit_correctness,
+    token_advantages,
+    token_credit,
     token_weights,
 )
 from arca.credit.advantages import ESTIMATORS
 from arca.credit.loss import LOSS_TYPES, REFUSED_LOSS_TYPES
-from arca.io import atomic_write_text, filter_jsonl, replace_dir
+from arca.credit.oracle import ORACLE_REST
+from arca.io import atomic_write_text, replace_dir
+from arca.models.vllm_heads import CPU_HEAD_DIMS, head_size
 from arca.scoring import (
     capture_adapter_shift,
     capture_final_hidden,
     eval_mode,
+    outcome_saliency,
     residual_writers,
     uses_lora_variant,
     writes_residual,
 )
 from arca.tasks.base import ErrorLocator, Located
-from arca.tasks.locate import ground_truth, token_spans
+from arca.tasks.locate import answer_starts, ground_truth, token_spans
 from arca.tasks.mc import MCSchedule, MonteCarloLocator
 from arca.tasks.mc import located as mc_located
 
@@ -141,6 +174,16 @@ BUILTIN = BUILTIN_SCHEMES
 logger = logging.getLogger(__name__)
 _POLICY_INPUTS = {"logps", "entropies", "h_adapted", "h_shift"}
 _BASE_INPUTS = {"ref_logps", "h_base"}
+#: Read from the whole group at generation time (ktae, lambda_grpo): the
+#: group's completions and correctness, gathered from every process.
+_GROUP_INPUTS = {"completion_ids", "correct", "group", "advantages"}
+#: The ground truth (oracle): ``out["arca_error_index"]``, from the error locator.
+_TRUTH_INPUTS = {"error_index"}
+#: OAR-G's saliency, from its own passes at generation time.
+_OAR_INPUTS = {"saliency", "answer_start"}
+#: Where a generated batch holds a group scheme's ``(B, T)`` token advantages,
+#: made at generation time and split with their rows by TRL.
+TOKEN_ADVANTAGES = "arca_ta_"
 
 
 @dataclass
@@ -151,7 +194,11 @@ class CreditGRPOConfig(GRPOConfig):
     token_weighting: str = field(
         default="uniform",
         metadata={
-            "help": "Token salience scheme: " + ", ".join(BUILTIN) + ", or a registered one."
+            "help": "Token-credit scheme: "
+            + ", ".join(BUILTIN)
+            + "; the field's "
+            + ", ".join(FIELD_SCHEMES)
+            + " (oracle is a ceiling: it uses the ground truth); or a registered one."
         },
     )
     weight_eps: float = field(
@@ -167,6 +214,52 @@ class CreditGRPOConfig(GRPOConfig):
             "help": "high_entropy: the fraction of the batch's tokens, by predictive entropy, "
             "that get the credit (TRL's top_entropy_quantile; 'Beyond the 80/20 rule': 0.2)."
         },
+    )
+    oracle_share: float = field(
+        default=0.2,
+        metadata={
+            "help": "oracle (a ceiling: uses ground truth): the weight on a wrong completion's "
+            "first wrong token, in [0, 1]"
+        },
+    )
+    oracle_rest: str = field(
+        default="after",
+        metadata={
+            "help": "oracle: where the rest of the weight goes, 'uniform' (the row's other "
+            "tokens) or 'after' (the tokens after the error; uniform if none follows)"
+        },
+    )
+    ktae_alpha: float = field(
+        default=1.0, metadata={"help": "ktae: weight of Fisher's exact test (official: 1)"}
+    )
+    ktae_beta: float = field(
+        default=1.0,
+        metadata={
+            "help": "ktae: weight of the information gain (the released code trains with 1; "
+            "its run scripts say 2, which its call site never reads)"
+        },
+    )
+    ktae_gamma_tf: bool = field(
+        default=True, metadata={"help": "ktae: add the BM25 term-frequency contrast (official: on)"}
+    )
+    ktae_top: float = field(
+        default=1.0,
+        metadata={"help": "ktae: the key-token values lie in (-top, top) (official: 1)"},
+    )
+    oar_quantile: float = field(
+        default=0.5,
+        metadata={
+            "help": "oar_g: the quantile of a completion's normalised importances that splits "
+            "suppressed from boosted tokens (arca's choice; the paper's could not be read)"
+        },
+    )
+    oar_beta: float = field(
+        default=1.0,
+        metadata={"help": "oar_g: the boost above the threshold (arca's choice, as oar_quantile)"},
+    )
+    oar_noise_std: float = field(
+        default=1e-3,
+        metadata={"help": "oar_g: std of the noise on the reasoning embeddings (official: 1e-3)"},
     )
     shadow_diagnostics: bool = field(
         default=False,
@@ -214,6 +307,20 @@ class CreditGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"high_entropy_quantile: must be in (0, 1], got {self.high_entropy_quantile}"
             )
+        if not 0 <= self.oracle_share <= 1:
+            raise ValueError(f"oracle_share: must be in [0, 1], got {self.oracle_share}")
+        if self.oracle_rest not in ORACLE_REST:
+            raise ValueError(
+                f"oracle_rest: must be one of {', '.join(ORACLE_REST)}, got {self.oracle_rest!r}"
+            )
+        for name in ("ktae_alpha", "ktae_beta", "ktae_top", "oar_beta", "oar_noise_std"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        if self.ktae_alpha + self.ktae_beta <= 0:
+            raise ValueError("ktae_alpha, ktae_beta: at least one must be > 0")
+        if not 0 <= self.oar_quantile <= 1:
+            raise ValueError(f"oar_quantile: must be in [0, 1], got {self.oar_quantile}")
         if self.weight_eps_mode not in ("absolute", "relative"):
             raise ValueError(
                 f"weight_eps_mode: must be 'absolute' or 'relative', got {self.weight_eps_mode!r}"
@@ -264,6 +371,25 @@ class CreditGRPOConfig(GRPOConfig):
             )
             self.scale_rewards = "none"
         super().__post_init__()
+
+
+def _refuse_before_loading(config: CreditGRPOConfig, error_locator: Any) -> None:
+    """What a scheme cannot do with this config, said before TRL builds anything."""
+    scheme = get_scheme(config.token_weighting)
+    if set(scheme.requires) & _TRUTH_INPUTS and error_locator is None:
+        raise ValueError(
+            f"token_weighting: {scheme.name!r} is a ceiling that uses the ground truth (each "
+            "wrong completion's first wrong token), and no error_locator was given; pass "
+            "CreditGRPOTrainer(..., error_locator=<the task's locator or an MCSchedule>) (arca "
+            "train: a task with a locator, or error_locator: mc or an import path)"
+        )
+    if set(scheme.requires) & _OAR_INPUTS and (config.fsdp or config.deepspeed):
+        raise ValueError(
+            f"token_weighting: {scheme.name!r} takes a gradient with respect to the input "
+            "embeddings in its own backward, outside the training step, which FSDP and DeepSpeed "
+            "(sharded parameters, gradient hooks) do not support here; train it with plain data "
+            "parallelism"
+        )
 
 
 def _reject_frozen_peft(model: Any) -> None:
@@ -353,6 +479,64 @@ class _NotYetWeighted:
 _NOT_YET_WEIGHTED = _NotYetWeighted()
 
 
+# ------------------------------------------------------- vLLM's CPU build
+# TRL 1.16 syncs the policy into a colocated vLLM by calling the vLLM model's
+# load_weights for each (merged) parameter. vLLM's CPU build packs every linear
+# layer's weight for its GEMM kernels once loading is done and replaces the
+# parameter with one that has no weight_loader: the first sync stops with
+# "'Parameter' object has no attribute 'weight_loader'" (stock GRPOTrainer
+# too). vLLM's own in-place update, the worker's reload_weights, restores the
+# parameters, loads the new values and packs them again.
+
+
+def _on_cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+def sync_weights_reloading(generation: Any) -> None:
+    """TRL's colocate ``sync_weights`` through vLLM's ``reload_weights``.
+
+    The parameters come from TRL's own iterator (merge, read, unmerge); each is
+    cloned because vLLM may hold a layer's tensors until the layer is complete,
+    and the unmerge after the last one must not reach them."""
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    weights = ((name, p.detach().clone()) for name, p in generation._iter_named_params())
+    runner.reload_weights(weights_iterator=weights)
+    model = runner.get_model()
+    lm_head = getattr(model, "lm_head", None)
+    config = runner.model_config.hf_config.get_text_config()
+    if lm_head is not None and getattr(config, "tie_word_embeddings", False):
+        # A tied LM head shares the embedding's weight, but the reload packs it
+        # for the GEMM only as the embedding: the head would keep the old
+        # logits (full fine-tuning moves the embedding; measured 0.30 nats per
+        # token off the policy on the tiny model, 0.011 once repacked).
+        lm_head.quant_method.process_weights_after_loading(lm_head)
+    generation.llm.reset_prefix_cache()
+
+
+def patch_colocated_cpu_sync(generation: Any) -> bool:
+    """Route a colocated vLLM's weight sync through ``reload_weights`` on the CPU
+    platform; returns whether it did. Server mode and GPUs keep TRL's sync.
+
+    Refuses, in one line, a model whose head size vLLM's CPU attention does not
+    run: vLLM itself would fail only at the first generation, deep in a step."""
+    if getattr(generation, "mode", None) != "colocate" or not _on_cpu_platform():
+        return False
+    config = generation.llm.llm_engine.model_config.hf_config
+    d = head_size(config)
+    if d not in CPU_HEAD_DIMS:
+        name = getattr(generation.model, "name_or_path", "the model")
+        raise ValueError(
+            f"use_vllm: vLLM's CPU attention runs head sizes {', '.join(map(str, CPU_HEAD_DIMS))}, "
+            f"and {name} has {d}; train the same function with its heads widened: "
+            f"model_name_or_path: the folder arca.models.vllm_heads.vllm_ready({str(name)!r}) returns"
+        )
+    generation.sync_weights = lambda: sync_weights_reloading(generation)
+    return True
+
+
 class CreditGRPOTrainer(GRPOTrainer):
     """``trl.GRPOTrainer`` whose advantages are redistributed over tokens.
 
@@ -366,7 +550,12 @@ class CreditGRPOTrainer(GRPOTrainer):
     tokens whose residual is under :func:`arca.credit.residual_noise_floor`),
     ``credit/drift_kl`` when reference log-probs are, and with
     ``shadow_diagnostics`` ``credit/<scheme>/<metric>`` for every built-in
-    scheme (see the module docstring).
+    scheme and the field's whose inputs are at hand (see the module docstring).
+
+    ``correct_reward``: a completion whose (weighted, summed) reward is at
+    least this counts as correct for KTAE's statistics (``arca train`` passes
+    the run's ``correct_reward``, as ``arca eval`` counts); ``None``: reward
+    above 0, as the official KTAE code.
     """
 
     def __init__(
@@ -374,6 +563,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         model: Any,
         *args: Any,
         error_locator: ErrorLocator | MCSchedule | None = None,
+        correct_reward: float | None = None,
         **kwargs: Any,
     ) -> None:
         _reject_frozen_peft(model)
@@ -382,13 +572,23 @@ class CreditGRPOTrainer(GRPOTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             kwargs["args"] = CreditGRPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
         config = args[1] if len(args) >= 2 else kwargs["args"]
-        if isinstance(config, CreditGRPOConfig) and config.beta == 0.0:
-            _keep_initial_adapter(model, config)
+        if isinstance(config, CreditGRPOConfig):
+            _refuse_before_loading(config, error_locator)
+            if config.beta == 0.0:
+                _keep_initial_adapter(model, config)
         super().__init__(model, *args, **kwargs)
         if not isinstance(self.args, CreditGRPOConfig):
             raise TypeError("CreditGRPOTrainer needs args=CreditGRPOConfig(...)")
         self.error_locator = error_locator
+        self.correct_reward = correct_reward
         self.scheme = get_scheme(self.args.token_weighting)
+        if self.scheme.name in GROUND_TRUTH_SCHEMES and isinstance(error_locator, MCSchedule):
+            logger.warning(
+                "token_weighting %s with error_locator: mc: Monte-Carlo ground truth exists only "
+                "for the rows it locates (mc_completions per process, at step 1 and every "
+                "mc_every steps); every other row, and every other step, trains uniform",
+                self.scheme.name,
+            )
         unwrapped = self.accelerator.unwrap_model(self.model)
         self._peft = hasattr(unwrapped, "disable_adapter")
         needs = set(self.scheme.requires)
@@ -398,7 +598,17 @@ class CreditGRPOTrainer(GRPOTrainer):
                 self._peft and writes_residual(unwrapped) and not uses_lora_variant(unwrapped)
             ):
                 needs.discard("h_shift")  # arca_local's shadow needs plain LoRA on o/down proj
-        unknown = needs - _POLICY_INPUTS - _BASE_INPUTS
+        # The group schemes' token advantages, made at generation time: the
+        # trained one's, and with shadow diagnostics both (no extra pass).
+        self._group_schemes = tuple(
+            s
+            for s in FIELD_SCHEMES
+            if set(get_scheme(s).requires) & {"group"}
+            and (s == self.scheme.name or self.args.shadow_diagnostics)
+        )
+        unknown = (
+            needs - _POLICY_INPUTS - _BASE_INPUTS - _GROUP_INPUTS - _TRUTH_INPUTS - _OAR_INPUTS
+        )
         if unknown:
             raise ValueError(
                 f"token_weighting: scheme {self.scheme.name!r} needs inputs the trainer does not "
@@ -437,6 +647,8 @@ class CreditGRPOTrainer(GRPOTrainer):
         # (inputs dict, hook captures) while _compute_loss runs a deferred batch.
         self._pending: tuple[dict[str, Any], dict[str, list[Tensor]]] | None = None
         self._warn_vllm_merge_rounding(unwrapped)
+        if self.args.use_vllm:  # vLLM's CPU build cannot take TRL's in-place sync
+            patch_colocated_cpu_sync(self.vllm_generation)
         # While TRL generates and scores: where its old-log-prob pass leaves arca's inputs.
         self._old_pass: dict[str, Tensor] | None = None
         # Token metrics of the logging window: [sum, tokens] and maxima, per mode.
@@ -680,6 +892,11 @@ class CreditGRPOTrainer(GRPOTrainer):
         if gt is not None:
             # Tensors, so TRL's shuffle and split keep them with their rows.
             out |= {f"arca_{k}": v for k, v in gt.items()}
+        if self._group_schemes:
+            # Whole groups are at hand only now, before TRL shuffles and splits.
+            out |= self._group_token_advantages(out)
+        if set(self.scheme.requires) & _OAR_INPUTS:
+            out |= self._oar_inputs(out)
         if policy and out.get("old_per_token_logps") is not None:
             # Read in TRL's old-log-prob pass: the model's mode, so its dropout.
             p = self._dropout_p if self.model.training else 0.0
@@ -715,7 +932,8 @@ class CreditGRPOTrainer(GRPOTrainer):
         if sched.model == "policy":
             estimator, off = policy, nullcontext()
         elif self._peft:
-            estimator, off = policy, policy.disable_adapter()
+            # The initial policy: the adapter as given (REF_ADAPTER) or none.
+            estimator, off = policy, self._initial_adapter()
         else:
             if self._frozen_ref is None:
                 self._frozen_ref = self._make_reference(policy)
@@ -750,8 +968,87 @@ class CreditGRPOTrainer(GRPOTrainer):
             located=located,
         )
 
+    def _group_token_advantages(self, out: dict[str, Any]) -> dict[str, Tensor]:
+        """The group schemes' ``(B, T)`` token advantages of this process's
+        rows, under :data:`TOKEN_ADVANTAGES`.
+
+        TRL splits a generation batch over processes in order (process ``r``
+        holds global rows ``r * B .. (r + 1) * B``), and a group (``G``
+        consecutive global rows) may straddle two processes. So every process
+        gathers the completions, their masks and advantages of the whole batch,
+        as TRL gathers the rewards, computes every group's statistics (the same
+        on each process: deterministic) and keeps its own rows. Correctness is
+        the task's reward, gathered by TRL already: at least ``correct_reward``
+        (``arca train``: the run's, as ``arca eval`` counts), else above 0 (the
+        official KTAE rule); never the error locator's ground truth, which a
+        deployable method does not have.
+
+        A tool's output (``tool_mask`` 0) gets no credit; ``lambda_grpo``
+        reads it as context all the same (its prefixes run over the whole
+        completion: completions whose tool outputs differ share no later token)."""
+        real = out["completion_mask"]
+        mask = real * out["tool_mask"] if "tool_mask" in out else real
+        ids, adv = out["completion_ids"], self._rollout_advantages(out)
+        B, T = ids.shape
+        rank = self.accelerator.process_index
+        if self.accelerator.num_processes > 1:
+            pad = self.processing_class.pad_token_id or 0
+            ids = self.accelerator.gather(self.accelerator.pad_across_processes(ids, 1, pad))
+            real = self.accelerator.gather(self.accelerator.pad_across_processes(real, 1, 0))
+            mask = self.accelerator.gather(self.accelerator.pad_across_processes(mask, 1, 0))
+            adv = self.accelerator.gather(adv)
+        k = self.num_generations if self.model.training else self.num_generations_eval
+        group = torch.arange(ids.size(0), device=ids.device) // k
+        rewards = (self._rewards_per_func * self.reward_weights.to(ids.device)).nansum(dim=1)
+        unscored = torch.isnan(self._rewards_per_func).all(dim=1)
+        ok = rewards >= self.correct_reward if self.correct_reward is not None else rewards > 0
+        correct = (ok & ~unscored).to(ids.device)
+        if correct.numel() != ids.size(0):
+            raise RuntimeError(
+                f"{correct.numel()} rewards for {ids.size(0)} completions: TRL's gathered "
+                "rewards no longer match its generation batch (a TRL change?)"
+            )
+        given = {"completion_ids": ids, "group": group, "correct": correct}
+        res = {}
+        for name in self._group_schemes:
+            a = token_advantages(
+                name,
+                mask=(real if name == "lambda_grpo" else mask).bool(),
+                advantages=adv.float(),
+                options=self._scheme_options(name),
+                **{k: v for k, v in given.items() if k in get_scheme(name).requires},
+            )
+            a = torch.where(mask.bool(), a, 0.0)
+            res[f"{TOKEN_ADVANTAGES}{name}"] = a[rank * B : (rank + 1) * B, :T]
+        return res
+
+    def _oar_inputs(self, out: dict[str, Any]) -> dict[str, Tensor]:
+        """OAR-G's importances ``arca_saliency`` ``(B, T)`` and answer spans
+        ``arca_answer_start`` ``(B,)`` for this process's rows: one no-grad
+        forward, one forward with a graph to the input embeddings and one
+        backward to them (:func:`arca.scoring.outcome_saliency`), in eval mode,
+        the noise drawn from a generator of its own (seeded by the run's seed,
+        the step and the process), so the training RNG is untouched."""
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attn = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        start = answer_starts(self.processing_class, out["completion_ids"], out["completion_mask"])
+        step = self.state.global_step + 1
+        seed = (self.args.seed * 1_000_003 + step * 1009 + self.accelerator.process_index) % 2**63
+        sal = outcome_saliency(
+            self.accelerator.unwrap_model(self.model),
+            ids,
+            attn,
+            out["completion_mask"],
+            start,
+            noise_std=self.args.oar_noise_std,
+            generator=torch.Generator().manual_seed(seed),
+            batch_size=self.args.per_device_train_batch_size,
+        )
+        return {"arca_saliency": sal, "arca_answer_start": start}
+
     def _calculate_rewards(self, inputs: Any, prompts: Any, *args: Any, **kwargs: Any) -> Tensor:
         rewards = super()._calculate_rewards(inputs, prompts, *args, **kwargs)
+        self._rewards_per_func = rewards  # every process's, as TRL gathered them (KTAE reads them)
         # Gathered from every process, so every process stops together. TRL
         # would zero every advantage, log no reward and train on, exit 0.
         if rewards.numel() and bool(torch.isnan(rewards).all()):
@@ -881,10 +1178,7 @@ class CreditGRPOTrainer(GRPOTrainer):
         advantages and the schemes' inputs in ``credit`` (read from a forward
         whose dropout probability was ``dropout``; ``step``: the step the batch
         was generated at, if not this one)."""
-        adv = out.get("arca_advantage", out["advantages"])
-        if self.args.advantage_estimator == "rloo":
-            k = self.num_generations
-            adv = adv * (k / (k - 1))
+        adv = self._rollout_advantages(out)
         mask = out["completion_mask"]
         if "tool_mask" in out:
             mask = mask * out["tool_mask"]
@@ -893,9 +1187,8 @@ class CreditGRPOTrainer(GRPOTrainer):
             out["advantages"] = adv  # stock TRL, bit for bit
             w = normalize(torch.ones_like(mask, dtype=torch.float32), mask)
         else:
-            w = self._weights(self.scheme.name, mask, credit)
-            lengths = mask.sum(dim=1, keepdim=True).to(w.dtype)
-            out["advantages"] = (adv.unsqueeze(1).to(w.dtype) * lengths * w).detach()
+            a, w = self._scheme_credit(self.scheme.name, mask, credit, out, adv)
+            out["advantages"] = a.detach()
         self._metrics[mode]["credit/dropout"].append(dropout)
         shadow = self._log_credit(mode, w, mask, credit, out, adv)
         writer = getattr(self, "sample_writer", None)
@@ -923,6 +1216,72 @@ class CreditGRPOTrainer(GRPOTrainer):
             if self.accelerator.is_main_process:
                 writer.append(rows)
         return out
+
+    def _rollout_advantages(self, out: dict[str, Any]) -> Tensor:
+        """The ``(B,)`` advantages TRL computed (RLOO's from its unscaled ones)."""
+        adv = out.get("arca_advantage", out["advantages"])
+        if self.args.advantage_estimator == "rloo":
+            k = self.num_generations
+            adv = adv * (k / (k - 1))
+        return adv
+
+    def _scheme_options(self, scheme: str) -> dict[str, Any] | None:
+        """The config's settings of ``scheme`` (``high_entropy``'s pool aside)."""
+        a = self.args
+        return {
+            "high_entropy": {"quantile": a.high_entropy_quantile},
+            "oracle": {"share": a.oracle_share, "rest": a.oracle_rest},
+            # The end-of-sequence token carries no key-token value, as in the
+            # official code (which zeroes Qwen2.5's <|endoftext|>, its EOS and pad).
+            "ktae": {
+                "alpha": a.ktae_alpha,
+                "beta": a.ktae_beta,
+                "gamma_tf": a.ktae_gamma_tf,
+                "top": a.ktae_top,
+                "zero_token_ids": tuple(
+                    t
+                    for t in {
+                        self.processing_class.eos_token_id,
+                        self.processing_class.pad_token_id,
+                    }
+                    if t is not None
+                ),
+            },
+            "oar_g": {"quantile": a.oar_quantile, "beta": a.oar_beta},
+        }.get(scheme)
+
+    def _scheme_credit(
+        self, scheme: str, mask: Tensor, credit: dict[str, Tensor], out: dict[str, Any], adv: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``scheme``'s ``(token advantages, weights)`` ``(B, T)`` for the rows in
+        ``out`` (:func:`arca.credit.token_credit`): ``A_i T_i w_it`` and ``w`` for
+        a salience or weights scheme, from the inputs in ``credit`` or ``out``
+        (the ground truth, OAR-G's saliency); a group scheme's own token
+        advantages, made at generation time, and their shares of the row's push
+        magnitude as weights."""
+        spec = get_scheme(scheme)
+        if spec.kind == "advantages":
+            a = out[f"{TOKEN_ADVANTAGES}{scheme}"]
+            return a, abs_share_weights(a, mask)
+        opts = self._scheme_options(scheme)
+        inputs: dict[str, Tensor] = {k: credit[k] for k in spec.requires if k in credit}
+        if "high_entropy" == scheme:
+            opts = (opts or {}) | {"pool": self._entropy_pool(credit["entropies"], mask)}
+        if "error_index" in spec.requires:
+            # Without ground truth for these rows (Monte-Carlo, not due): none located.
+            none = torch.full_like(adv, -1, dtype=torch.long)
+            inputs["error_index"] = out.get("arca_error_index", none)
+        if "saliency" in spec.requires:
+            inputs |= {"saliency": out["arca_saliency"], "answer_start": out["arca_answer_start"]}
+        return token_credit(
+            scheme,
+            mask=mask,
+            advantages=adv.float(),
+            eps=self.args.weight_eps,
+            eps_mode=self.args.weight_eps_mode,
+            options=opts,
+            **inputs,
+        )
 
     def _weights(self, scheme: str, mask: Tensor, credit: dict[str, Tensor]) -> Tensor:
         """``scheme``'s normalised weights from the inputs in ``credit``.
@@ -980,7 +1339,9 @@ class CreditGRPOTrainer(GRPOTrainer):
         sums: dict[str, Tensor] = {}  # (B,) per-row sums over tokens
         real = mask.bool()
         sums["tokens"] = real.sum(dim=1)
-        self._row_metrics(rows, "credit", w, mask, out, adv)
+        # A scheme of kind advantages is graded on its token advantages themselves.
+        signed = out["advantages"] if self.scheme.kind == "advantages" else None
+        self._row_metrics(rows, "credit", w, mask, out, adv, signed)
         if "ref_logps" in credit and "logps" in credit:
             # TRL's k3 estimator of KL(pi || pi_ref), per sampled token.
             r = (credit["ref_logps"] - credit["logps"]).float()
@@ -997,12 +1358,17 @@ class CreditGRPOTrainer(GRPOTrainer):
             rows["max/credit/residual_max"] = res.masked_fill(~real, -math.inf).amax(dim=1)
         shadow: dict[str, Tensor] = {}
         if self.args.shadow_diagnostics:
-            for name in BUILTIN:
-                if all(k in credit for k in get_scheme(name).requires):
-                    # The trained scheme's weights exist already; the others are new.
-                    ws = w if name == self.scheme.name else self._weights(name, mask, credit)
-                    self._row_metrics(rows, f"credit/{name}", ws, mask, out, adv)
-                    shadow[name] = ws
+            for name in self._shadow_schemes(credit, out):
+                # The trained scheme's weights exist already; the others are new.
+                if name == self.scheme.name:
+                    ws, ta = w, signed
+                else:
+                    ta, ws = self._scheme_credit(name, mask, credit, out, adv)
+                kind = get_scheme(name).kind
+                self._row_metrics(
+                    rows, f"credit/{name}", ws, mask, out, adv, ta if kind == "advantages" else None
+                )
+                shadow[name] = ws
         every = self._gather_rows(rows | {f"sum/{k}": v for k, v in sums.items()})
         m = self._metrics[mode]
         tokens = float(every.pop("sum/tokens").sum())
@@ -1048,6 +1414,22 @@ class CreditGRPOTrainer(GRPOTrainer):
             t = t[t[:, -1] > 0]
         return {k: t[:, i] for i, k in enumerate(keys)}
 
+    def _shadow_schemes(self, credit: dict[str, Tensor], out: dict[str, Any]) -> list[str]:
+        """The schemes shadow diagnostics weigh on this batch: every built-in
+        one whose inputs are in ``credit``; ``oracle`` where the batch carries
+        ground truth; ``ktae`` and ``lambda_grpo`` (made at generation time, no
+        pass); ``oar_g`` only when it is trained (its saliency costs passes)."""
+        names = [n for n in BUILTIN if all(k in credit for k in get_scheme(n).requires)]
+        for n in FIELD_SCHEMES:
+            req = set(get_scheme(n).requires)
+            if (
+                (req & _TRUTH_INPUTS and "arca_error_index" in out)
+                or f"{TOKEN_ADVANTAGES}{n}" in out
+                or (req & _OAR_INPUTS and "arca_saliency" in out)
+            ):
+                names.append(n)
+        return names
+
     @staticmethod
     def _row_metrics(
         rows: dict[str, Tensor],
@@ -1056,16 +1438,25 @@ class CreditGRPOTrainer(GRPOTrainer):
         mask: Tensor,
         out: dict[str, Any],
         adv: Tensor,
+        signed: Tensor | None = None,
     ) -> None:
         """Per-row concentration of ``w`` and, where the batch carries ground
-        truth, the correctness metrics, into ``rows`` under ``prefix``."""
+        truth, the correctness metrics, into ``rows`` under ``prefix``.
+        ``signed``: a scheme's own ``(B, T)`` token advantages (kind
+        ``"advantages"``), graded by the signed metrics
+        (:func:`arca.credit.signed_credit_correctness`, which equal the others
+        for a redistribution), with its sign-flip share and mass ratio."""
         for k, v in concentration_rows(w, mask).items():
             if prefix == "credit" or k != "length":  # T is the same for every scheme
                 rows[f"{prefix}/{k}"] = v
+        if signed is not None:
+            rows[f"{prefix}/sign_flip_share"] = sign_flip_share(signed, mask, adv)
+            rows[f"{prefix}/mass_ratio"] = mass_ratio(signed, mask, adv)
         if "arca_error_index" not in out:
             return
-        per = credit_correctness(
-            w,
+        grade = credit_correctness if signed is None else signed_credit_correctness
+        per = grade(
+            w if signed is None else signed,
             mask,
             out["arca_error_index"],
             advantages=adv,
@@ -1178,179 +1569,3 @@ class CreditGRPOTrainer(GRPOTrainer):
         stage = dest.with_name(f".{dest.name}.staging")
         self._staged(stage, lambda: self.save_model(str(stage)), lambda: replace_dir(stage, dest))
         return dest
-
-
-# ------------------------------------------------------- run directory
-
-
-class MetricsFile(TrainerCallback):
-    """Appends one JSON line per logged optimizer step to ``path``, flushed and
-    fsynced, so a crash loses at most the step in flight. On resume, lines past
-    the checkpoint's step are dropped first (they will be produced again)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        # The last step is logged whatever logging_steps says, so the record
-        # ends where training ended (transformers logs every logging_steps only).
-        if state.max_steps > 0 and state.global_step >= state.max_steps:
-            control.should_log = True
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        if state.global_step > 0 and self.path.exists():
-            filter_jsonl(self.path, lambda rec: rec.get("step", 0) <= state.global_step)
-        else:
-            atomic_write_text(self.path, "")
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
-    ) -> None:
-        if (
-            not state.is_world_process_zero
-            or not logs
-            or "loss" not in logs
-            or "train_runtime" in logs
-        ):
-            return
-        rec = {
-            "step": state.global_step,
-            **{k: v for k, v in logs.items() if isinstance(v, int | float)},
-        }
-        if "reward_std" in rec:
-            rec["reward_var"] = rec["reward_std"] ** 2
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class CompactProgress(ProgressCallback):
-    """transformers' progress bar with one short line per logged step (step,
-    reward, loss, the trained scheme's Gini and EffN, time left) instead of
-    the whole log dict; ``metrics.jsonl`` keeps every value."""
-
-    FIELDS = (
-        ("reward", "reward", ".3f"),
-        ("loss", "loss", ".4f"),
-        ("credit/gini", "Gini", ".3f"),
-        ("credit/effective_n", "EffN", ".1f"),
-        ("credit/mc_seconds", "MC s", ".1f"),
-    )
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-        bar = self.training_bar
-        if not state.is_world_process_zero or bar is None or not logs:
-            return
-        if "train_runtime" in logs:
-            line = f"trained {state.global_step} steps in {logs['train_runtime']:.0f} s"
-        else:
-            parts = [f"step {state.global_step}/{state.max_steps}"]
-            parts += [
-                f"{label} {logs[key]:{fmt}}"
-                for key, label, fmt in self.FIELDS
-                if isinstance(logs.get(key), int | float)
-            ]
-            rate, left = bar.format_dict.get("rate"), bar.total - bar.n if bar.total else 0
-            if rate and left > 0:
-                parts.append(f"{int(left / rate) // 60}:{int(left / rate) % 60:02d} left")
-            line = "  ".join(parts)
-        bar.write(line)
-
-
-class SampleWriter:
-    """At step 1, every ``every`` steps and at the last step, append ``count``
-    completions with their per-token weights (the trained scheme's, and every
-    shadow scheme's) to ``path``. Wrong completions with a located error and a
-    negative advantage come first, then the others with a nonzero advantage:
-    those are the ones whose weights matter. With ground truth, each record has
-    ``first_error`` (index of the first wrong token among the completion's
-    tokens, or null) and ``correct``.
-
-    ``step`` counts from 1, as ``metrics.jsonl`` does, and every record says so
-    with ``step_base: 1``; files written before it counted from 0 and have no
-    ``step_base`` (:meth:`step_of` reads both)."""
-
-    STEP_BASE = 1
-
-    def __init__(self, path: str | os.PathLike[str], every: int, count: int) -> None:
-        self.path, self.every, self.count = Path(path), every, count
-        self.last_step = -1
-
-    def due(self, step: int, last: int | None = None, span: int = 1) -> bool:
-        """Sample the batch generated at ``step`` (counted from 1), trained on
-        at steps ``step`` to ``step + span - 1``? Yes if those steps hold step
-        1, a multiple of ``every`` or ``last``: a batch that serves several
-        steps is sampled once, labelled with the step it was generated at."""
-        if self.every <= 0 or step == self.last_step:
-            return False
-        end = step + max(span, 1) - 1
-        return (
-            step == 1
-            or end // self.every > (step - 1) // self.every
-            or (last is not None and step <= last <= end)
-        )
-
-    @staticmethod
-    def step_of(rec: dict[str, Any]) -> int:
-        """The step a record was drawn at, counted from 1 whatever its file's age."""
-        # The rule lives with the reader, which `arca report` imports without trl.
-        from arca.report.tokens import sample_step
-
-        return sample_step(rec)
-
-    def rows(
-        self,
-        step: int,
-        tokenizer: Any,
-        out: dict[str, Any],
-        weights: dict[str, Tensor],
-        adv: Tensor,
-        rank: int = 0,
-    ) -> list[dict[str, Any]]:
-        """This process's ``count`` most telling rows of the batch in ``out``,
-        as records (``rank`` and ``index``: the process and its row)."""
-        self.last_step = step
-        mask = out["completion_mask"].bool()
-        err = out.get("arca_error_index")
-        blamed = [
-            err is not None and int(err[i]) >= 0 and float(adv[i]) < 0 for i in range(len(adv))
-        ]
-        order = sorted(range(mask.size(0)), key=lambda i: (not blamed[i], float(adv[i]) == 0.0))
-        recs = []
-        for i in order[: self.count]:
-            ids = out["completion_ids"][i][mask[i]].tolist()
-            prompt = out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist()
-            rec = {
-                "step": step,
-                "step_base": self.STEP_BASE,
-                "rank": rank,
-                "index": i,
-                "prompt": tokenizer.decode(prompt, skip_special_tokens=True),
-                "advantage": float(adv[i]),
-                "tokens": [tokenizer.decode([t]) for t in ids],
-                "weights": {
-                    k: [round(float(x), 6) for x in w[i][mask[i]]] for k, w in weights.items()
-                },
-            }
-            if err is not None:
-                e = int(err[i])
-                rec["first_error"] = int(mask[i, :e].sum()) if e >= 0 else None
-                rec["correct"] = bool(out["arca_correct"][i])
-            recs.append(rec)
-        return recs
-
-    def append(self, records: list[dict[str, Any]]) -> None:
-        """Append the ``count`` most telling of ``records`` (every process's
-        :meth:`rows`): blamed wrong completions first, then nonzero advantages."""
-
-        def key(r: dict[str, Any]) -> tuple[bool, bool]:
-            blamed = r.get("first_error") is not None and r["advantage"] < 0
-            return (not blamed, r["advantage"] == 0.0)
-
-        with self.path.open("a", encoding="utf-8") as f:
-            for rec in sorted(records, key=key)[: self.count]:
-                f.write(json.dumps(rec) + "\n")
-            f.flush()

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from arca.diagnose import Completion, read_completions
-from arca.evaluate import load_policy
+from arca.models.load import load_policy
 
 
 def parser(doc: str | None, limit: int) -> argparse.ArgumentParser:

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from arca.credit import effective_token_ratio, gini, normalize, rank_correlation, token_weights
-from arca.diagnose import Completion, _batch
+from arca.diagnose.completions import Completion
+from arca.diagnose.completions import batch as _batch
 from arca.scoring import (
     backbone,
     capture_adapter_deltas,

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from arca.credit import rank_correlation, residual_noise_floor
 from arca.credit.schemes import hidden_residual_norm
-from arca.diagnose import Completion, _batch
+from arca.diagnose.completions import Completion
+from arca.diagnose.completions import batch as _batch
 from arca.scoring import capture_adapter_shift, capture_final_hidden
 
 SCALES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

@@ -23,6 +23,8 @@ from arca.credit import (
     effective_token_ratio,
     gini,
     group_advantages,
+    signed_credit_correctness,
+    token_advantages,
     token_weights,
 )
 
@@ -66,6 +68,35 @@ def device_ops(dev: str, B: int, T: int, d: int) -> dict[str, Callable[[], objec
     ops["credit_correctness"] = partial(credit_correctness, w, mask, (lengths // 2).long())
     ops["effective_token_ratio"] = partial(effective_token_ratio, w, mask)
     ops["group_advantages"] = partial(group_advantages, rewards, 4)
+    # The field's schemes, in groups of 4 (TRL's layout). Token ids from a
+    # 5,000-id slice of a vocabulary, so a group's completions share ids; each
+    # group's rows share their first quarter (a common opening), as sampled ones do.
+    adv = group_advantages(rewards, 4)
+    ids = torch.randint(0, 5000, (B, T), device=dev, generator=g)
+    ids = ids.view(-1, 4, T)
+    ids[:, :, : T // 4] = ids[:, :1, : T // 4]
+    ids = ids.view(B, T)
+    group = torch.arange(B, device=dev) // 4
+    correct = rewards > 0.5
+    err = (lengths // 2).long()
+    ops["token_advantages(oracle)"] = partial(
+        token_advantages, "oracle", mask=mask, advantages=adv, error_index=err
+    )
+    ops["token_advantages(ktae)"] = partial(
+        token_advantages, "ktae", mask=mask, advantages=adv, completion_ids=ids,
+        correct=correct, group=group,
+    )  # fmt: skip
+    ops["token_advantages(lambda_grpo)"] = partial(
+        token_advantages, "lambda_grpo", mask=mask, advantages=adv, completion_ids=ids, group=group
+    )
+    ops["token_advantages(oar_g)"] = partial(
+        token_advantages, "oar_g", mask=mask, advantages=adv,
+        saliency=torch.rand(B, T, device=dev, generator=g), answer_start=(lengths * 3 // 4).long(),
+    )  # fmt: skip
+    a = token_advantages("lambda_grpo", mask=mask, advantages=adv, completion_ids=ids, group=group)
+    ops["signed_credit_correctness"] = partial(
+        signed_credit_correctness, a, mask, err, advantages=adv
+    )
     return ops
 
 
@@ -80,13 +111,13 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     B, T, d = args.B, args.T, args.d
     print(f"batch B={B} T={T} d={d}; hidden states bf16; torch {torch.__version__}")
-    print(f"{'op':<24}" + "".join(f"{dev:>12}" for dev in devices) + "   (median ms)")
+    print(f"{'op':<32}" + "".join(f"{dev:>12}" for dev in devices) + "   (median ms)")
     results: dict[str, list[float]] = {}
     for dev in devices:
         for name, fn in device_ops(dev, B, T, d).items():
             results.setdefault(name, []).append(bench(fn, dev))
     for name, vals in results.items():
-        print(f"{name:<24}" + "".join(f"{v:12.3f}" for v in vals))
+        print(f"{name:<32}" + "".join(f"{v:12.3f}" for v in vals))
 
 
 if __name__ == "__main__":

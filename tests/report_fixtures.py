@@ -91,7 +91,7 @@ def make_run(
                     {**base, "mode": "sample", "sample": j, "completion": "y", "reward": s}
                 )
         (d / "eval" / "completions.jsonl").write_text("".join(json.dumps(c) + "\n" for c in comps))
-        from arca.evaluate import pass_at_k
+        from arca.generation import pass_at_k
 
         ok = float(cfg.get("correct_reward", 1.0))
         res = {
@@ -121,3 +121,20 @@ def make_run(
             json.dumps({**rec, "step": 1}) + "\n" + json.dumps(rec) + "\n"
         )
     return d
+
+
+def write_curve(run: Path, steps: list[int], correct: list[list[int]], sha: str = "p") -> None:
+    """A learning curve (``curve.jsonl``): per step, 0/1 per problem."""
+    lines = [
+        json.dumps(
+            {
+                "step": s,
+                "greedy_accuracy": sum(c) / len(c),
+                "problems": len(c),
+                "correct": c,
+                "problems_sha": sha,
+            }
+        )
+        for s, c in zip(steps, correct, strict=True)
+    ]
+    (run / "curve.jsonl").write_text("\n".join(lines) + "\n")

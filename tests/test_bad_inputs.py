@@ -220,7 +220,7 @@ def test_diagnose_checks_every_adapter(folders, tmp_path, capsys):
 
 
 def test_adapter_happy_path_still_loads(folders, tmp_path):
-    from arca.evaluate import load_policy
+    from arca.models.load import load_policy
 
     model, _ = load_policy(str(folders / "base"), str(folders / "adapter"), device="cpu")
     assert hasattr(model, "disable_adapter")

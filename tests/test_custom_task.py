@@ -16,17 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arca.tasks.custom import (
-    as_chat,
-    call_rewards,
-    check_reward_func,
-    load_callable,
-    load_custom,
-    parse_columns,
-    read_template,
-    template_fields,
-)
+from arca.tasks.custom import load_custom, parse_columns, read_template, template_fields
+from arca.tasks.formats import as_chat
 from arca.tasks.loaders import check_task_config, load_task, task_from_config
+from arca.tasks.rewards import call_rewards, check_reward_func, load_callable
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -465,7 +458,7 @@ def test_a_reward_that_raises_keeps_its_traceback_under_one_line(
     naming the reward and the prompt it failed on. The run it stopped had no
     step, so it is not protected: the next run into that folder replaces it."""
     from arca.cli import main
-    from arca.tasks.custom import UserCodeError
+    from arca.tasks.rewards import UserCodeError
 
     task = task_from_config(custom_cfg(tmp_path, bad, "boom"))
     prompts = ["Q What is 1 + 1? =", "Q What is 7 + 1? ="]
@@ -528,7 +521,7 @@ def test_an_error_locator_that_returns_the_wrong_thing_is_named(
 def test_an_error_locator_that_raises_names_itself_and_the_prompt(
     tmp_path: Path, bad: Path
 ) -> None:
-    from arca.tasks.custom import UserCodeError
+    from arca.tasks.rewards import UserCodeError
 
     task = task_from_config(custom_cfg(tmp_path, bad, "fine", error_locator=f"{bad}:locate_boom"))
     row = task.heldout[0]

@@ -210,7 +210,7 @@ def test_drift_is_the_exact_kl_over_the_vocabulary():
     model, tok = _one_layer(c=2.0)
     peft_model = _randomise(add_lora(model, rank=4, dropout=0.0), scale=0.3)
     items = _items(tok, 3)
-    from arca.diagnose import _batch
+    from arca.diagnose.completions import batch as _batch
 
     ids, attn, mask = _batch(items, 0)
     C = mask.shape[1]
@@ -339,6 +339,9 @@ def test_cli_on_a_file_escapes_html(tmp_path, adapter_dir, capsys):
     page = (out / "tokens.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" not in page  # one char per span
     assert "&lt;" in page and "What is &lt;b&gt;2&lt;/b&gt; + 2?" in page
+    # report.md: escaped inside <pre>, where &lt; reads as < (a code fence showed "&lt;").
+    md = (out / "report.md").read_text()
+    assert "<pre>" in md and "Gini &lt; 0.05" in md and "```" not in md
     res = json.loads((out / "diagnose.json").read_text())
     pol = res["models"][1]
     assert res["completions"] == 2 and pol["prop2"]["violations"] == 0

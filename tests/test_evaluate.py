@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from arca.evaluate import evaluate, generate, pass_at_k
+from arca.evaluate import evaluate
+from arca.generation import generate, pass_at_k
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -88,8 +89,8 @@ def test_evaluate_tiny_model_end_to_end(tiny_policy, heldout, tmp_path):
 
 
 def test_evaluate_base_model_plus_lora_adapter_folder(tiny_policy, heldout, tmp_path):
-    from arca.evaluate import load_policy
     from arca.models import add_lora
+    from arca.models.load import load_policy
 
     model, tok = tiny_policy
     add_lora(model, rank=4).save_pretrained(tmp_path / "adapter")  # fresh adapter: B = 0
@@ -145,8 +146,9 @@ def test_eval_run_base_is_the_untrained_model_with_the_runs_settings(tmp_path, c
     import yaml
 
     from arca.cli import main
-    from arca.evaluate import evaluate_run, evaluated
+    from arca.evaluate import evaluate_run
     from arca.models import resolve
+    from arca.run_folder import evaluated
     from arca.tasks.arithmetic import DEFAULT_LEVEL
 
     run = tmp_path / "run"
@@ -192,7 +194,7 @@ def test_cli_eval_bad_data_file_is_one_clear_line(tmp_path, capsys):
 
 def test_tiny_model_accuracy_is_in_the_band_that_gives_grpo_mixed_groups(tiny_policy):
     """Built to 20-60% greedy accuracy on the default held-out set (the issue's target)."""
-    from arca.evaluate import greedy_accuracy
+    from arca.generation import greedy_accuracy
     from arca.tasks.loaders import load_task
 
     model, tok = tiny_policy
@@ -251,7 +253,7 @@ def test_a_tokenizer_without_a_pad_token_still_evaluates_in_batches(random_model
     from transformers import AutoTokenizer
 
     from arca.cli import main
-    from arca.evaluate import load_policy
+    from arca.models.load import load_policy
 
     model = tmp_path / "no-pad"
     shutil.copytree(random_model, model)

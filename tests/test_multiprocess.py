@@ -197,6 +197,19 @@ def test_high_entropy_takes_one_threshold_over_both_processes_rows():
     assert "OK 0" in res.stdout and "OK 1" in res.stdout
 
 
+def test_group_schemes_see_a_group_split_over_two_processes():
+    """ktae and lambda_grpo on a generation batch whose middle group straddles
+    the two processes: each process's rows get what one process with every row
+    gives, and the references' values (tests/group_worker.py)."""
+    worker = Path(__file__).with_name("group_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(worker.parent), env.get("PYTHONPATH")]))
+    res = subprocess.run([*cmd, str(worker)], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert "OK 0" in res.stdout and "OK 1" in res.stdout
+
+
 def test_captures_under_fsdp_with_lora_modules_wrapped_on_their_own():
     """FSDP1 on CPU (gloo), peft's auto-wrap policy: each LoRA module is an FSDP
     unit, resharded after its forward, so a hook that read its weights would see

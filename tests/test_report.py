@@ -587,7 +587,7 @@ def _base_eval(run, greedy=0.25, passk=0.5, seed=None, **settings):
 
     import yaml
 
-    from arca.evaluate import eval_settings
+    from arca.run_folder import eval_settings
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     (run / "eval-base").mkdir()
@@ -990,14 +990,16 @@ def test_method_fields_default_to_what_arca_train_runs_with():
             elif f.default_factory is not dataclasses.MISSING:
                 defaults.setdefault(f.name, f.default_factory())
     # arca train's own choices where TRL's differ (train.parse, _cpu_defaults).
-    chosen = {"model_name_or_path": "tiny", "use_peft": True}
+    from arca.models import LORA_TARGETS
+
+    chosen = {"model_name_or_path": "tiny", "use_peft": True, "lora_target_modules": LORA_TARGETS}
     for name, value in METHOD_FIELDS.items():
         if name == "model_identity":  # recorded by arca itself, not a setting
             continue
         assert name in defaults, f"{name} is not a setting of arca train"
         assert value == chosen.get(name, defaults[name]), name
     # What changes an evaluation changes the method too.
-    from arca.evaluate import BASE_EVAL_FIELDS
+    from arca.run_folder import BASE_EVAL_FIELDS
 
     assert set(BASE_EVAL_FIELDS) <= set(METHOD_FIELDS)
 
@@ -1050,3 +1052,82 @@ def test_a_diagnosis_scored_otherwise_than_the_runs_is_marked(truth_dir, tmp_pat
         "; scored otherwise than the runs: weight_eps 0.001 (runs: 1e-08), "
         "temperature 0.7 (runs: 1.0))"
     ), label
+
+
+def test_learning_curves_area_final_accuracy_and_power(tmp_path):
+    from report_fixtures import write_curve
+
+    from arca.stats import mde
+
+    kw = dict(rewards=[0.1, 0.2], gini=[0.0, 0.0], eff=[1.0, 1.0])
+    # uniform: steps 0, 2, 4 on 4 problems; oracle better on problem 3 from step 2.
+    u1 = make_run(tmp_path, "uniform_r64", 1, scheme="uniform", **kw)
+    u2 = make_run(tmp_path, "uniform_r64", 2, scheme="uniform", **kw)
+    o1 = make_run(tmp_path, "surprisal_r64", 1, scheme="surprisal", **kw)
+    o2 = make_run(tmp_path, "surprisal_r64", 2, scheme="surprisal", **kw)
+    base = [1, 0, 0, 0]
+    for r in (u1, u2):
+        write_curve(r, [0, 2, 4], [base, [1, 1, 0, 0], [1, 1, 0, 0]])
+    for r in (o1, o2):
+        write_curve(r, [0, 2, 4], [base, [1, 1, 1, 0], [1, 1, 1, 0]])
+    res = build_report([tmp_path], tmp_path / "report")
+    t = res["tables"]["learning_curves"]
+    u, o = _row(t, "method", "uniform_r64"), _row(t, "method", "surprisal_r64")
+    # Uniform: per problem trapezoids / span 4: p0 = 1, p1 = (0+1)/2*2 + 1*2 = 3 -> 0.75, p2 = p3 = 0.
+    assert u["AUC"].value == pytest.approx((1 + 0.75) / 4)
+    assert o["AUC"].value == pytest.approx((1 + 0.75 + 0.75) / 4)
+    assert u["final acc"].value == pytest.approx(0.5) and o["final acc"].value == pytest.approx(
+        0.75
+    )
+    assert o["vs"] == "uniform_r64" and u["vs"] == "-"
+    assert o["d AUC"].value == pytest.approx(0.75 / 4) and o["d final"].value == pytest.approx(0.25)
+    assert o["MDE (AUC)"].value > 0 and o["MDE (final)"].value >= o["MDE (AUC)"].value
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Learning curves" in md and "curves.png" in md
+    assert (tmp_path / "report" / "curves.png").is_file()
+    assert mde(1.0) == pytest.approx(2.8016, abs=1e-3)
+
+
+def test_curves_of_other_problems_or_steps_are_not_paired(tmp_path):
+    from report_fixtures import write_curve
+
+    kw = dict(rewards=[0.1, 0.2], gini=[0.0, 0.0], eff=[1.0, 1.0])
+    u = make_run(tmp_path, "uniform_r64", 1, scheme="uniform", **kw)
+    s = make_run(tmp_path, "surprisal_r64", 1, scheme="surprisal", **kw)
+    write_curve(u, [0, 2], [[1, 0], [1, 1]], sha="aaa")
+    write_curve(s, [0, 2], [[1, 0], [1, 1]], sha="bbb")
+    res = build_report([tmp_path], tmp_path / "report")
+    row = _row(res["tables"]["learning_curves"], "method", "surprisal_r64")
+    assert "n/a" in row["p (AUC)"] and math.isnan(row["d AUC"].value)
+
+
+def test_power_statement_from_the_seed_spread(tmp_path):
+    from arca.report.tables import seed_noise
+
+    kw = dict(rewards=[0.1, 0.2], gini=[0.0, 0.0], eff=[1.0, 1.0])
+    # greedy accuracies 0.5 and 0.75 for two seeds of one method: sd = 0.1768
+    make_run(
+        tmp_path,
+        "uniform_r64",
+        1,
+        scheme="uniform",
+        greedy=[1, 0, 1, 0],
+        samples=[[1, 0, 0, 0]] * 4,
+        **kw,
+    )
+    make_run(
+        tmp_path,
+        "uniform_r64",
+        2,
+        scheme="uniform",
+        greedy=[1, 1, 1, 0],
+        samples=[[1, 0, 0, 0]] * 4,
+        **kw,
+    )
+    res = build_report([tmp_path], tmp_path / "report")
+    noise = seed_noise(res["methods"])
+    assert noise["sd"] == pytest.approx(math.sqrt(0.125**2 * 2), rel=1e-6)
+    assert noise["seeds"] == 2 and noise["mde"] == pytest.approx(2.8016 * noise["sd"], rel=1e-3)
+    assert noise["seeds_needed"]["10 pp"] >= 2
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "**Power (from the A/A spread).**" in md and "17.7 pp" in md

@@ -34,3 +34,14 @@ def test_checkpoint_matches_the_gguf_model_and_is_a_real_lm(converted):
     assert out.loss.item() < 4.0 < math.log(model.config.vocab_size)  # random init: ~10.8 nats
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= names
+
+
+def test_each_transformers_version_converts_its_own_copy():
+    """The conversion's tokenizer files depend on transformers: an environment
+    with another version (make test-vllm's) must not hand this one its copy."""
+    import transformers
+
+    from arca.models import smollm2
+
+    minor = ".".join(transformers.__version__.split(".")[:2])
+    assert smollm2.model_dir().name == f"smollm2-135m-instruct-transformers{minor}"

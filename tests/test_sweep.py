@@ -77,11 +77,11 @@ def finished(tmp_path_factory):
     lines: list[str] = []
     # The display samples the runs' files every _POLL_S; a 3-step tiny run can
     # finish its steps within one second, so poll faster to see a step line.
-    poll, arca.sweep._POLL_S = arca.sweep._POLL_S, 0.05
+    poll, arca.sweep.runner.POLL_S = arca.sweep.runner.POLL_S, 0.05
     try:
         res = sweep(configs, root / "out", echo=lines.append, base_samples=8)
     finally:
-        arca.sweep._POLL_S = poll
+        arca.sweep.runner.POLL_S = poll
     return configs, root / "out", res, lines
 
 
@@ -174,10 +174,11 @@ def test_a_run_made_otherwise_names_what_differs(tmp_path):
 
 
 def test_the_readme_calls_only_sweep_presets_presets():
-    """It called configs/smollm2/ a preset; `arca sweep --preset smollm2` does not exist."""
+    """It called configs/smollm2/ a preset; `arca sweep --preset smollm2` does not exist.
+    The README and the docs it points to."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
+    readme = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
     named = set(re.findall(r"preset `configs/([\w-]+)/`", readme))
     named |= set(re.findall(r"--preset ([\w-]+)", readme))
     assert named and named <= set(arca.sweep.PRESETS), named - set(arca.sweep.PRESETS)
@@ -301,3 +302,23 @@ def test_the_base_model_diagnosis_scores_with_the_runs_settings(tmp_path):
         "weight_eps_mode 'relative' (diagnose: 'absolute')",
         "temperature 0.7 (diagnose: 1.0)",
     ]
+
+
+def test_the_base_model_diagnosis_has_the_runs_ground_truth(tmp_path):
+    """Arithmetic: the exact locator; runs with error_locator: mc: Monte-Carlo
+    with their k, cut and search; MATH without one: none (the base row must not
+    carry a ground truth the runs did not have); a custom task: its config."""
+    from arca.sweep import base_model_argv
+
+    def argv_of(name: str, **cfg: object) -> list[str]:
+        configs = write_configs(tmp_path / name, names=("uniform_r64",), uniform_r64=cfg)
+        return base_model_argv(plan_sweep(configs, tmp_path / f"out-{name}"), 8, tmp_path / "b")
+
+    a = argv_of("exact")
+    assert a[a.index("--locator") + 1] == "exact" and a[a.index("--task") + 1] == "arithmetic"
+    m = argv_of("mc", error_locator="mc", mc_k=2, mc_cut="token")
+    assert m[m.index("--locator") :][:6] == ["--locator", "mc", "--mc-k", "2", "--mc-cut", "token"]
+    n = argv_of("none", task="math", data="x.jsonl")
+    assert n[n.index("--locator") + 1] == "none"
+    c = argv_of("custom", task="custom", data="x.jsonl")
+    assert "--task" not in c and c[c.index("--config") + 1].endswith("uniform_r64.yaml")

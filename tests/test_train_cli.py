@@ -111,6 +111,12 @@ def test_run_directory_and_cli_overrides(tmp_path, random_model):
         and resolved["token_weighting"] == "arca"
         and resolved["lora_r"] == 4
     )
+    # The model it started from, by content; the LoRA targets that trained.
+    from arca.models import LORA_TARGETS, identity
+
+    assert resolved["model_identity"] == identity(str(random_model))
+    assert resolved["model_identity"].startswith("sha256:")
+    assert resolved["lora_target_modules"] == LORA_TARGETS
     assert (run / "adapter" / "adapter_config.json").exists()
     assert (run / "checkpoint-2" / "optimizer.pt").exists() and (
         run / "checkpoint-2" / "rng_state.pth"
@@ -200,7 +206,7 @@ def test_a_second_process_on_a_training_run_is_refused(tmp_path, random_model):
 
 def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_model):
     from arca.evaluate import evaluate_run
-    from arca.train import final_weights
+    from arca.run_folder import final_weights
 
     cfg = config(tmp_path, random_model, use_peft=False, max_steps=2, save_steps=2)
     res = arca_train("--config", str(cfg))
@@ -215,7 +221,7 @@ def test_full_fine_tuning_run_saves_the_model_and_evaluates(tmp_path, random_mod
     assert "credit/divergence/gini" in rows[-1] and "credit/drift_kl" in rows[-1]
     assert yaml.safe_load((run / "config.yaml").read_text())["use_peft"] is False
     from arca.cli import main
-    from arca.evaluate import evaluated
+    from arca.run_folder import evaluated
 
     full = evaluate_run(run, k=2, show_progress=False)
     assert full["problems"] == 8 and full["model"] == str(run / "model")
@@ -404,7 +410,7 @@ def test_rloo_without_scale_rewards_keeps_working(tmp_path):
 def test_resume_refuses_a_longer_run_whose_schedule_fits_max_steps(tmp_path):
     """A 2-step run resumed to 3 steps continued its 2-step schedule (lr 0 at
     step 3 with linear decay and no warm-up) while config.yaml said max_steps 3."""
-    from arca.train import check_resume
+    from arca.run_folder import check_resume
 
     saved = tmp_path / "config.yaml"
     base = {"max_steps": 2, "lr_scheduler_type": "linear", "warmup_steps": 0, "learning_rate": 0.1}
@@ -596,3 +602,26 @@ def test_a_diverging_learning_rate_is_named(tmp_path, capsys):
         r"training diverged at step (\d+): after \d+ update\(s\) at learning_rate 1e\+10", err
     ), err
     assert "lower learning_rate" in err and "upstream" not in err
+
+
+def test_the_learning_curve_is_recorded_without_changing_the_run(tmp_path, random_model):
+    """eval_every: held-out greedy accuracy at step 0, every N steps and the
+    last step, per problem; greedy decoding draws no randomness, so the run's
+    metrics are those of the same run without the curve."""
+    from arca import train
+
+    plain = config(tmp_path, random_model, max_steps=3, save_strategy="no", sample_every=0)
+    train.main(["--config", str(plain), "--output_dir", str(tmp_path / "plain")])
+    train.main(
+        ["--config", str(plain), "--output_dir", str(tmp_path / "curve")]
+        + ["--eval_every", "2", "--eval_problems", "5"]
+    )
+    curve = [json.loads(x) for x in (tmp_path / "curve" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 3]
+    for c in curve:
+        assert c["problems"] == 5 and len(c["correct"]) == 5 and set(c["correct"]) <= {0, 1}
+        assert c["greedy_accuracy"] == sum(c["correct"]) / 5
+    a, b = metrics(tmp_path / "plain"), metrics(tmp_path / "curve")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["reward"] for r in a] == [r["reward"] for r in b]
+    assert not (tmp_path / "plain" / "curve.jsonl").exists()

@@ -548,7 +548,7 @@ def test_correctness_metrics_are_logged_per_row_for_every_scheme(tmp_path):
 def test_sample_writer_records_the_first_wrong_token(tmp_path):
     import json
 
-    from arca.trainer import SampleWriter
+    from arca.callbacks import SampleWriter
 
     tr = make(tmp=str(tmp_path), token_weighting="surprisal", trainer_kw={"error_locator": halfway})
     tr.sample_writer = SampleWriter(tmp_path / "samples.jsonl", every=1, count=3)
@@ -570,7 +570,7 @@ def test_sample_writer_records_the_first_wrong_token(tmp_path):
 
 
 def test_sample_writer_is_due_at_step_1_every_n_steps_and_the_last():
-    from arca.trainer import SampleWriter
+    from arca.callbacks import SampleWriter
 
     w = SampleWriter("unused.jsonl", every=10, count=4)
     assert [s for s in range(1, 26) if w.due(s, last=25)] == [1, 10, 20, 25]
@@ -591,7 +591,7 @@ def test_sample_writer_is_due_at_step_1_every_n_steps_and_the_last():
 def test_samples_are_drawn_at_step_1_every_n_and_the_last_step(per_generation, steps, tmp_path):
     import json
 
-    from arca.trainer import SampleWriter
+    from arca.callbacks import SampleWriter
 
     tr = make(tmp=str(tmp_path), steps=5, token_weighting="surprisal",
               steps_per_generation=per_generation)  # fmt: skip

@@ -15,15 +15,31 @@ Typical use::
 Where a task can say which token of a wrong completion was the first error
 (``error_index``, from :mod:`arca.tasks.locate`), :func:`credit_correctness`
 says whether the credit lands there.
+
+Schemes are of three kinds (:data:`arca.credit.schemes.KINDS`): salience (the
+paper's: raw scores, then :func:`normalize`), weights (``oracle``, ``oar_g``:
+final weights, rows summing to 1) and advantages (``ktae``, ``lambda_grpo``:
+per-token advantages that change the advantage mass). :func:`token_advantages`
+gives the ``(B, T)`` per-token advantages of any of them; importing this
+package registers the field's schemes (:data:`FIELD_SCHEMES`).
 """
 
+# The field's schemes (oracle, ktae, lambda_grpo, oar_g) register themselves when imported.
+from arca.credit import ktae, oar, oracle, process_sets  # noqa: F401
 from arca.credit.advantages import ESTIMATORS, Estimator, group_advantages
 from arca.credit.correctness import (
     METRICS,
+    abs_share_weights,
     correctness_summary,
     credit_correctness,
     error_lift,
+    mass_ratio,
     prefix_blame,
+    sign_flip_share,
+    signed_credit_correctness,
+    signed_error_lift,
+    signed_prefix_blame,
+    signed_topk_hit,
     topk_hit,
     weight_share,
 )
@@ -40,6 +56,10 @@ from arca.credit.diagnostics import (
 from arca.credit.loss import weighted_pg_loss
 from arca.credit.schemes import (
     BUILTIN_SCHEMES,
+    CEILING_TAG,
+    FIELD_SCHEMES,
+    GROUND_TRUTH_SCHEMES,
+    KINDS,
     Scheme,
     available_schemes,
     compares_with_base,
@@ -48,13 +68,30 @@ from arca.credit.schemes import (
     next_real_index,
     register_scheme,
     residual_noise_floor,
+    scheme_kind,
+    scheme_label,
     token_scores,
     unregister_scheme,
 )
-from arca.credit.weights import EpsMode, normalize, token_weights
+from arca.credit.weights import EpsMode, normalize, token_advantages, token_credit, token_weights
 
 __all__ = [
     "BUILTIN_SCHEMES",
+    "CEILING_TAG",
+    "FIELD_SCHEMES",
+    "GROUND_TRUTH_SCHEMES",
+    "KINDS",
+    "abs_share_weights",
+    "mass_ratio",
+    "scheme_kind",
+    "scheme_label",
+    "sign_flip_share",
+    "signed_credit_correctness",
+    "signed_error_lift",
+    "signed_prefix_blame",
+    "signed_topk_hit",
+    "token_advantages",
+    "token_credit",
     "ESTIMATORS",
     "METRICS",
     "REGIMES",

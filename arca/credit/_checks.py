@@ -92,3 +92,59 @@ def float_dtype(*xs: Tensor) -> torch.dtype:
     if any(x.dtype == torch.float64 for x in xs):
         return torch.float64
     return torch.float32
+
+
+#: Row inputs ``(B,)`` the registry knows, and the dtype family each must have.
+ROW_INPUTS = {
+    "advantages": "float",
+    "correct": "bool",
+    "group": "int",
+    "error_index": "int",
+    "answer_start": "int",
+}
+
+#: Integer ``(B, T)`` inputs (token ids).
+INT_INPUTS = frozenset({"completion_ids"})
+
+
+def check_row(x: Tensor, mask: Tensor, name: str, family: str) -> None:
+    """``x`` must be a ``(B,)`` tensor matching ``mask``'s rows, of ``family``
+    (``"float"``: finite floating point; ``"int"``: integer; ``"bool"``: bool or 0/1)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor of shape (B,), got {type(x).__name__}")
+    if x.dim() != 1 or x.shape[0] != mask.shape[0]:
+        raise ValueError(
+            f"`{name}` must have shape (B,) = ({mask.shape[0]},), one value per row, "
+            f"got {tuple(x.shape)}"
+        )
+    if x.device != mask.device:
+        raise ValueError(f"`{name}` is on {x.device} but mask is on {mask.device}")
+    if family == "float":
+        if not x.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating-point tensor, got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            i = int((~torch.isfinite(x)).nonzero()[0])
+            raise ValueError(f"`{name}` has a non-finite value at row {i}")
+    elif family == "int":
+        if x.dtype not in _INT_DTYPES:
+            raise TypeError(f"`{name}` must be an integer tensor, got {x.dtype}")
+    elif family == "bool":
+        if x.dtype != torch.bool and not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError(f"`{name}` must be bool (or 0/1), got values other than 0 and 1")
+    else:  # pragma: no cover - a programming error in the registry
+        raise AssertionError(family)
+
+
+def check_ids_like_mask(x: Tensor, mask: Tensor, name: str) -> None:
+    """``x`` must be an integer ``(B, T)`` tensor matching ``mask`` (token ids)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape != mask.shape:
+        raise ValueError(
+            f"`{name}` must have shape (B, T) matching mask {tuple(mask.shape)}, "
+            f"got {tuple(x.shape)}"
+        )
+    if x.dtype not in _INT_DTYPES:
+        raise TypeError(f"`{name}` must be an integer tensor (token ids), got {x.dtype}")
+    if x.device != mask.device:
+        raise ValueError(f"`{name}` is on {x.device} but mask is on {mask.device}")

@@ -21,6 +21,18 @@ All take padded ``(B, T)`` batches (padding on either side) and return ``(B,)``
 per-row values, NaN where a row has no located error (or is empty);
 :func:`credit_correctness` computes them all and selects the rows each metric
 applies to. Pure torch, vectorised, no autograd history.
+
+**Signed token advantages.** A scheme of kind ``"advantages"`` (``ktae``,
+``lambda_grpo``) hands the trainer per-token advantages ``a_it`` that need not
+be ``A_i T_i w_it`` with ``w >= 0``: KTAE can push a token of a wrong
+completion *up*. Their metrics (:func:`signed_credit_correctness`, design note
+in docs/credit-schemes.md section 7.2) read the push itself: concentration on
+``|a_it| / sum_k |a_ik|`` (:func:`abs_share_weights`); prefix blame and error
+lift count only pushes *down* (``max(0, -a_it)``) over the row's push
+magnitude ``sum_t |a_it|``; a top-k hit counts only if the first wrong token
+is pushed down. For ``a_it = A_i T_i w_it`` with ``A_i < 0`` every one of them
+is exactly today's metric of ``w`` (tested). :func:`sign_flip_share` and
+:func:`mass_ratio` say how far a scheme is from a redistribution.
 """
 
 from __future__ import annotations
@@ -196,8 +208,154 @@ def correctness_summary(per_row: dict[str, Tensor]) -> dict[str, float]:
     return out
 
 
+def abs_share_weights(token_advantages: Tensor, mask: Tensor) -> Tensor:
+    """Each token's share of its row's push magnitude, ``|a_it| / sum_k |a_ik|``.
+
+    Args:
+        token_advantages: ``(B, T)`` per-token advantages, any sign.
+        mask: ``(B, T)`` 1 = real token.
+
+    Returns:
+        ``(B, T)`` weights, zero on padding, each non-empty row summing to 1; a
+        row whose advantages are all zero gets uniform weights (no push goes
+        anywhere in particular). For ``a = A T w`` with ``A != 0`` and ``w >= 0``
+        this is ``w``.
+    """
+    bmask = as_bool_mask(mask)
+    check_like_mask(token_advantages, bmask, "token_advantages")
+    dt = float_dtype(token_advantages)
+    with torch.no_grad():
+        mag = torch.where(bmask, token_advantages.detach().to(dt).abs(), 0.0)
+        total = mag.sum(dim=1, keepdim=True)
+        n = bmask.sum(dim=1, keepdim=True).to(dt)
+        uniform = bmask.to(dt) / n.clamp_min(1)
+        return torch.where(total > 0, mag / torch.where(total > 0, total, 1.0), uniform)
+
+
+def _signed(token_advantages: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a zeroed at padding, bool mask, sum_t |a_t|)``."""
+    bmask = as_bool_mask(mask)
+    check_like_mask(token_advantages, bmask, "token_advantages")
+    a = torch.where(bmask, token_advantages.detach().to(float_dtype(token_advantages)), 0.0)
+    return a, bmask, a.abs().sum(dim=1)
+
+
+def signed_prefix_blame(token_advantages: Tensor, mask: Tensor, error_index: Tensor) -> Tensor:
+    """``sum_{t < e} max(0, -a_t) / sum_t |a_t|``: the share of a row's push
+    magnitude that pushes *down* real tokens before its first wrong token ``e``.
+
+    A positive token advantage on the prefix (credit) is no blame. Equals
+    :func:`prefix_blame` of ``w`` when ``a = A T w`` with ``A < 0``. Shapes as in
+    :func:`prefix_blame`: ``(B,)``, NaN where there is no error or no push."""
+    a, bmask, total = _signed(token_advantages, mask)
+    idx, has = _check_index(error_index, bmask)
+    pos = torch.arange(bmask.shape[1], device=a.device)
+    before = (pos[None, :] < idx[:, None]) & bmask
+    down = torch.where(before, (-a).clamp_min(0.0), 0.0).sum(dim=1)
+    share = down / torch.where(total > 0, total, 1.0)
+    return torch.where(has & (total > 0), share, math.nan)
+
+
+def signed_error_lift(token_advantages: Tensor, mask: Tensor, error_index: Tensor) -> Tensor:
+    """``T max(0, -a_e) / sum_t |a_t|``: the push down on the first wrong token
+    against a uniform row's (1 for uniform weights and a negative advantage; 0
+    when the scheme pushes the error token up). ``(B,)``, NaN as :func:`signed_prefix_blame`."""
+    a, bmask, total = _signed(token_advantages, mask)
+    idx, has = _check_index(error_index, bmask)
+    n = bmask.sum(dim=1).to(a.dtype)
+    at = a.gather(1, idx[:, None]).squeeze(1)
+    lift = n * (-at).clamp_min(0.0) / torch.where(total > 0, total, 1.0)
+    return torch.where(has & (total > 0), lift, math.nan)
+
+
+def signed_topk_hit(token_advantages: Tensor, mask: Tensor, error_index: Tensor, k: int) -> Tensor:
+    """:func:`topk_hit` of ``|a|`` (ties broken at random, as there), counted
+    only where the first wrong token is pushed down (``a_e < 0``; else 0).
+    ``(B,)``, NaN as :func:`signed_prefix_blame`."""
+    a, bmask, total = _signed(token_advantages, mask)
+    idx, has = _check_index(error_index, bmask)
+    hit = topk_hit(a.abs(), bmask, torch.where(has, idx, -1), k)
+    down = a.gather(1, idx[:, None]).squeeze(1) < 0
+    return torch.where(has & (total > 0), torch.where(down, hit, 0.0), math.nan)
+
+
+def _row_advantages(advantages: Tensor, bmask: Tensor) -> Tensor:
+    if not isinstance(advantages, Tensor) or advantages.shape != bmask.shape[:1]:
+        got = tuple(advantages.shape) if isinstance(advantages, Tensor) else type(advantages)
+        raise ValueError(f"`advantages` must have shape (B,) = ({bmask.shape[0]},), got {got}")
+    return advantages.detach().to(bmask.device)
+
+
+def sign_flip_share(token_advantages: Tensor, mask: Tensor, advantages: Tensor) -> Tensor:
+    """Share of each row's real tokens whose advantage has the opposite sign to
+    the row's ``A_i`` (0 for a redistribution with ``w >= 0``). ``(B,)``; NaN
+    where ``A_i = 0`` or the row is empty."""
+    a, bmask, _ = _signed(token_advantages, mask)
+    adv = _row_advantages(advantages, bmask).to(a.dtype)
+    n = bmask.sum(dim=1).to(a.dtype)
+    flips = ((a * adv[:, None] < 0) & bmask).sum(dim=1).to(a.dtype)
+    ok = (adv != 0) & (n > 0)
+    return torch.where(ok, flips / n.clamp_min(1), math.nan)
+
+
+def mass_ratio(token_advantages: Tensor, mask: Tensor, advantages: Tensor) -> Tensor:
+    """``sum_t a_it / (T_i A_i)``: the row's advantage mass against GRPO's (1
+    for a redistribution; below 1 where lambda-GRPO shares a prefix; anything
+    for KTAE). ``(B,)``; NaN where ``A_i = 0`` or the row is empty."""
+    a, bmask, _ = _signed(token_advantages, mask)
+    adv = _row_advantages(advantages, bmask).to(a.dtype)
+    n = bmask.sum(dim=1).to(a.dtype)
+    den = n * adv
+    return torch.where(den != 0, a.sum(dim=1) / torch.where(den != 0, den, 1.0), math.nan)
+
+
+def signed_credit_correctness(
+    token_advantages: Tensor,
+    mask: Tensor,
+    error_index: Tensor,
+    *,
+    advantages: Tensor | None = None,
+    correct: Tensor | None = None,
+    result_mask: Tensor | None = None,
+    template_mask: Tensor | None = None,
+    ks: Sequence[int] = (1, 3),
+) -> dict[str, Tensor]:
+    """:func:`credit_correctness` for signed per-token advantages ``(B, T)``:
+    the same keys and the same rows (a located error and, if ``advantages``
+    ``(B,)`` is given, ``A_i < 0``), with :func:`signed_prefix_blame`,
+    :func:`signed_error_lift` and :func:`signed_topk_hit`, and the shares on
+    :func:`abs_share_weights`. For ``a = A T w`` (``w >= 0``) every value equals
+    :func:`credit_correctness` of ``w``."""
+    bmask = as_bool_mask(mask)
+    _, has = _check_index(error_index, bmask)
+    rows = has
+    if advantages is not None:
+        rows = rows & (_row_advantages(advantages, bmask) < 0)
+    idx = torch.where(rows, error_index.to(has.device), -1)
+    out = {
+        "prefix_blame": signed_prefix_blame(token_advantages, bmask, idx),
+        "error_lift": signed_error_lift(token_advantages, bmask, idx),
+    }
+    for k in ks:
+        out[f"top{k}_hit"] = signed_topk_hit(token_advantages, bmask, idx, k)
+    if correct is not None:
+        ok = correct.to(device=has.device, dtype=torch.bool)
+        w = abs_share_weights(token_advantages, bmask)
+        for name, sel in (("result_share", result_mask), ("template_share", template_mask)):
+            if sel is not None:
+                out[name] = torch.where(ok, weight_share(w, bmask, sel), math.nan)
+    return out
+
+
 __all__ = [
     "METRICS",
+    "abs_share_weights",
+    "mass_ratio",
+    "sign_flip_share",
+    "signed_credit_correctness",
+    "signed_error_lift",
+    "signed_prefix_blame",
+    "signed_topk_hit",
     "correctness_summary",
     "credit_correctness",
     "error_lift",

@@ -56,24 +56,46 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from arca.credit._checks import as_bool_mask, check_finite, check_like_mask, float_dtype
+from arca.credit._checks import (
+    INT_INPUTS,
+    ROW_INPUTS,
+    as_bool_mask,
+    check_finite,
+    check_ids_like_mask,
+    check_like_mask,
+    check_row,
+    float_dtype,
+)
 
 ScoreFn = Callable[..., Tensor]
 
 #: Inputs whose last dimension is the hidden size, ``(B, T, d)``.
 HIDDEN_INPUTS = frozenset({"h_adapted", "h_base", "h_shift"})
 
+#: What a scheme's function returns (:attr:`Scheme.kind`):
+#:
+#: * ``"salience"``: raw non-negative scores ``(B, T)``, which
+#:   :func:`arca.credit.normalize` turns into weights (the paper's schemes);
+#: * ``"weights"``: final weights ``(B, T)``, each non-empty row summing to 1
+#:   (no floor is added): a redistribution that keeps the advantage mass
+#:   (``oracle``, ``oar_g``);
+#: * ``"advantages"``: per-token advantages ``(B, T)`` made from the ``(B,)``
+#:   advantages, which may change a row's advantage mass and a token's sign
+#:   (``ktae``, ``lambda_grpo``): handed to the trainer as they are.
+KINDS = ("salience", "weights", "advantages")
+
 
 @dataclass(frozen=True)
 class Scheme:
-    """A registered salience scheme.
+    """A registered scheme.
 
     ``fn`` is called as ``fn(mask=<bool (B,T)>, **{name: tensor for name in requires},
-    **options)`` and returns raw scores ``(B, T)``. Values at padding are ignored
-    (set to 0 afterwards), so ``fn`` need not mask. ``requires`` names the inputs
-    the scheme reads; a trainer uses it to decide which forward passes to run.
-    ``options`` holds the scheme's settings and their defaults (e.g.
-    ``high_entropy``'s ``quantile``).
+    **options)`` and returns a ``(B, T)`` tensor whose meaning is its ``kind``
+    (:data:`KINDS`): raw salience scores, final weights, or per-token advantages.
+    Values at padding are ignored (set to 0 afterwards), so ``fn`` need not mask.
+    ``requires`` names the inputs the scheme reads; a trainer uses it to decide
+    which forward passes to run. ``options`` holds the scheme's settings and
+    their defaults (e.g. ``high_entropy``'s ``quantile``).
     """
 
     name: str
@@ -81,6 +103,7 @@ class Scheme:
     requires: tuple[str, ...]
     description: str = ""
     options: tuple[tuple[str, Any], ...] = ()
+    kind: str = "salience"
 
     def resolve_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """The defaults updated by ``given``; an unknown name is an error."""
@@ -105,8 +128,9 @@ def register_scheme(
     description: str = "",
     options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    kind: str = "salience",
 ) -> ScoreFn | Callable[[ScoreFn], ScoreFn]:
-    """Register a salience scheme under ``name``; usable as a decorator.
+    """Register a scheme under ``name``; usable as a decorator.
 
     Example::
 
@@ -117,11 +141,17 @@ def register_scheme(
     Inputs named in ``requires`` other than the built-in ones (``logps``,
     ``ref_logps``, ``entropies``, ``h_adapted``, ``h_base``, ``h_shift``) are passed through
     the ``**extra`` keywords of :func:`token_scores`; they must be ``(B, T)``
-    float tensors. ``options`` names the scheme's settings with their
-    defaults; callers change them with ``token_scores(..., options={...})``.
+    float tensors, except the row inputs ``(B,)`` (``advantages`` float,
+    ``correct`` bool, ``group``, ``error_index``, ``answer_start`` integer) and
+    ``completion_ids`` (integer ``(B, T)``). ``options`` names the scheme's
+    settings with their defaults; callers change them with
+    ``token_scores(..., options={...})``. ``kind`` says what ``fn`` returns
+    (:data:`KINDS`; default ``"salience"``).
     """
     if not isinstance(name, str) or not name:
         raise ValueError("scheme name must be a non-empty string")
+    if kind not in KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
 
     def _register(f: ScoreFn) -> ScoreFn:
         if name in _REGISTRY and not overwrite:
@@ -134,6 +164,7 @@ def register_scheme(
             tuple(requires),
             description or (f.__doc__ or ""),
             tuple((options or {}).items()),
+            kind,
         )
         return f
 
@@ -156,8 +187,10 @@ def get_scheme(name: str) -> Scheme:
 
 
 def available_schemes() -> list[str]:
-    """Names of all registered schemes, built-in first, in registration order."""
-    return list(_REGISTRY)
+    """Names of all registered schemes: the paper's built-ins, the field's
+    (:data:`FIELD_SCHEMES`), then any other in registration order."""
+    known = [n for n in (*BUILTIN_SCHEMES, *FIELD_SCHEMES) if n in _REGISTRY]
+    return known + [n for n in _REGISTRY if n not in known]
 
 
 def token_scores(
@@ -203,8 +236,13 @@ def token_scores(
             returned negative or non-finite scores.
     """
     spec = get_scheme(scheme)
-    opts = spec.resolve_options(options)
-    bmask = as_bool_mask(mask)
+    if spec.kind != "salience":
+        what = "final weights" if spec.kind == "weights" else "per-token advantages"
+        use = "token_weights" if spec.kind == "weights" else "token_advantages"
+        raise ValueError(
+            f"scheme {scheme!r} is of kind {spec.kind!r}: it gives {what}, not salience "
+            f"scores; use arca.credit.{use}"
+        )
     given = {
         "logps": logps,
         "ref_logps": ref_logps,
@@ -214,27 +252,11 @@ def token_scores(
         "h_shift": h_shift,
         **extra,
     }
-    inputs: dict[str, Tensor] = {}
-    for name in spec.requires:
-        x = given.get(name)
-        if x is None:
-            raise ValueError(
-                f"scheme {scheme!r} needs `{name}` (it requires: {', '.join(spec.requires)})"
-            )
-        check_like_mask(x, bmask, name, trailing=1 if name in HIDDEN_INPUTS else 0)
-        if check_finite_inputs:
-            check_finite(x, bmask, name)
-        inputs[name] = x.detach()
-
-    dtype = float_dtype(*inputs.values())
+    bmask, inputs, raw = run_scheme(
+        spec, mask, given, options=options, check_finite_inputs=check_finite_inputs
+    )
+    dtype = float_dtype(*(x for x in inputs.values() if x.is_floating_point()))
     with torch.no_grad():
-        raw = spec.fn(mask=bmask, **inputs, **opts)
-        if not isinstance(raw, Tensor) or raw.shape != bmask.shape:
-            got = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
-            raise ValueError(
-                f"scheme {scheme!r} must return a (B, T) tensor matching mask "
-                f"{tuple(bmask.shape)}, got {got}"
-            )
         raw = raw.to(dtype)
         real = raw[bmask]
         if real.numel() and not bool(torch.isfinite(real).all()):
@@ -245,6 +267,57 @@ def token_scores(
                 "salience must be >= 0"
             )
         return torch.where(bmask, raw, torch.zeros((), dtype=dtype, device=raw.device))
+
+
+def scheme_inputs(
+    spec: Scheme, mask: Tensor, given: Mapping[str, Any], *, check_finite_inputs: bool = True
+) -> dict[str, Tensor]:
+    """The inputs ``spec`` requires, from ``given``, checked and detached.
+
+    ``mask`` is the bool ``(B, T)`` mask. A missing input, a wrong shape or
+    dtype, or (with ``check_finite_inputs``) NaN/Inf at a real position is a
+    ``ValueError`` naming the input."""
+    inputs: dict[str, Tensor] = {}
+    for name in spec.requires:
+        x = given.get(name)
+        if x is None:
+            raise ValueError(
+                f"scheme {spec.name!r} needs `{name}` (it requires: {', '.join(spec.requires)})"
+            )
+        if name in ROW_INPUTS:
+            check_row(x, mask, name, ROW_INPUTS[name])
+        elif name in INT_INPUTS:
+            check_ids_like_mask(x, mask, name)
+        else:
+            check_like_mask(x, mask, name, trailing=1 if name in HIDDEN_INPUTS else 0)
+            if check_finite_inputs:
+                check_finite(x, mask, name)
+        inputs[name] = x.detach()
+    return inputs
+
+
+def run_scheme(
+    spec: Scheme,
+    mask: Tensor,
+    given: Mapping[str, Any],
+    *,
+    options: Mapping[str, Any] | None = None,
+    check_finite_inputs: bool = True,
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """Call ``spec``'s function on the checked inputs: ``(bool mask, inputs,
+    its (B, T) output)``, the output not yet checked for its kind."""
+    opts = spec.resolve_options(options)
+    bmask = as_bool_mask(mask)
+    inputs = scheme_inputs(spec, bmask, given, check_finite_inputs=check_finite_inputs)
+    with torch.no_grad():
+        out = spec.fn(mask=bmask, **inputs, **opts)
+    if not isinstance(out, Tensor) or out.shape != bmask.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"scheme {spec.name!r} must return a (B, T) tensor matching mask "
+            f"{tuple(bmask.shape)}, got {got}"
+        )
+    return bmask, inputs, out
 
 
 # ---------------------------------------------------------------- built-ins
@@ -344,6 +417,30 @@ BUILTIN_SCHEMES = (
     "arca_local",
     "high_entropy",
 )
+
+#: The field's published schemes and the ground-truth ceiling, registered by
+#: their own modules (:mod:`arca.credit.oracle`, :mod:`arca.credit.ktae`,
+#: :mod:`arca.credit.process_sets`, :mod:`arca.credit.oar`) when
+#: :mod:`arca.credit` is imported; docs/credit-schemes.md defines them.
+FIELD_SCHEMES = ("oracle", "ktae", "lambda_grpo", "oar_g")
+
+#: Schemes that read the ground truth of where a completion went wrong: a
+#: ceiling to measure against, not a method one can deploy.
+GROUND_TRUTH_SCHEMES = frozenset({"oracle"})
+
+#: How the report and ``arca diagnose`` name a ground-truth scheme.
+CEILING_TAG = "(ceiling: uses ground truth)"
+
+
+def scheme_label(name: str) -> str:
+    """``name``, tagged :data:`CEILING_TAG` if it reads the ground truth."""
+    return f"{name} {CEILING_TAG}" if name in GROUND_TRUTH_SCHEMES else name
+
+
+def scheme_kind(name: str) -> str:
+    """The :attr:`Scheme.kind` of a registered scheme."""
+    return get_scheme(name).kind
+
 
 _BASE_SIDE = frozenset({"ref_logps", "h_base", "h_shift"})
 

@@ -1,70 +1,28 @@
-"""Small Qwen3-architecture models built from a config, and LoRA wrapping.
+"""The models arca runs on, by name.
 
-No download happens here: ``tiny_qwen3`` builds a randomly initialised model of
-the same architecture as the paper's Qwen3-1.7B-Base, in seconds on a CPU.
+- :mod:`arca.models.qwen`: small Qwen3-architecture models built from a config
+  (``tiny_qwen3``) and LoRA wrapping (``add_lora``, ``LORA_TARGETS``);
+- :mod:`arca.models.tiny`: the embedded tiny model, trained locally and cached;
+- :mod:`arca.models.smollm2`: SmolLM2-135M-Instruct from PyPI, converted once;
+- :mod:`arca.models.load`: a policy (a model, optionally with a LoRA adapter) loaded
+  with its errors named;
+- :func:`resolve`: the folder a name stands for; :func:`identity`: what a model
+  is by content, as a run records it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Any
 
-import torch
+from arca.io import atomic_write_json
+from arca.models import smollm2, tiny
+from arca.models.qwen import LORA_TARGETS, add_lora, tiny_qwen3
 
-#: LoRA on the attention and MLP projections (paper 4.1), Qwen/Llama names.
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def tiny_qwen3(
-    *,
-    vocab_size: int = 512,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    initializer_range: float = 0.02,
-    seed: int = 0,
-) -> Any:
-    """A randomly initialised ``Qwen3ForCausalLM`` (pad 0, bos 1, eos 2)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    if hidden_size % num_heads or num_heads % num_kv_heads:
-        raise ValueError(
-            f"hidden_size ({hidden_size}) must divide by num_heads ({num_heads}), "
-            f"and num_heads by num_kv_heads ({num_kv_heads})"
-        )
-    cfg = Qwen3Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        head_dim=hidden_size // num_heads,
-        max_position_embeddings=1024,
-        initializer_range=initializer_range,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(seed)
-    return Qwen3ForCausalLM(cfg)
-
-
-def add_lora(model: Any, *, rank: int = 16, alpha: int | None = None, dropout: float = 0.05) -> Any:
-    """Wrap ``model`` in a fresh peft LoRA adapter (B = 0: the model is unchanged)."""
-    from peft import LoraConfig, get_peft_model
-
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    cfg = LoraConfig(
-        r=rank,
-        lora_alpha=alpha if alpha is not None else 2 * rank,
-        lora_dropout=dropout,
-        target_modules=LORA_TARGETS,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, cfg)
+__all__ = ["LORA_TARGETS", "add_lora", "identity", "resolve", "tiny_qwen3"]
 
 
 def resolve(name: str) -> str:
@@ -73,16 +31,9 @@ def resolve(name: str) -> str:
     (SmolLM2-135M-Instruct from PyPI, converted on first use), or ``name`` itself
     (a local folder or a Hub id). A name that looks like a path (starts with
     ``/``, ``.`` or ``~``, or has more than one ``/``) must be a folder."""
-    import os
-    from pathlib import Path
-
-    from arca.models import tiny
-
     if name in tiny.SPECS:
         return str(tiny.ensure_built(tiny.SPECS[name]))
     if name == "smollm2":
-        from arca.models import smollm2
-
         return str(smollm2.convert())
     local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if local and not Path(os.path.expanduser(name)).exists():
@@ -91,3 +42,53 @@ def resolve(name: str) -> str:
             f"a Hub id, or one of: {', '.join([*tiny.SPECS, 'smollm2'])})"
         )
     return os.path.expanduser(name) if local else name
+
+
+#: Weight files whose bytes make a model's identity.
+_WEIGHTS = (".safetensors", ".bin")
+
+
+def identity(path: str, config: Any = None) -> str:
+    """What a model is by content, as a run records it (``model_identity``):
+    ``sha256:<16 hex>`` of the weight files of a local folder (for arca's tiny
+    models, the weights its build produced: another build of the same name is
+    another model), or ``hub:<id>@<commit>`` for a Hub model (``config``: its
+    loaded config, whose ``_commit_hash`` names the revision; ``@unknown``
+    without it). Hashes are cached by file path, size and modification time
+    in ``$ARCA_CACHE/identities.json``, so a large model is read once."""
+    folder = Path(os.path.expanduser(path))
+    if not folder.is_dir():
+        commit = getattr(config, "_commit_hash", None) if config is not None else None
+        if commit is None:
+            # The snapshot the Hub cache holds is named by its commit.
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(path, "config.json")
+            commit = Path(cached).parent.name if isinstance(cached, str) else None
+        return f"hub:{path}@{commit or 'unknown'}"
+    files = sorted(
+        f
+        for f in folder.iterdir()
+        if f.is_file() and f.suffix in _WEIGHTS and f.name != "training_args.bin"
+    )
+    if not files:
+        raise FileNotFoundError(f"{folder}: no weight files (.safetensors or .bin) to identify")
+    stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    cache_file = tiny.cache_root() / "identities.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if stamp not in cache:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+        cache[stamp] = f"sha256:{h.hexdigest()[:16]}"
+        try:
+            atomic_write_json(cache_file, cache)
+        except OSError:  # a read-only cache: hash again next time
+            pass
+    return cache[stamp]

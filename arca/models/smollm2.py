@@ -28,7 +28,14 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def model_dir() -> Path:
-    return cache_root() / "smollm2-135m-instruct"
+    """The converted folder, one per transformers minor version: the
+    conversion's tokenizer files depend on it (another environment, such as
+    ``make test-vllm``'s, once wrote one this one read without a pad token and
+    with the wrong end-of-sequence token)."""
+    import transformers
+
+    minor = ".".join(transformers.__version__.split(".")[:2])
+    return cache_root() / f"smollm2-135m-instruct-transformers{minor}"
 
 
 def gguf_path(log: Callable[[str], None] = print) -> Path:

@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
+from arca.generation import greedy_accuracy
 from arca.io import atomic_dir, atomic_write_json
+from arca.models.qwen import tiny_qwen3
 from arca.tasks.arithmetic import DEFAULT_LEVEL, heldout_problems, problems
 from arca.tasks.base import make_prompt
 
@@ -141,9 +143,6 @@ def build(
     The folder appears atomically (trained into a temporary sibling, then
     renamed), so a killed build leaves no half-written model behind.
     """
-    from arca.evaluate import greedy_accuracy
-    from arca.models import tiny_qwen3
-
     out = Path(out_dir) if out_dir is not None else model_dir(spec)
     if (out / "arca_tiny.json").exists() and not force:
         return out

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from arca import __version__
 from arca.credit.diagnostics import SPARSE_RATIO_BELOW, UNIFORM_GINI_BELOW
 from arca.io import atomic_write_text
 from arca.report import plots, tables, tokens
@@ -30,6 +31,7 @@ __all__ = ["Method", "Run", "build_report", "find_run_dirs", "load_run", "summar
 
 PLOT_TITLES = {
     "reward.png": "train reward",
+    "curves.png": "learning curves",
     "concentration.png": "concentration",
     "residual.png": "adapter residual",
     "regimes.png": "regimes",
@@ -75,7 +77,6 @@ def build_report(
     differs from it in the scheme alone; ``any_rank``: or in its LoRA rank).
     Returns ``{"methods", "tables", "files"}``.
     """
-    from arca import __version__
 
     runs = [load_run(d) for d in find_run_dirs(paths)]
     methods = group_methods(runs)
@@ -88,6 +89,7 @@ def build_report(
         "table2_accuracy": tables.accuracy_table(methods, k),
         "versus_uniform": tables.versus_uniform_table(methods, k, baseline, any_rank),
         "seed_spread": tables.seed_spread_table(methods, k),
+        "learning_curves": tables.curve_table(methods, baseline, any_rank),
         "table3_concentration": tables.concentration_table(methods),
         "credit_correctness": tables.correctness_table(methods),
         **tables.shadow_tables(methods, schemes, brow),
@@ -96,6 +98,7 @@ def build_report(
     dest.mkdir(parents=True, exist_ok=True)
     drawn = {
         "reward.png": plots.plot_reward(methods, dest / "reward.png"),
+        "curves.png": plots.plot_curves(methods, dest / "curves.png"),
         "concentration.png": plots.plot_concentration(methods, dest / "concentration.png"),
         "residual.png": plots.plot_residual(methods, dest / "residual.png"),
         "regimes.png": plots.plot_regimes(methods, dest / "regimes.png"),
@@ -217,6 +220,22 @@ def _markdown(
             "",
             tables.markdown(tbl["seed_spread"]),
         ]
+    lines += _power_lines(methods, tbl)
+    if tbl["learning_curves"]:
+        lines += [
+            "## Learning curves: held-out greedy accuracy during training",
+            "",
+            "Each run evaluated a fixed subset of its held-out problems greedily before "
+            "training (step 0), every `eval_every` steps and at its last step (`curve.jsonl`). "
+            "**AUC**: the area under the curve divided by its span, i.e. greedy accuracy "
+            "averaged over training (trapezoids from step 0); **final**: its last point. Each "
+            "method is compared with its uniform run on the same problems at the same steps "
+            "(paired bootstrap over seeds and problems); **MDE**: the smallest true difference "
+            "that comparison detects with 80% power (2.8 standard errors of the bootstrap): "
+            "a difference whose interval includes 0 may still be as large as the MDE.",
+            "",
+            tables.markdown(tbl["learning_curves"]),
+        ]
     lines += [
         "## Table 3: token-weight concentration (trained scheme, averaged over training)",
         "",
@@ -297,6 +316,33 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _power_lines(methods: Sequence[Method], tbl: dict[str, tables.Table]) -> list[str]:
+    """What "no difference" means here: the A/A spread of one seed's accuracy,
+    the smallest difference the seeds run could detect, and the seeds it would
+    take to detect smaller ones."""
+    noise = tables.seed_noise(methods)
+    if noise is None:
+        if any(r.get("d greedy acc") for r in tbl["versus_uniform"]):
+            return [
+                "**Power.** With one seed per method the `MDE` columns cover the problems "
+                "only, not seed-to-seed variation: the smallest difference that could be "
+                "detected is larger than they say. Run several seeds (`--seeds`).",
+                "",
+            ]
+        return []
+    need = ", ".join(f"{e}: {n} seeds" for e, n in noise["seeds_needed"].items())
+    return [
+        f"**Power (from the A/A spread).** One seed's held-out greedy accuracy varies around "
+        f"its method's mean with a standard deviation of {100 * noise['sd']:.1f} pp (pooled "
+        f"over the methods with several seeds, {noise['dof']} degrees of freedom). With "
+        f"{noise['seeds']} seeds per method, a difference between two methods smaller than "
+        f"about {100 * noise['mde']:.1f} pp can be missed (80% power, 95% interval); to "
+        f"detect a difference of {need} per method. The `MDE` columns give the same for "
+        "each comparison from its own bootstrap.",
+        "",
+    ]
 
 
 def ground_truth_of(config: dict[str, Any]) -> str:

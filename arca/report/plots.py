@@ -163,6 +163,45 @@ def plot_reward(methods: Sequence[Method], path: Path) -> Path:
     return _save(plt, fig, path, dpi=120)
 
 
+def plot_curves(methods: Sequence[Method], path: Path) -> Path | None:
+    """Held-out greedy accuracy during training (``curve.jsonl``): each method's
+    mean over seeds, with a band from its lowest to its highest seed; None
+    when no run recorded a curve."""
+    with_curve = [m for m in methods if any(r.curve for r in m.runs)]
+    if not with_curve:
+        return None
+    plt = _plt()
+    styles = method_styles(methods)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in with_curve:
+        by_step: dict[int, list[float]] = {}
+        for r in m.runs:
+            for step, acc in r.curve:
+                by_step.setdefault(step, []).append(acc)
+        steps = sorted(by_step)
+        mean = [100 * sum(by_step[s]) / len(by_step[s]) for s in steps]
+        st = styles[m.name]
+        seeds = max(len(v) for v in by_step.values())
+        ax.plot(
+            steps,
+            mean,
+            color=st.color,
+            linestyle=st.linestyle,
+            marker=st.marker,
+            markersize=3,
+            label=f"{m.name} ({seeds} seed{'s' if seeds > 1 else ''})",
+        )
+        if seeds > 1:
+            lo = [100 * min(by_step[s]) for s in steps]
+            hi = [100 * max(by_step[s]) for s in steps]
+            ax.fill_between(steps, lo, hi, color=st.color, alpha=0.12, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out greedy accuracy (%)")
+    ax.set_title("Learning curves (band: lowest to highest seed)")
+    _legend_outside(ax)
+    return _save(plt, fig, path, dpi=120)
+
+
 def plot_concentration(methods: Sequence[Method], path: Path) -> Path:
     plt = _plt()
     styles = method_styles(methods)

@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from arca.credit.schemes import BUILTIN_SCHEMES
-from arca.evaluate import pass_at_k
+from arca.credit.schemes import BUILTIN_SCHEMES, CEILING_TAG, FIELD_SCHEMES, GROUND_TRUTH_SCHEMES
+from arca.generation import pass_at_k
+from arca.models.qwen import LORA_TARGETS
+from arca.run_folder import CURVE
 from arca.tasks.arithmetic import DEFAULT_LEVEL
 
 #: Fraction of the last logged steps that "final" values average over.
 FINAL_FRACTION = 0.1
 
-SCHEME_ORDER = BUILTIN_SCHEMES
+SCHEME_ORDER = (*BUILTIN_SCHEMES, *FIELD_SCHEMES)
 
 #: The config fields that define a method: what was trained (model, adapter,
 #: task and data, scheme, optimisation, sampling) and how it was evaluated,
@@ -41,13 +43,16 @@ METHOD_FIELDS: dict[str, Any] = {
     # the model: its name, and its content when the run recorded it
     "model_name_or_path": "tiny",
     "model_identity": None,
+    # the content of its data and reward files, when the run recorded them
+    "files_sha256": None,
     "model_revision": "main",
     "dtype": "float32",
     "use_peft": True,  # arca train's default (TRL's is full fine-tuning)
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
-    "lora_target_modules": None,
+    # What trains when a config leaves it out (arca train records it since).
+    "lora_target_modules": LORA_TARGETS,
     "use_dora": False,
     "use_rslora": False,
     "lora_modules_to_save": None,
@@ -76,6 +81,15 @@ METHOD_FIELDS: dict[str, Any] = {
     "weight_eps": 1e-8,
     "weight_eps_mode": "absolute",
     "high_entropy_quantile": 0.2,
+    "oracle_share": 0.2,
+    "oracle_rest": "after",
+    "ktae_alpha": 1.0,
+    "ktae_beta": 1.0,
+    "ktae_gamma_tf": True,
+    "ktae_top": 1.0,
+    "oar_quantile": 0.5,
+    "oar_beta": 1.0,
+    "oar_noise_std": 1e-3,
     "advantage_estimator": "grpo",
     "credit_from_training_forward": True,
     # optimisation and sampling
@@ -130,6 +144,15 @@ SCHEME_FIELDS = (
     "weight_eps",
     "weight_eps_mode",
     "high_entropy_quantile",
+    "oracle_share",
+    "oracle_rest",
+    "ktae_alpha",
+    "ktae_beta",
+    "ktae_gamma_tf",
+    "ktae_top",
+    "oar_quantile",
+    "oar_beta",
+    "oar_noise_std",
     "credit_from_training_forward",
 )
 #: The adapter's size, which ``arca report --any-rank`` lets a comparison cross.
@@ -152,7 +175,7 @@ OPTIMISER_FIELDS = (
 
 
 #: The settings ``arca diagnose`` scores with that its ``diagnose.json`` does
-#: not record and its command line does not take (arca/diagnose.py:
+#: not record and its command line does not take (arca.diagnose.completions:
 #: ``sample_completions`` samples at temperature 1.0 and top-p 0.95, the
 #: weights use the absolute eps floor). A diagnosis that records one of them
 #: overrides this.
@@ -203,6 +226,8 @@ def method_identity(config: dict[str, Any]) -> dict[str, Any]:
     are seeds of one method exactly when these agree. Under full fine-tuning
     the LoRA settings train nothing and are left out (None)."""
     ident = {f: _frozen(config.get(f, d)) for f, d in METHOD_FIELDS.items()}
+    if config.get("lora_target_modules") is None:  # recorded as null, trained these
+        ident["lora_target_modules"] = _frozen(LORA_TARGETS)
     if ident["use_peft"] is False:
         for f in METHOD_FIELDS:
             if f.startswith(("lora_", "use_dora", "use_rslora")):
@@ -242,6 +267,10 @@ class Run:
     problems: list[str] | None = None
     #: the untrained base model's evaluation with this run's settings (``eval-base/``).
     base_eval: dict[str, Any] | None = None
+    #: the learning curve (``curve.jsonl``): ``(step, greedy accuracy)`` per evaluation.
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    #: problem keys of the scores that are not the evaluation's (the curve's).
+    keys: dict[str, list[str]] = field(default_factory=dict)
     #: the name of its method in the report (:func:`group_methods`): ``name``,
     #: or ``name [what differs]`` when runs of one name are different methods.
     label: str = ""
@@ -348,7 +377,13 @@ class Method:
         scores, does not record its problems, or was evaluated on others."""
         runs = self.runs
         if any(r.problem_scores.get(key) is None for r in runs):
-            return None, None, "no per-problem scores (eval/completions.jsonl)"
+            where = "curve.jsonl" if key.startswith("curve") else "eval/completions.jsonl"
+            return None, None, f"no per-problem scores ({where})"
+        if key in CURVE_KEYS:
+            first_keys = runs[0].keys[key]
+            if any(r.keys.get(key) != first_keys for r in runs):
+                return None, None, "seeds' learning curves cover different problems or steps"
+            return np.stack([r.problem_scores[key] for r in runs]), list(first_keys), ""
         if any(r.problems is None for r in runs):
             return (
                 None,
@@ -521,7 +556,41 @@ def load_run(path: str | Path) -> Run:
     base = p / "eval-base" / "results.json"
     if base.is_file():
         run.base_eval = _read_json(base)
+    if (p / CURVE).is_file():
+        _load_curve(run, _read_jsonl(p / CURVE), p / CURVE)
     return run
+
+
+#: Per-problem scores of a learning curve: the area under it (greedy
+#: correctness averaged over the training steps, trapezoids from step 0) and
+#: its last point.
+CURVE_KEYS = ("curve_auc", "curve_final")
+
+
+def _load_curve(run: Run, recs: list[dict[str, Any]], path: Path) -> None:
+    """``run.curve`` and the per-problem curve scores from ``curve.jsonl``
+    records (a later record of a step replaces an earlier one)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for rec in recs:
+        try:
+            by_step[int(rec["step"])] = rec
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: a record lacks a numeric 'step'; delete the file") from None
+    steps = sorted(by_step)
+    run.curve = [(s, float(by_step[s]["greedy_accuracy"])) for s in steps]
+    shas = {by_step[s].get("problems_sha") for s in steps}
+    sizes = {len(by_step[s].get("correct") or []) for s in steps}
+    if len(shas) != 1 or len(sizes) != 1 or 0 in sizes or len(steps) < 2:
+        return  # no per-problem curve to pair (older file, or one point)
+    correct = np.array([by_step[s]["correct"] for s in steps], dtype=np.float64)
+    x = np.array(steps, dtype=np.float64)
+    # Trapezoids over the steps, divided by their span: mean accuracy over training.
+    area = ((correct[1:] + correct[:-1]) / 2 * np.diff(x)[:, None]).sum(axis=0) / (x[-1] - x[0])
+    run.problem_scores["curve_auc"] = area
+    run.problem_scores["curve_final"] = correct[-1]
+    ident = f"{shas.pop()}@{','.join(map(str, steps))}"
+    for key in CURVE_KEYS:
+        run.keys[key] = [f"{ident}#{i}" for i in range(correct.shape[1])]
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -587,6 +656,11 @@ def group_methods(runs: Sequence[Run]) -> list[Method]:
     for m in methods:  # shortened values could coincide: never two methods of one label
         if labels.count(m.name) > 1:
             m.name = f"{m.name} #{labels[: methods.index(m) + 1].count(m.name)}"
+            for r in m.runs:
+                r.label = m.name
+    for m in methods:  # a ceiling is said to be one wherever its name is shown
+        if m.scheme in GROUND_TRUTH_SCHEMES and CEILING_TAG not in m.name:
+            m.name = f"{m.name} {CEILING_TAG}"
             for r in m.runs:
                 r.label = m.name
     return sorted(methods, key=_order)

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from arca.credit import compares_with_base
+from arca.credit import compares_with_base, scheme_label
 from arca.credit.diagnostics import classify_regime
 from arca.report.runs import (
     RANK_FIELDS,
     SCHEME_FIELDS,
+    SCHEME_ORDER,
     Method,
     Run,
     aligned,
@@ -30,7 +31,8 @@ from arca.report.runs import (
     identity_differences,
     step1_setup,
 )
-from arca.stats import bootstrap_ci, paired_bootstrap
+from arca.run_folder import BASE_EVAL_FIELDS, eval_settings
+from arca.stats import bootstrap_ci, mde, paired_bootstrap, seeds_needed
 
 #: Credit-correctness metrics as logged (``credit/<metric>``) and their column names.
 CORRECTNESS = {
@@ -208,8 +210,6 @@ def _base_differences(base: dict[str, Any], run: Run, k: int) -> str:
     """How a base-model evaluation's settings differ from a run's ("" if they
     do not): its recorded settings against the run's config, and its problem
     count, k and samples against the run's evaluation."""
-    from arca.evaluate import BASE_EVAL_FIELDS, eval_settings
-
     rec = base.get("settings")
     if not isinstance(rec, dict) or "greedy_accuracy" not in base:
         return "its settings or accuracy are not recorded"
@@ -242,10 +242,13 @@ def _paired(
     if a is None or b is None:
         row[f"d {label}"] = Cell(math.nan)
         row[f"p ({label})"] = f"n/a: {why or 'no per-problem scores (eval/completions.jsonl)'}"
+        row[f"MDE ({label})"] = Cell(math.nan)
         return
     r = paired_bootstrap(a, b)
     row[f"d {label}"] = Cell(r["diff"], r["low"], r["high"], a.shape[0], unit="pp")
     row[f"p ({label})"] = f"{r['p']:.3f}"
+    # The smallest true difference this comparison finds with 80% power.
+    row[f"MDE ({label})"] = Cell(r["mde"], unit="pp")
 
 
 def uniform_of(m: Method, methods: Sequence[Method], any_rank: bool = False) -> Method | None:
@@ -306,6 +309,7 @@ def versus_uniform_table(
             row = {"method": m.name, "vs": "-", "seeds": f"{len(m.runs)}"}
             for label in ("greedy acc", f"pass@{k}"):
                 row |= {f"d {label}": Cell(math.nan), f"p ({label})": why}
+                row[f"MDE ({label})"] = Cell(math.nan)
             rows.append(row | {"differs": "-", "note": ""})
             continue
         n, nb = len(m.runs), len(base.runs)
@@ -321,6 +325,80 @@ def versus_uniform_table(
         )
         rows.append(row)
     return rows
+
+
+def curve_table(
+    methods: Sequence[Method], baseline: str | None = None, any_rank: bool = False
+) -> Table:
+    """Learning curves (``eval_every``): each method's final held-out greedy
+    accuracy and the area under its curve (greedy accuracy averaged over
+    training, trapezoids from step 0), means over seeds with intervals, and
+    each against its uniform run (:func:`uniform_of`, or ``baseline``) by the
+    paired bootstrap over seeds and problems, with the minimum detectable
+    effect. Empty when no run recorded a curve."""
+    with_curve = [m for m in methods if any(r.curve for r in m.runs)]
+    if not with_curve:
+        return []
+    rows = []
+    for m in with_curve:
+        row: dict[str, Any] = {
+            "method": m.name,
+            "seeds": str(sum(1 for r in m.runs if r.curve)),
+            "steps": ", ".join(sorted({str(r.curve[-1][0]) for r in m.runs if r.curve})),
+            "final acc": Cell.of(
+                [r.curve[-1][1] if r.curve else math.nan for r in m.runs], unit="pct"
+            ),
+            "AUC": Cell.of(
+                [
+                    float(r.problem_scores["curve_auc"].mean())
+                    if "curve_auc" in r.problem_scores
+                    else math.nan
+                    for r in m.runs
+                ],
+                unit="pct",
+            ),
+        }
+        if baseline is not None:
+            base = next((b for b in methods if b.name == baseline), None)
+        else:
+            base = None if m.scheme == "uniform" else uniform_of(m, methods, any_rank)
+        row["vs"] = base.name if base is not None and base is not m else "-"
+        for key, label in (("curve_auc", "AUC"), ("curve_final", "final")):
+            if base is None or base is m:
+                row |= {f"d {label}": "-", f"p ({label})": "-", f"MDE ({label})": "-"}
+                continue
+            a, b, why = aligned(m, base, key)
+            _paired(a, b, row, label, why)
+        rows.append(row)
+    return rows
+
+
+def seed_noise(methods: Sequence[Method]) -> dict[str, Any] | None:
+    """The A/A spread: the standard deviation of one seed's held-out greedy
+    accuracy around its method's mean, pooled over every method with several
+    evaluated seeds, and what it implies: the minimum detectable effect of a
+    comparison of two methods at the seeds run (:func:`arca.stats.mde` of
+    ``sd sqrt(2 / S)``) and the seeds it takes to detect 2, 5 and 10 pp. None
+    with fewer than two seeds anywhere."""
+    sq, dof, counts = 0.0, 0, []
+    for m in methods:
+        acc = [float(r.eval["greedy_accuracy"]) for r in m.runs if r.eval]
+        if len(acc) >= 2:
+            mean = sum(acc) / len(acc)
+            sq += sum((x - mean) ** 2 for x in acc)
+            dof += len(acc) - 1
+            counts.append(len(acc))
+    if dof == 0:
+        return None
+    sd = math.sqrt(sq / dof)
+    seeds = min(counts)
+    return {
+        "sd": sd,
+        "dof": dof,
+        "seeds": seeds,
+        "mde": mde(sd * math.sqrt(2 / seeds)),
+        "seeds_needed": {f"{e} pp": seeds_needed(sd, e / 100) for e in (2, 5, 10)},
+    }
 
 
 def seed_spread_table(methods: Sequence[Method], k: int = 4) -> Table:
@@ -447,14 +525,19 @@ def shadow_tables(
             leads = [(_marked(base, methods), cells)]
         else:
             leads = _base_from_first_steps(methods, schemes, key)
+        # A ground-truth scheme's column says it is a ceiling (scheme_label).
         rows: Table = [
-            {"run": label, "trains": "-", **{s: b.get(s, Cell(math.nan)) for s in schemes}}
+            {
+                "run": label,
+                "trains": "-",
+                **{scheme_label(s): b.get(s, Cell(math.nan)) for s in schemes},
+            }
             for label, b in leads
         ]
         for m in methods:
             row: dict[str, Any] = {"run": m.name, "trains": kind(m)}
             for s in schemes:
-                row[s] = (
+                row[scheme_label(s)] = (
                     NO_LORA
                     if m.full and s == "arca_local"
                     else Cell.of(m.per_seed(f"credit/{s}/{key}"))
@@ -552,8 +635,6 @@ def _needs_policy(scheme: str) -> bool:
 
 def shadow_schemes(methods: Sequence[Method]) -> list[str]:
     """Schemes with shadow metrics in any run, in the paper's order."""
-    from arca.report.runs import SCHEME_ORDER
-
     seen: dict[str, None] = {}
     for m in methods:
         for r in m.runs:

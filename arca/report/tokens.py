@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from arca.credit import effective_token_ratio, gini
+from arca.credit import effective_token_ratio, gini, scheme_label
 from arca.report.runs import SCHEME_ORDER, Method
+from arca.run_folder import sample_step
 
 #: Colour saturates at this many-fold the uniform weight (or 1/this).
 SATURATION = 8.0
@@ -39,14 +40,6 @@ WHITE = (255, 255, 255)
 FOLD_CHARS, FOLD_LINES = 480, 12
 #: Prompts longer than this (few-shot prompts) fold entirely, their last line shown.
 FOLD_PROMPT_CHARS = 600
-
-
-def sample_step(rec: dict[str, Any]) -> int:
-    """The step a ``samples.jsonl`` record was drawn at, counted from 1 as
-    ``metrics.jsonl`` counts steps. Records carry ``step_base: 1``; those
-    written before it have none and counted from 0 (their ``step`` was the
-    number of steps done, so the step being taken is one more)."""
-    return int(rec.get("step", 0)) + 1 - int(rec.get("step_base", 0))
 
 
 def load_samples(run_dir: Path) -> list[dict[str, Any]]:
@@ -257,7 +250,8 @@ def _completion(rec: dict[str, Any], anchor: str, prompt: bool) -> str:
     # --n: all the columns side by side where each gets 10em, else as many as fit.
     parts.append(f'<div class="grid" style="--n:{len(schemes)}">')
     parts += [
-        f'<div class="col"><h4>{html.escape(s)}</h4><div class="s">{_stats(rec["weights"][s])}'
+        f'<div class="col"><h4>{html.escape(scheme_label(s))}</h4>'
+        f'<div class="s">{_stats(rec["weights"][s])}'
         f'</div><div class="toks">{_column(tokens, rec["weights"][s], err)}</div></div>'
         for s in schemes
     ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arca.tasks.grading import math_reward, math_rewards
+from arca.tasks.rewards import call_rewards
 
 #: The one prompt template (paper 4.1: solve step by step, answer in \boxed{}).
 PROMPT_TEMPLATE = (
@@ -125,8 +126,6 @@ class Task:
         completion ``i``'s dataset row (``prompt``, ``answer``, its columns)."""
         if not self.reward_funcs:
             return self.rewards(completions, [str(r["answer"]) for r in rows])
-        from arca.tasks.custom import call_rewards
-
         return call_rewards(self.reward_funcs, self.reward_weights, completions, rows)
 
 

@@ -1,13 +1,14 @@
-"""MATH and GSM8K from local files or the Hugging Face Hub, and ``load_task``.
+"""Every task by name, and the task a run config describes.
 
-Local sources: a ``.jsonl`` file, a ``.json`` file (a list of rows, or one row
-as in the original MATH release's one-problem-per-file layout), a ``.parquet``
-file, or a folder of such files (read recursively, in sorted order). A source
-that looks like a path (starts with ``/``, ``.`` or ``~``, ends in a data suffix,
-or has more than one ``/``) must exist; anything else that does not exist on
-disk is taken as a Hub dataset id and loaded with ``datasets.load_dataset``
-(the only path that touches the network). Unreadable files (damaged Parquet,
-non-UTF-8 text) and unreachable Hub ids raise ``ValueError`` naming them.
+- :func:`load_task` ("arithmetic", "math", "gsm8k") and the MATH and GSM8K
+  loaders (local files or the Hugging Face Hub, :mod:`arca.tasks.files`);
+- :func:`task_from_config`: the task of an ``arca train`` config, ``task:
+  custom`` included (:mod:`arca.tasks.custom`), with its reward functions
+  checked and wrapped (:mod:`arca.tasks.rewards`) and its error locator: the
+  task's own, a custom one, or none (``error_locator: mc`` asks the trainer for
+  Monte-Carlo ground truth, :mod:`arca.tasks.mc`);
+- :func:`check_task_config`: everything about a config's task that can be
+  checked before any data or model loads.
 
 A malformed row (missing or empty column, no boxed answer, no ``####``) raises
 :class:`TaskDataError` naming the file and row; with ``skip_malformed=True`` it
@@ -16,181 +17,33 @@ is skipped and counted in ``Task.skipped`` instead. Nothing is dropped silently.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from arca.tasks.arithmetic import DEFAULT_LEVEL, load_arithmetic, locate_error
 from arca.tasks.base import ErrorLocator, Task, TaskDataError, rows_to_dataset, split_heldout
 from arca.tasks.boxed import extract_boxed
+from arca.tasks.custom import (
+    checked_locator,
+    load_custom,
+    parse_columns,
+    read_template,
+    template_fields,
+)
+from arca.tasks.files import Row, Where, check_files, parse_rows
+from arca.tasks.formats import as_chat, is_conversation
 from arca.tasks.mc import MC
+from arca.tasks.rewards import (
+    check_reward_columns,
+    check_reward_format,
+    check_reward_func,
+    checked_reward,
+    load_callable,
+)
 
 #: Hendrycks MATH (all subjects, one config) as used by TRL/open-r1 recipes.
 MATH_HUB_ID = "DigitalLearningGmbH/MATH-lighteval"
 GSM8K_HUB_ID = "openai/gsm8k"
-_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-Row = dict[str, Any]
-Where = str  # "file.jsonl: line 7", "openai/gsm8k[train]: row 12"
-
-
-def _looks_local(source: str) -> bool:
-    """A path, not a Hub id (``owner/name``): starts with ``/``, ``.`` or ``~``,
-    ends in a data suffix, or has more than one ``/``."""
-    return (
-        source.endswith(_SUFFIXES)
-        or source.startswith((".", "/", "~"))
-        or source.count("/") > 1
-        or (os.sep != "/" and os.sep in source)
-    )
-
-
-def _utf8(raw: bytes, path: Path, line: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line += raw[: e.start].count(b"\n")
-        raise TaskDataError(
-            f"{path}: line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); "
-            "re-save the file as UTF-8"
-        ) from None
-
-
-def _read_file(path: Path) -> Iterator[tuple[Where, Any]]:
-    if path.suffix == ".jsonl":
-        with path.open("rb") as f:
-            for n, raw in enumerate(f, 1):
-                line = _utf8(raw, path, n)
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}: line {n}", json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TaskDataError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
-    elif path.suffix == ".json":
-        try:
-            data = json.loads(_utf8(path.read_bytes(), path, 1))
-        except json.JSONDecodeError as e:
-            raise TaskDataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        items = data if isinstance(data, list) else [data]
-        for n, row in enumerate(items, 1):
-            yield (f"{path}: row {n}" if isinstance(data, list) else str(path)), row
-    elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as e:
-            raise TaskDataError(
-                f"{path}: not readable Parquet ({e}); the file is damaged or not Parquet: "
-                "write it again, or give the data as .jsonl"
-            ) from None
-        for n, row in enumerate(table.to_pylist(), 1):
-            yield f"{path}: row {n}", row
-    else:
-        raise TaskDataError(f"{path}: unsupported file type (use {', '.join(_SUFFIXES)})")
-
-
-def data_files(folder: Path) -> list[Path]:
-    """The data files of a folder source, in the order their rows are read."""
-    return sorted(p for p in folder.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
-
-
-def read_rows(
-    source: str, *, hub_config: str | None = None, split: str = "train"
-) -> Iterator[tuple[Where, Any]]:
-    """``(where, row)`` pairs from a local file/folder or a Hub dataset."""
-    path = Path(os.path.expanduser(source))
-    if path.is_dir():
-        files = data_files(path)
-        if not files:
-            raise TaskDataError(f"{path}: folder holds no {', '.join(_SUFFIXES)} files")
-        for f in files:
-            yield from _read_file(f)
-    elif path.is_file():
-        yield from _read_file(path)
-    elif _looks_local(source):
-        raise FileNotFoundError(f"--data: no such file or folder: {source}")
-    else:
-        from datasets import load_dataset
-
-        try:
-            ds = load_dataset(source, hub_config, split=split)
-        except OSError as e:  # ConnectionError, DatasetNotFoundError, LocalEntryNotFoundError
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-            hint = (
-                "HF_HUB_OFFLINE is set, so only datasets already in the cache load"
-                if offline
-                else "check the id and the network"
-            )
-            raise ValueError(
-                f"--data {source}: neither a local file or folder nor reachable on the Hugging "
-                f"Face Hub ({hint}; {type(e).__name__}: {e}); give a {'/'.join(_SUFFIXES)} "
-                "file or a folder of them"
-            ) from None
-        for n, row in enumerate(ds, 1):
-            yield f"{source}[{split}]: row {n}", row
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file's bytes, or of a folder's data files (their
-    relative names and contents, in the order :func:`read_rows` reads them)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    if path.is_dir():
-        for f in data_files(path):
-            h.update(str(f.relative_to(path)).encode() + b"\0" + sha256_of(f).encode())
-        return h.hexdigest()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def task_files(cfg: Mapping[str, Any]) -> list[Path]:
-    """The local files a run config reads: its data (file or folder), and the
-    ``.py`` files of its reward functions and error locator."""
-    out = []
-    data = cfg.get("data")
-    if data and Path(os.path.expanduser(data)).exists():
-        out.append(Path(os.path.expanduser(data)))
-    for spec in [*(cfg.get("reward_funcs") or []), cfg.get("error_locator")]:
-        if isinstance(spec, str) and ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
-            out.append(Path(os.path.expanduser(spec.rsplit(":", 1)[0])))
-    return list(dict.fromkeys(out))
-
-
-def check_files(cfg: Mapping[str, Any], where: str = "files_sha256") -> dict[str, str]:
-    """The SHA-256 of every file :func:`task_files` names, after checking each
-    against the hash ``cfg["files_sha256"]`` recorded for the same path (a
-    run's ``config.yaml``): a file changed since is refused, naming it and both
-    hashes, so that a run is never resumed or evaluated on other data or
-    rewards than it trained on. A recorded file that is gone is refused too."""
-    recorded = cfg.get("files_sha256") or {}
-    if not isinstance(recorded, Mapping):
-        raise ValueError(f"{where}: must map file paths to SHA-256 hashes, got {recorded!r}")
-    now = {str(p): sha256_of(p) for p in task_files(cfg)}
-    for path, then in recorded.items():
-        if path in now and now[path] != then:
-            raise ValueError(
-                f"{where}: {path} has changed since the run recorded it (sha256 {then[:12]}... "
-                f"then, {now[path][:12]}... now); restore that file, or train a new run on this one"
-            )
-        if path not in now and not Path(path).exists() and _still_named(path, cfg):
-            raise ValueError(
-                f"{where}: {path} (sha256 {then[:12]}...) no longer exists; the run read it, "
-                "so restore it there"
-            )
-    return now
-
-
-def _still_named(path: str, cfg: Mapping[str, Any]) -> bool:
-    specs = [cfg.get("data"), *(cfg.get("reward_funcs") or []), cfg.get("error_locator")]
-    return any(isinstance(s, str) and (s == path or s.startswith(f"{path}:")) for s in specs)
 
 
 def _text(row: Any, col: str, where: Where) -> str:
@@ -228,31 +81,6 @@ def gsm8k_row(row: Any, where: Where) -> Row:
     if not ref:
         raise TaskDataError(f"{where}: nothing after '####'")
     return {"problem": question, "answer": ref}
-
-
-def parse_rows(
-    source: str,
-    parse: Callable[[Any, Where], Row],
-    *,
-    skip_malformed: bool,
-    hub_config: str | None,
-    split: str,
-) -> tuple[list[Row], list[str]]:
-    """``source``'s rows through ``parse``, and the reasons of the malformed
-    ones skipped (only with ``skip_malformed``; otherwise the first is raised)."""
-    rows: list[Row] = []
-    skipped: list[str] = []
-    for where, raw in read_rows(source, hub_config=hub_config, split=split):
-        try:
-            rows.append(parse(raw, where))
-        except TaskDataError as e:
-            if not skip_malformed:
-                raise
-            skipped.append(str(e))
-    if not rows:
-        detail = f" ({len(skipped)} malformed rows skipped)" if skipped else ""
-        raise TaskDataError(f"{source}: no usable rows{detail}")
-    return rows, skipped
 
 
 def _load(
@@ -347,14 +175,6 @@ def check_task_config(cfg: Mapping[str, Any]) -> None:
     """Everything about a config's task that can be checked without its data
     or a model: the task name, its source, the template, column mapping,
     reward functions (imported, signature checked) and error locator."""
-    from arca.tasks.custom import (
-        check_reward_func,
-        load_callable,
-        parse_columns,
-        read_template,
-        template_fields,
-    )
-
     task = cfg.get("task", "arithmetic")
     if task not in (*TASKS, CUSTOM):
         raise ValueError(f"task: must be {', '.join(TASKS)} or {CUSTOM}, got {task!r}")
@@ -399,19 +219,6 @@ def task_from_config(cfg: Mapping[str, Any], *, train_size: int | None = None) -
     ``reward_funcs``, ...), as training and evaluation both see it.
     ``train_size`` overrides the arithmetic task's (evaluation needs only the
     held-out rows)."""
-    from arca.tasks.custom import (
-        as_chat,
-        check_reward_columns,
-        check_reward_format,
-        checked_locator,
-        checked_reward,
-        is_conversation,
-        load_callable,
-        load_custom,
-        parse_columns,
-        read_template,
-    )
-
     check_task_config(cfg)
     check_files(cfg)
     name = cfg.get("task", "arithmetic")

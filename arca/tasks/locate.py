@@ -167,4 +167,29 @@ def ground_truth(
     }
 
 
-__all__ = ["TokenTruth", "ground_truth", "locate_tokens", "token_spans"]
+def answer_starts(
+    tokenizer: Any, completion_ids: Tensor, mask: Tensor, marker: str = "\\boxed"
+) -> Tensor:
+    """Where each completion's answer span starts: the position (in the padded
+    ``(B, T)`` layout) of the token holding the first character of its *last*
+    ``marker`` (default ``\\boxed``), ``-1`` for a completion without one.
+    OAR-G's split (:mod:`arca.credit.oar`): the tokens before are the reasoning
+    span, those from there on the answer span. ``(B,)`` long, on the device of
+    ``completion_ids``."""
+    B = completion_ids.size(0)
+    out = torch.full((B,), -1, dtype=torch.long)
+    bmask = mask.bool().cpu()
+    ids_cpu = completion_ids.cpu()
+    for i in range(B):
+        pos = bmask[i].nonzero().flatten()
+        text, spans = token_spans(tokenizer, ids_cpu[i, pos].tolist())
+        off = text.rfind(marker)
+        if off < 0:
+            continue
+        j = next((k for k, (a, b) in enumerate(spans) if a <= off < b), None)
+        if j is not None:
+            out[i] = pos[j]
+    return out.to(completion_ids.device)
+
+
+__all__ = ["TokenTruth", "answer_starts", "ground_truth", "locate_tokens", "token_spans"]

@@ -213,6 +213,14 @@ class RunArguments:
             "one of them changed is refused"
         },
     )
+    model_identity: str | None = field(
+        default=None,
+        metadata={
+            "help": "recorded by arca in config.yaml: the model the run started from, by "
+            "content (sha256 of its weights, or hub:<id>@<commit>); a config that names one "
+            "is refused when the model is now another build or revision"
+        },
+    )
 
 
 def parse(argv: list[str]) -> tuple[RunArguments, Any, Any]:
@@ -561,7 +569,14 @@ def _run_training(run: RunArguments, cfg: Any, model_args: Any, main: bool) -> P
     resolved = config_record(run, cfg, model_args)
     path = resolve(model_args.model_name_or_path)
     # What the model is by content: a name such as tiny may mean another build later.
-    resolved["model_identity"] = identity(path)
+    actual = identity(path)
+    if run.model_identity is not None and run.model_identity != actual:
+        raise ValueError(
+            f"model_identity: the config records {run.model_identity}, but "
+            f"{model_args.model_name_or_path} is now {actual} (another build or revision); "
+            "delete model_identity from the config to train the model as it is now"
+        )
+    resolved["model_identity"] = actual
     if started and run.resume and (out / CONFIG).is_file():
         check_resume(out / CONFIG, resolved)
     final = "adapter" if model_args.use_peft else "model"

@@ -625,3 +625,14 @@ def test_the_learning_curve_is_recorded_without_changing_the_run(tmp_path, rando
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["reward"] for r in a] == [r["reward"] for r in b]
     assert not (tmp_path / "plain" / "curve.jsonl").exists()
+
+
+def test_a_config_naming_another_model_identity_is_refused(tmp_path, random_model):
+    """A saved config.yaml is a valid --config (model_identity included), but not for a
+    model that is now another build: the record would name weights that did not train."""
+    cfg = config(tmp_path, random_model, model_identity="sha256:0000000000000000")
+    res = arca_train("--config", str(cfg))
+    assert res.returncode != 0
+    line = res.stderr.strip().splitlines()[-1]
+    assert "model_identity: the config records sha256:0000000000000000" in line, line
+    assert not (tmp_path / "run" / "config.yaml").exists()

@@ -18,7 +18,7 @@ from arca.sweep import add_sweep_arguments, finish, options, sweep
 
 #: The demo's duration, measured (README, "What make demo shows"): said once, here.
 DURATION = (
-    "about 4 min on 2 CPU cores (3 min 53 s measured 2026-11-23), plus about 2 min "
+    "about 5 min on 2 CPU cores (4 min 54 s measured 2026-12-04), plus about 2 min "
     "to build the tiny model the first time"
 )
 

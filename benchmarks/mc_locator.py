@@ -34,9 +34,8 @@ from arca.tasks.mc import (
     MCSettings,
     MonteCarloLocator,
     agreement,
+    agreement_pairs,
     binary_bound,
-    located,
-    token_cuts,
 )
 
 
@@ -111,12 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             for c, (text, spans), ex, r in zip(items, decoded, exact, res, strict=True):
                 if ex.correct or r.status == "correct":
                     continue
-                steps = token_cuts(text, spans, c.completion_ids, special=special)
-                for variant, soft in (("hard", False), ("soft", True)):
-                    mc = locate_tokens(
-                        located(r, text, spans, soft=soft), text, spans, c.completion_ids, eos
-                    )
-                    pairs[variant].append((ex.error_token, mc.error_token, steps))
+                for variant, pair in agreement_pairs(
+                    ex.error_token, r, text, spans, c.completion_ids, eos=eos, special=special
+                ).items():
+                    pairs[variant].append(pair)
             wrong = [r for r in res if r.status != "correct"]
             segs = [len(r.cuts) - 1 for r in wrong]
             rows.append(

@@ -28,11 +28,11 @@ from arca.tasks.mc import (
     MonteCarloLocator,
     StepRule,
     agreement,
+    agreement_pairs,
     binary_bound,
     cache_key,
     describe,
     step_boundaries,
-    token_cuts,
 )
 from arca.tasks.mc import located as mc_located
 
@@ -119,12 +119,10 @@ def monte_carlo_truth(
         ex = locate_tokens(exact(c.row, text), text, spans, c.completion_ids, eos)
         if ex.correct:
             continue
-        steps = token_cuts(text, spans, c.completion_ids, special=special)
-        for variant, soft in (("hard", False), ("soft", True)):
-            mc = locate_tokens(
-                mc_located(r, text, spans, soft=soft), text, spans, c.completion_ids, eos
-            )
-            pairs[variant].append((ex.error_token, mc.error_token, steps))
+        for variant, pair in agreement_pairs(
+            ex.error_token, r, text, spans, c.completion_ids, eos=eos, special=special
+        ).items():
+            pairs[variant].append(pair)
     wrong = [r for r in done if r.status != "correct"]
     reasons: dict[str, int] = {}
     for r in wrong:

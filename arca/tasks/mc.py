@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from arca.tasks.base import Located
-from arca.tasks.locate import token_spans
+from arca.tasks.locate import locate_tokens, token_spans
 
 CUT_RULES = ("step", "token")
 SEARCHES = ("binary", "all")
@@ -614,6 +614,33 @@ def describe(settings: MCSettings, estimator: str) -> str:
 def step_of(cuts: Sequence[int], token: int) -> int:
     """The 1-based step (between consecutive cut points) holding ``token``."""
     return sum(1 for c in cuts[1:] if c <= token) + 1
+
+
+def agreement_pairs(
+    exact_token: int | None,
+    result: MCResult,
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    completion_ids: Sequence[int],
+    *,
+    eos: int | None,
+    special: frozenset[int],
+) -> dict[str, tuple[int | None, int | None, list[int]]]:
+    """One wrong completion's entry for :func:`agreement`, per variant (``"hard"``:
+    the first zero-value cut; ``"soft"``: the largest drop): ``(exact token, mc
+    token, step cuts)``, the cuts by the default step rule for both. What
+    ``arca diagnose`` and benchmarks/mc_locator.py compare, so they compare alike."""
+    steps = token_cuts(text, spans, completion_ids, special=special)
+    return {
+        variant: (
+            exact_token,
+            locate_tokens(
+                located(result, text, spans, soft=soft), text, spans, completion_ids, eos
+            ).error_token,
+            steps,
+        )
+        for variant, soft in (("hard", False), ("soft", True))
+    }
 
 
 def agreement(pairs: Sequence[tuple[int | None, int | None, Sequence[int]]]) -> dict[str, Any]:
